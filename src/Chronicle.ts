@@ -1,0 +1,55 @@
+/**
+ * Every service of the toolkit in one Layer, in memory: the default backend, and what
+ * applications test with. `RedisChronicle.layer` (in `effect-chronicle/redis`) provides
+ * the same services on Redis with the same semantics.
+ *
+ * @since 0.1.0
+ */
+import { Layer } from "effect"
+import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "./EventStore.js"
+import { makeMemoryStore } from "./internal/memoryStore.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface MemoryOptions {
+  /** Partitions per category: a number, or `{ default, byCategory }`. Default 1. */
+  readonly partitions?: PartitionsConfig | undefined
+  /** Append limits (SEMANTICS §3); each defaults to `EventStore.defaultLimits`. */
+  readonly limits?: Partial<Limits> | undefined
+}
+
+/**
+ * Every service in memory, with the given partition counts and limits. Each use of the
+ * Layer builds fresh, empty state.
+ *
+ * @example
+ * ```ts
+ * const TestChronicle = Chronicle.layerMemoryWith({ partitions: 4 })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<EventStore, InvalidArgument> =>
+  Layer.effect(
+    EventStore,
+    makeMemoryStore({ partitions: options.partitions ?? 1, limits: { ...defaultLimits, ...options.limits } })
+  )
+
+/**
+ * Every service in memory, one partition per category (one total order per category).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Chronicle } from "effect-chronicle"
+ *
+ * Effect.runPromise(program.pipe(Effect.provide(Chronicle.layerMemory)))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<EventStore> = Layer.orDie(layerMemoryWith({ partitions: 1 }))

@@ -1,0 +1,765 @@
+/**
+ * The event store: append with an expected version, idempotent by event id; read a
+ * stream; read a category in commit order, catching up and then following live.
+ *
+ * `EventStore` is raw (encoded payloads and envelopes), so one service serves every
+ * contract; {@link forContract} gives the typed view of one contract.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Effect, Schema, Stream } from "effect"
+import * as Contract from "./Contract.js"
+import type { CategoryCursor, Envelope, Position } from "./Envelope.js"
+import { uuidv7 } from "./internal/ids.js"
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/**
+ * The expected version of an append: `"any"`, `"no-stream"` (≡ 0), `"exists"` (version
+ * above 0) or an exact version.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ExpectedVersion = Schema.Union(Schema.Literal("any", "no-stream", "exists"), Schema.NonNegativeInt)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ExpectedVersion = "any" | "no-stream" | "exists" | number
+
+/**
+ * The stream's version is not the one the append expected. `actual` is 0 for a
+ * missing stream.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WrongExpectedVersion extends Schema.TaggedError<WrongExpectedVersion>()("WrongExpectedVersion", {
+  stream: Schema.String,
+  expected: ExpectedVersion,
+  actual: Schema.Int
+}) {
+  override get message() {
+    return `stream ${this.stream}: expected version ${this.expected}, found ${this.actual}`
+  }
+}
+
+/**
+ * An append reuses event ids in a way that is not an exact replay of an earlier append
+ * (a later id differs, an id repeats within the batch, or an unknown first id is followed
+ * by a known one). Nothing was written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class IdempotencyMismatch extends Schema.TaggedError<IdempotencyMismatch>()("IdempotencyMismatch", {
+  stream: Schema.String,
+  eventId: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `stream ${this.stream}: event ${this.eventId}: ${this.reason}`
+  }
+}
+
+/**
+ * The append may or may not have been written (a timeout, or the connection was lost
+ * after the request was sent). Retrying with the same event ids is safe: the store
+ * either writes the batch or recognises it as a replay.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AppendOutcomeUnknown extends Schema.TaggedError<AppendOutcomeUnknown>()("AppendOutcomeUnknown", {
+  stream: Schema.String,
+  eventIds: Schema.Array(Schema.String),
+  reason: Schema.String
+}) {
+  override get message() {
+    return `stream ${this.stream}: the outcome of appending ${this.eventIds.length} event(s) is unknown (${this.reason}); retry with the same event ids`
+  }
+}
+
+/**
+ * An append with no events.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class EmptyBatch extends Schema.TaggedError<EmptyBatch>()("EmptyBatch", {
+  stream: Schema.String
+}) {
+  override get message() {
+    return `stream ${this.stream}: an append needs at least one event`
+  }
+}
+
+/**
+ * A batch over `maxBatchEvents` events or `maxBatchBytes` bytes; checked before any I/O.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BatchTooLarge extends Schema.TaggedError<BatchTooLarge>()("BatchTooLarge", {
+  stream: Schema.String,
+  events: Schema.Int,
+  bytes: Schema.Int,
+  maxEvents: Schema.Int,
+  maxBytes: Schema.Int
+}) {
+  override get message() {
+    return `stream ${this.stream}: a batch of ${this.events} event(s), ${this.bytes} bytes, is over the limit of ${this.maxEvents} events and ${this.maxBytes} bytes`
+  }
+}
+
+/**
+ * One event over `maxEventBytes` (the UTF-8 length of its encoded fields' JSON);
+ * checked before any I/O.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class EventTooLarge extends Schema.TaggedError<EventTooLarge>()("EventTooLarge", {
+  stream: Schema.String,
+  eventId: Schema.String,
+  type: Schema.String,
+  bytes: Schema.Int,
+  limit: Schema.Int
+}) {
+  override get message() {
+    return `stream ${this.stream}: event ${this.type} (${this.eventId}) is ${this.bytes} bytes, over the limit of ${this.limit}`
+  }
+}
+
+/**
+ * An event that fails its schema (or is not a valid raw event), rejected before any I/O.
+ * `path` names the field.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidEvent extends Schema.TaggedError<InvalidEvent>()("InvalidEvent", {
+  stream: Schema.String,
+  type: Schema.String,
+  path: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `stream ${this.stream}: event ${this.type}${this.path ? ` field ${this.path}` : ""}: ${this.reason}`
+  }
+}
+
+/**
+ * An argument the store cannot accept (a malformed stream name, expected version,
+ * cursor or option).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidArgument extends Schema.TaggedError<InvalidArgument>()("InvalidArgument", {
+  argument: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `invalid ${this.argument}: ${this.reason}`
+  }
+}
+
+/**
+ * A contract whose definition has problems (see `Contract.make`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidContract extends Schema.TaggedError<InvalidContract>()("InvalidContract", {
+  contract: Schema.String,
+  issues: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `contract ${this.contract} is invalid: ${this.issues.join("; ")}`
+  }
+}
+
+/**
+ * A stored event whose type its contract does not know (written by a newer producer).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnknownEventType extends Schema.TaggedError<UnknownEventType>()("UnknownEventType", {
+  stream: Schema.String,
+  version: Schema.Int,
+  type: Schema.String
+}) {
+  override get message() {
+    return `stream ${this.stream} version ${this.version}: unknown event type ${this.type}`
+  }
+}
+
+/**
+ * A stored event that cannot be read: corrupt data, missing metadata, or fields that fail
+ * the contract's schema. `stream` and `version` are given when they could be read;
+ * `position` always.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class EventDecodeError extends Schema.TaggedError<EventDecodeError>()("EventDecodeError", {
+  stream: Schema.optional(Schema.String),
+  version: Schema.optional(Schema.Int),
+  partition: Schema.optional(Schema.Int),
+  entryId: Schema.optional(Schema.String),
+  type: Schema.optional(Schema.String),
+  reason: Schema.String
+}) {
+  override get message() {
+    const where = this.stream !== undefined
+      ? `stream ${this.stream} version ${this.version ?? "?"}`
+      : `partition ${this.partition ?? "?"} entry ${this.entryId ?? "?"}`
+    return `${where}: cannot decode${this.type ? ` event ${this.type}` : ""}: ${this.reason}`
+  }
+}
+
+/**
+ * The category was first written with another partition count than this process is
+ * configured with. Partition counts are fixed when a category is first written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PartitionCountMismatch extends Schema.TaggedError<PartitionCountMismatch>()("PartitionCountMismatch", {
+  category: Schema.String,
+  recorded: Schema.Int,
+  configured: Schema.Int
+}) {
+  override get message() {
+    return `category ${this.category} has ${this.recorded} partition(s), this process is configured with ${this.configured}`
+  }
+}
+
+/**
+ * A key the store uses already holds a value of another type. Nothing was written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WrongKeyType extends Schema.TaggedError<WrongKeyType>()("WrongKeyType", {
+  key: Schema.String,
+  expected: Schema.String,
+  actual: Schema.String
+}) {
+  override get message() {
+    return `key ${this.key} holds a ${this.actual}, expected a ${this.expected}; nothing was written`
+  }
+}
+
+/**
+ * The backend did not perform the operation (unreachable, out of memory, not ready).
+ * Nothing was written; retrying is safe.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
+  operation: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `${this.operation}: the store is unavailable: ${this.reason}`
+  }
+}
+
+/**
+ * The backend refused the operation for lack of permission (an ACL, say). Nothing was
+ * touched.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("PermissionDenied", {
+  operation: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `${this.operation}: permission denied: ${this.reason}`
+  }
+}
+
+/**
+ * Failures of a backend call shared by every operation.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type StoreError = StoreUnavailable | PermissionDenied | WrongKeyType | PartitionCountMismatch
+
+/**
+ * Every way an append can fail.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type AppendError =
+  | WrongExpectedVersion
+  | IdempotencyMismatch
+  | AppendOutcomeUnknown
+  | EmptyBatch
+  | BatchTooLarge
+  | EventTooLarge
+  | InvalidEvent
+  | InvalidArgument
+  | StoreError
+
+/**
+ * Every way a read can fail.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type ReadError = EventDecodeError | InvalidArgument | StoreError
+
+// ---------------------------------------------------------------------------
+// Models
+// ---------------------------------------------------------------------------
+
+/**
+ * An event to append, already encoded: its id, type and JSON-ready fields.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NewEvent {
+  /** A UUID; permanent per stream; the idempotency key. */
+  readonly eventId: string
+  readonly type: string
+  /** The encoded fields: a JSON object (the envelope is kept apart). */
+  readonly data: unknown
+  /** The version of the event's schema the data was encoded with (default 1). */
+  readonly eventVersion?: number | undefined
+  readonly correlationId?: string | undefined
+  readonly causationId?: string | undefined
+  readonly traceparent?: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface AppendOptions {
+  /** Default `"any"`. */
+  readonly expectedVersion?: ExpectedVersion | undefined
+}
+
+/**
+ * What an append did: the versions and positions of its events. `replayed` is true when
+ * the batch had already been written by an earlier append with the same ids: nothing was
+ * written and the original versions and positions are returned.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AppendResult {
+  readonly stream: string
+  readonly firstVersion: number
+  readonly lastVersion: number
+  readonly positions: ReadonlyArray<Position>
+  readonly replayed: boolean
+}
+
+/**
+ * A stored event: its envelope and its encoded fields.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RecordedEvent extends Envelope {
+  readonly data: unknown
+}
+
+/**
+ * A stored event decoded with its contract.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Recorded<A> extends Envelope {
+  readonly event: A
+}
+
+/**
+ * Emitted once by a live category read when it has read everything that was committed
+ * when it started; what follows was committed later.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CaughtUp {
+  readonly _tag: "CaughtUp"
+  /** The cursor at the switch from catching up to following. */
+  readonly cursor: CategoryCursor
+}
+
+/**
+ * @since 0.1.0
+ * @category guards
+ */
+export const isCaughtUp = (u: unknown): u is CaughtUp =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "CaughtUp"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadOptions {
+  /** The first version to read: default 1 forwards, the last version backwards. */
+  readonly from?: number | undefined
+  readonly direction?: "forward" | "backward" | undefined
+  /** At most this many events. */
+  readonly limit?: number | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadCategoryOptions {
+  /** `"start"` (default), `"end"`, or a cursor: what comes after it is read. */
+  readonly from?: "start" | "end" | CategoryCursor | undefined
+  /** Page size of each read from the backend (default 256). */
+  readonly pageSize?: number | undefined
+}
+
+/**
+ * Limits on what one append can carry, checked before any I/O (SEMANTICS §3).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limits {
+  readonly maxBatchEvents: number
+  readonly maxBatchBytes: number
+  readonly maxEventBytes: number
+}
+
+/**
+ * 1,000 events and 1 MiB per batch, 256 KiB per event.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const defaultLimits: Limits = {
+  maxBatchEvents: 1000,
+  maxBatchBytes: 1024 * 1024,
+  maxEventBytes: 256 * 1024
+}
+
+/**
+ * Partition counts: one number for every category, or a default with exceptions.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type PartitionsConfig = number | { readonly default: number; readonly byCategory?: Readonly<Record<string, number>> | undefined }
+
+// ---------------------------------------------------------------------------
+// The service
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ */
+export declare namespace EventStore {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Service {
+    /**
+     * Appends a batch to a stream, atomically: all of it or nothing. The batch is
+     * checked against `expectedVersion` and the stream's permanent id map (SEMANTICS §1–2).
+     */
+    readonly append: (
+      stream: string,
+      events: ReadonlyArray<NewEvent>,
+      options?: AppendOptions
+    ) => Effect.Effect<AppendResult, AppendError>
+    /** Reads one stream, forwards (default) or backwards, in pages. */
+    readonly read: (stream: string, options?: ReadOptions) => Stream.Stream<RecordedEvent, ReadError>
+    /**
+     * Reads a category's log in commit order within each partition, merging partitions
+     * by commit time. With `live: true` it emits `CaughtUp` once it has read what was
+     * there, then follows new appends with no gap and no duplicate.
+     */
+    readonly readCategory: {
+      (category: string, options: ReadCategoryOptions & { readonly live: true }): Stream.Stream<RecordedEvent | CaughtUp, ReadError>
+      (category: string, options?: ReadCategoryOptions & { readonly live?: false | undefined }): Stream.Stream<RecordedEvent, ReadError>
+    }
+    /** The partition count of a category, as recorded (or as configured, for a new one). */
+    readonly partitions: (category: string) => Effect.Effect<number, StoreError | InvalidArgument>
+    /** The limits this store enforces. */
+    readonly limits: Limits
+  }
+}
+
+/**
+ * The event store service.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Chronicle, EventStore } from "effect-chronicle"
+ *
+ * const program = Effect.gen(function* () {
+ *   const store = yield* EventStore.EventStore
+ *   yield* store.append("orders-1", [{ eventId: crypto.randomUUID(), type: "Placed", data: { total: 3 } }], { expectedVersion: "no-stream" })
+ * }).pipe(Effect.provide(Chronicle.layerMemory))
+ * ```
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class EventStore extends Context.Tag("effect-chronicle/EventStore")<EventStore, EventStore.Service>() {}
+
+// ---------------------------------------------------------------------------
+// Stream names
+// ---------------------------------------------------------------------------
+
+const CATEGORY = /^[A-Za-z0-9_]+$/
+
+/**
+ * The maximum length of an entity id, in UTF-16 code units.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const maxEntityIdLength = 512
+
+/**
+ * A stream name split into its category and entity id.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StreamId {
+  readonly category: string
+  readonly id: string
+}
+
+/**
+ * Splits `category-id` at its first `-`, checking both parts.
+ *
+ * @since 0.1.0
+ * @category streams
+ */
+export const parseStream = (stream: unknown): StreamId | InvalidArgument => {
+  if (typeof stream !== "string") return new InvalidArgument({ argument: "stream", reason: `expected a string, got ${typeof stream}` })
+  const dash = stream.indexOf("-")
+  if (dash <= 0) {
+    return new InvalidArgument({ argument: "stream", reason: `${JSON.stringify(stream)} is not <category>-<id>` })
+  }
+  const category = stream.slice(0, dash)
+  const id = stream.slice(dash + 1)
+  if (!CATEGORY.test(category)) {
+    return new InvalidArgument({ argument: "stream", reason: `category ${JSON.stringify(category)} must match [A-Za-z0-9_]+` })
+  }
+  if (id.length === 0 || id.length > maxEntityIdLength) {
+    return new InvalidArgument({ argument: "stream", reason: `the id of ${JSON.stringify(stream.slice(0, 80))} must have 1 to ${maxEntityIdLength} characters` })
+  }
+  return { category, id }
+}
+
+/**
+ * Checks a category name.
+ *
+ * @since 0.1.0
+ * @category streams
+ */
+export const checkCategory = (category: unknown): InvalidArgument | undefined =>
+  typeof category === "string" && CATEGORY.test(category)
+    ? undefined
+    : new InvalidArgument({ argument: "category", reason: `${JSON.stringify(category)} must match [A-Za-z0-9_]+` })
+
+/**
+ * The name of an entity's stream: `category-id`.
+ *
+ * @since 0.1.0
+ * @category streams
+ */
+export const streamName = (category: string, id: string): string => `${category}-${id}`
+
+// ---------------------------------------------------------------------------
+// Typed view of one contract
+// ---------------------------------------------------------------------------
+
+/**
+ * Per-append options of the typed view.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TypedAppendOptions extends AppendOptions {
+  /** One id per event; minted (UUIDv7) when absent. */
+  readonly eventIds?: ReadonlyArray<string> | undefined
+  readonly correlationId?: string | undefined
+  readonly causationId?: string | undefined
+  readonly traceparent?: string | undefined
+}
+
+/**
+ * The event store seen through one contract: events are validated and encoded on the
+ * way in, decoded (and upcast) on the way out.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TypedStore<C extends Contract.Any> {
+  readonly contract: C
+  /** Appends events to the stream of entity `id` in the contract's category. */
+  readonly append: (
+    id: string,
+    events: ReadonlyArray<Contract.Event<C>>,
+    options?: TypedAppendOptions
+  ) => Effect.Effect<AppendResult, AppendError | UnknownEventType>
+  /** Reads the stream of entity `id`. */
+  readonly read: (id: string, options?: ReadOptions) => Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
+  /** Reads the contract's category. */
+  readonly readCategory: {
+    (options: ReadCategoryOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, ReadError | UnknownEventType>
+    (options?: ReadCategoryOptions & { readonly live?: false | undefined }): Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
+  }
+}
+
+/**
+ * Decodes a stored event with a contract.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeRecorded = <C extends Contract.Any>(
+  contract: C,
+  recorded: RecordedEvent
+): Effect.Effect<Recorded<Contract.Event<C>>, EventDecodeError | UnknownEventType> => {
+  const decoded = Contract.decodeEvent(contract, recorded.type, recorded.eventVersion, recorded.data)
+  switch (decoded._tag) {
+    case "Decoded": {
+      const { data: _, ...envelope } = recorded
+      return Effect.succeed({ ...envelope, event: decoded.event })
+    }
+    case "UnknownType":
+      return Effect.fail(new UnknownEventType({ stream: recorded.stream, version: recorded.version, type: recorded.type }))
+    case "Invalid":
+      return Effect.fail(
+        new EventDecodeError({
+          stream: recorded.stream,
+          version: recorded.version,
+          partition: recorded.position.partition,
+          entryId: recorded.position.entryId,
+          type: recorded.type,
+          reason: decoded.message
+        })
+      )
+  }
+}
+
+/**
+ * Encodes a contract's events for an append: validates each against its schema and
+ * mints ids (UUIDv7) where none are given.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encodeEvents = <C extends Contract.Any>(
+  contract: C,
+  stream: string,
+  events: ReadonlyArray<Contract.Event<C>>,
+  options?: TypedAppendOptions
+): Effect.Effect<ReadonlyArray<NewEvent>, InvalidEvent | InvalidArgument | UnknownEventType | InvalidContract> => {
+  if (contract.issues.length > 0) return Effect.fail(new InvalidContract({ contract: contract.name, issues: contract.issues }))
+  const ids = options?.eventIds
+  if (ids !== undefined && ids.length !== events.length) {
+    return Effect.fail(new InvalidArgument({ argument: "eventIds", reason: `${ids.length} id(s) for ${events.length} event(s)` }))
+  }
+  return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<ReadonlyArray<NewEvent>, InvalidEvent | UnknownEventType> => {
+    const out: Array<NewEvent> = []
+    for (let i = 0; i < events.length; i++) {
+      const encoded = Contract.encodeEvent(contract, events[i]!)
+      if (encoded._tag === "UnknownType") {
+        return Effect.fail(new UnknownEventType({ stream, version: 0, type: encoded.type }))
+      }
+      if (encoded._tag === "Invalid") {
+        const first = encoded.issues[0]
+        return Effect.fail(
+          new InvalidEvent({
+            stream,
+            type: encoded.type,
+            path: first?.path ?? "",
+            reason: encoded.issues.map((x) => (x.path && x.path !== first?.path ? `${x.path}: ${x.message}` : x.message)).join("; ")
+          })
+        )
+      }
+      out.push({
+        eventId: ids?.[i] ?? uuidv7(now),
+        type: encoded.type,
+        data: encoded.data,
+        eventVersion: encoded.version,
+        correlationId: options?.correlationId,
+        causationId: options?.causationId,
+        traceparent: options?.traceparent
+      })
+    }
+    return Effect.succeed(out)
+  })
+}
+
+const decodeStream = <C extends Contract.Any, E>(contract: C, stream: Stream.Stream<RecordedEvent, E>) =>
+  Stream.mapEffect(stream, (r) => decodeRecorded(contract, r))
+
+/**
+ * The typed view of the event store for one contract.
+ *
+ * @example
+ * ```ts
+ * const program = Effect.gen(function* () {
+ *   const orders = yield* EventStore.forContract(Orders)
+ *   yield* orders.append("o-1", [Orders.make.Placed({ sku: "book", quantity: 1 })], { expectedVersion: "no-stream" })
+ *   const events = yield* Stream.runCollect(orders.read("o-1"))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const forContract = <C extends Contract.Any>(contract: C): Effect.Effect<TypedStore<C>, InvalidContract, EventStore> =>
+  Effect.gen(function*() {
+    if (contract.issues.length > 0) {
+      return yield* new InvalidContract({ contract: contract.name, issues: contract.issues })
+    }
+    const store = yield* EventStore
+    const category = contract.name
+    const readCategory = (options?: ReadCategoryOptions & { readonly live?: boolean | undefined }) =>
+      Stream.mapEffect(
+        options?.live === true
+          ? store.readCategory(category, { ...options, live: true })
+          : store.readCategory(category, { ...options, live: false }) as Stream.Stream<RecordedEvent | CaughtUp, ReadError>,
+        (r): Effect.Effect<Recorded<Contract.Event<C>> | CaughtUp, EventDecodeError | UnknownEventType> =>
+          isCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r)
+      )
+    const typed: TypedStore<C> = {
+      contract,
+      append: (id, events, options) => {
+        const stream = streamName(category, id)
+        return encodeEvents(contract, stream, events, options).pipe(
+          Effect.catchTag("InvalidContract", (e) => Effect.fail(new InvalidArgument({ argument: "contract", reason: e.message }))),
+          Effect.flatMap((encoded) => store.append(stream, encoded, options)),
+          Effect.withSpan("EventStore.append", { attributes: { stream, events: events.length } })
+        )
+      },
+      read: (id, options) => decodeStream(contract, store.read(streamName(category, id), options)),
+      readCategory: readCategory as TypedStore<C>["readCategory"]
+    }
+    return typed
+  })

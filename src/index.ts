@@ -1,0 +1,17 @@
+/**
+ * effect-chronicle: event sourcing for Effect.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as Contract from "./Contract.js"
+
+/** @since 0.1.0 */
+export * as Envelope from "./Envelope.js"
+
+/** @since 0.1.0 */
+export * as EventStore from "./EventStore.js"
+
+/** @since 0.1.0 */
+export * as Chronicle from "./Chronicle.js"

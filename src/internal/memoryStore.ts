@@ -1,0 +1,255 @@
+/**
+ * The in-memory event store: the same rules as the Redis store (SEMANTICS §1–4), with
+ * state in a closure. Appends are synchronous, so each is atomic; entry ids follow
+ * Redis's `ms-seq` scheme from the Effect `Clock`, so `TestClock` controls commit times.
+ *
+ * @internal
+ */
+import { Clock, Effect, Stream } from "effect"
+import { type CategoryCursor, isCursor, type Position } from "../Envelope.js"
+import {
+  type AppendError,
+  type AppendResult,
+  checkCategory,
+  EventStore,
+  IdempotencyMismatch,
+  InvalidArgument,
+  type Limits,
+  type PartitionsConfig,
+  type ReadCategoryOptions,
+  type ReadError,
+  type ReadOptions,
+  type RecordedEvent,
+  WrongExpectedVersion
+} from "../EventStore.js"
+import { prepareAppend } from "./append.js"
+import { type Follow, readCategory } from "./categoryReader.js"
+import { compareEntryIds, partitionOf } from "./ids.js"
+import { partitionsFor, validatePartitions, validateReadOptions } from "./options.js"
+import { type StoredFields, toRecorded } from "./record.js"
+
+interface Entry {
+  readonly id: string
+  readonly ms: number
+  readonly seq: number
+  readonly fields: StoredFields
+}
+
+interface Partition {
+  readonly entries: Array<Entry>
+  lastMs: number
+  lastSeq: number
+}
+
+interface StreamState {
+  readonly partition: number
+  readonly entries: Array<Entry>
+  readonly ids: Map<string, { readonly version: number; readonly type: string }>
+}
+
+interface Category {
+  readonly name: string
+  readonly partitions: Array<Partition>
+  readonly streams: Map<string, StreamState>
+  readonly waiters: Set<() => void>
+}
+
+/** The index of the first entry after `after`. */
+const firstAfter = (entries: ReadonlyArray<Entry>, after: string): number => {
+  let lo = 0
+  let hi = entries.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (compareEntryIds(entries[mid]!.id, after) <= 0) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+export interface MemoryOptions {
+  readonly partitions: PartitionsConfig
+  readonly limits: Limits
+}
+
+export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<EventStore["Type"], InvalidArgument> =>
+  Effect.gen(function*() {
+    const invalidPartitions = validatePartitions(options.partitions)
+    if (invalidPartitions) return yield* invalidPartitions
+    const categories = new Map<string, Category>()
+    const limits = options.limits
+
+    const category = (name: string): Category => {
+      let c = categories.get(name)
+      if (c === undefined) {
+        const p = partitionsFor(options.partitions, name)
+        c = {
+          name,
+          partitions: Array.from({ length: p }, () => ({ entries: [], lastMs: 0, lastSeq: 0 })),
+          streams: new Map(),
+          waiters: new Set()
+        }
+        categories.set(name, c)
+      }
+      return c
+    }
+
+    const toEvent = (c: Category, p: number, e: Entry) => {
+      const r = toRecorded(c.name, p, e.id, e.fields)
+      return r instanceof Error ? Effect.fail(r) : Effect.succeed(r)
+    }
+
+    const append: EventStore["Type"]["append"] = (stream, events, appendOptions) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<AppendResult, AppendError> => {
+        const prepared = prepareAppend(stream, events, appendOptions?.expectedVersion, limits)
+        if (prepared instanceof Error) return Effect.fail(prepared)
+        const c = category(prepared.category)
+        const pIndex = partitionOf(prepared.entityId, c.partitions.length)
+        const partition = c.partitions[pIndex]!
+        const s = c.streams.get(prepared.entityId)
+        const current = s?.entries.length ?? 0
+        const batch = prepared.events
+        const known = s?.ids.get(batch[0]!.eventId)
+        if (s !== undefined && known !== undefined) {
+          for (let i = 0; i < batch.length; i++) {
+            const at = s.ids.get(batch[i]!.eventId)
+            if (at === undefined || at.version !== known.version + i || at.type !== batch[i]!.type) {
+              return Effect.fail(
+                new IdempotencyMismatch({
+                  stream,
+                  eventId: batch[i]!.eventId,
+                  reason: at === undefined
+                    ? `the batch replays an earlier append from version ${known.version}, but this id was not part of it`
+                    : `the batch replays an earlier append, but this id was written at version ${at.version} as ${at.type}, not at ${known.version + i} as ${batch[i]!.type}`
+                })
+              )
+            }
+          }
+          const positions: Array<Position> = []
+          for (let i = 0; i < batch.length; i++) positions.push({ partition: pIndex, entryId: s.entries[known.version - 1 + i]!.id })
+          const result: AppendResult = { stream, firstVersion: known.version, lastVersion: known.version + batch.length - 1, positions, replayed: true }
+          return Effect.succeed(result)
+        }
+        if (s !== undefined) {
+          for (let i = 1; i < batch.length; i++) {
+            const at = s.ids.get(batch[i]!.eventId)
+            if (at !== undefined) {
+              return Effect.fail(
+                new IdempotencyMismatch({
+                  stream,
+                  eventId: batch[i]!.eventId,
+                  reason: `this id was written at version ${at.version} but the batch's first id is new`
+                })
+              )
+            }
+          }
+        }
+        const e = prepared.expected
+        if (!(e === -1 || (e === -2 && current > 0) || e === current)) {
+          return Effect.fail(new WrongExpectedVersion({ stream, expected: prepared.expectedVersion, actual: current }))
+        }
+        const target: StreamState = s ?? { partition: pIndex, entries: [], ids: new Map() }
+        if (s === undefined) c.streams.set(prepared.entityId, target)
+        const positions: Array<Position> = []
+        for (let i = 0; i < batch.length; i++) {
+          const ev = batch[i]!
+          if (now > partition.lastMs) {
+            partition.lastMs = now
+            partition.lastSeq = 0
+          } else partition.lastSeq++
+          const version = current + i + 1
+          const entry: Entry = {
+            id: `${partition.lastMs}-${partition.lastSeq}`,
+            ms: partition.lastMs,
+            seq: partition.lastSeq,
+            fields: { e: ev.eventId, i: prepared.entityId, v: String(version), t: ev.type, d: ev.data, m: ev.meta }
+          }
+          partition.entries.push(entry)
+          target.entries.push(entry)
+          target.ids.set(ev.eventId, { version, type: ev.type })
+          positions.push({ partition: pIndex, entryId: entry.id })
+        }
+        for (const wake of Array.from(c.waiters)) wake()
+        const result: AppendResult = { stream, firstVersion: current + 1, lastVersion: current + batch.length, positions, replayed: false }
+        return Effect.succeed(result)
+      })
+
+    const read = (stream: string, readOptions?: ReadOptions): Stream.Stream<RecordedEvent, ReadError> => {
+      const checked = validateReadOptions(stream, readOptions)
+      if (checked instanceof Error) return Stream.fail(checked)
+      const { category: name, id, forward, from, limit } = checked
+      return Stream.suspend(() => {
+        const c = categories.get(name)
+        const s = c?.streams.get(id)
+        if (c === undefined || s === undefined) return Stream.empty
+        const picked: Array<Entry> = []
+        if (forward) {
+          for (let v = from ?? 1; v <= s.entries.length && picked.length < limit; v++) picked.push(s.entries[v - 1]!)
+        } else {
+          for (let v = Math.min(from ?? s.entries.length, s.entries.length); v >= 1 && picked.length < limit; v--) picked.push(s.entries[v - 1]!)
+        }
+        return Stream.mapEffect(Stream.fromIterable(picked), (e) => toEvent(c, s.partition, e))
+      })
+    }
+
+    const collect = (c: Category, p: number, after: string, count: number): Array<Entry> => {
+      const entries = c.partitions[p]!.entries
+      const i = firstAfter(entries, after)
+      return entries.slice(i, i + count)
+    }
+
+    const readCategoryImpl = (name: string, readOptions?: ReadCategoryOptions & { readonly live?: boolean | undefined }) => {
+      const invalid = checkCategory(name)
+      if (invalid) return Stream.fail(invalid)
+      const pageSize = readOptions?.pageSize ?? 256
+      if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
+        return Stream.fail(new InvalidArgument({ argument: "pageSize", reason: `${String(pageSize)} is not an integer ≥ 1` }))
+      }
+      return Stream.suspend(() => {
+        const c = category(name)
+        const from = readOptions?.from ?? "start"
+        if (from !== "start" && from !== "end" && !isCursor(from, c.partitions.length)) {
+          return Stream.fail(new InvalidArgument({ argument: "from", reason: `a cursor of category ${name} has ${c.partitions.length} entry id(s)` }))
+        }
+        const decodeAll = (p: number, entries: ReadonlyArray<Entry>) => Effect.forEach(entries, (e) => toEvent(c, p, e))
+        const follow: Follow<never> = (cursor, count) =>
+          Effect.async<ReadonlyArray<Entry & { p: number }>>((resume) => {
+            const check = () => {
+              const found: Array<Entry & { p: number }> = []
+              for (let p = 0; p < c.partitions.length; p++) {
+                for (const e of collect(c, p, cursor[p]!, count)) found.push({ ...e, p })
+              }
+              if (found.length === 0) return
+              c.waiters.delete(check)
+              resume(Effect.succeed(found))
+            }
+            c.waiters.add(check)
+            check()
+            return Effect.sync(() => {
+              c.waiters.delete(check)
+            })
+          }).pipe(Effect.flatMap((found) => Effect.forEach(found, (e) => toEvent(c, e.p, e))))
+        return readCategory(
+          {
+            partitions: c.partitions.length,
+            page: (p, after, count) => decodeAll(p, collect(c, p, after, count)),
+            ends: Effect.sync((): CategoryCursor => c.partitions.map((part) => part.entries.at(-1)?.id ?? "0-0"))
+          },
+          from,
+          pageSize,
+          readOptions?.live === true ? follow : undefined
+        )
+      })
+    }
+
+    return EventStore.of({
+      append,
+      read,
+      readCategory: readCategoryImpl as EventStore["Type"]["readCategory"],
+      partitions: (name) => {
+        const invalid = checkCategory(name)
+        return invalid ? Effect.fail(invalid) : Effect.sync(() => category(name).partitions.length)
+      },
+      limits
+    })
+  })
+

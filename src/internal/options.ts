@@ -1,0 +1,52 @@
+/**
+ * Checks of options shared by every backend.
+ *
+ * @internal
+ */
+import { InvalidArgument, type PartitionsConfig, parseStream, type ReadOptions } from "../EventStore.js"
+
+export const maxPartitions = 1024
+
+const validCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 1 && n <= maxPartitions
+
+export const validatePartitions = (config: PartitionsConfig): InvalidArgument | undefined => {
+  if (typeof config === "number") {
+    return validCount(config) ? undefined : new InvalidArgument({ argument: "partitions", reason: `${config} is not an integer from 1 to ${maxPartitions}` })
+  }
+  if (typeof config !== "object" || config === null || !validCount(config.default)) {
+    return new InvalidArgument({ argument: "partitions", reason: `expected a number or { default, byCategory } with counts from 1 to ${maxPartitions}` })
+  }
+  for (const [category, n] of Object.entries(config.byCategory ?? {})) {
+    if (!validCount(n)) return new InvalidArgument({ argument: "partitions", reason: `byCategory.${category}: ${String(n)} is not an integer from 1 to ${maxPartitions}` })
+  }
+  return undefined
+}
+
+export const partitionsFor = (config: PartitionsConfig, category: string): number =>
+  typeof config === "number" ? config : (Object.prototype.hasOwnProperty.call(config.byCategory ?? {}, category) ? config.byCategory![category]! : config.default)
+
+export interface CheckedRead {
+  readonly category: string
+  readonly id: string
+  readonly forward: boolean
+  readonly from: number | undefined
+  readonly limit: number
+}
+
+export const validateReadOptions = (stream: string, options: ReadOptions | undefined): CheckedRead | InvalidArgument => {
+  const parsed = parseStream(stream)
+  if (parsed instanceof InvalidArgument) return parsed
+  const direction = options?.direction ?? "forward"
+  if (direction !== "forward" && direction !== "backward") {
+    return new InvalidArgument({ argument: "direction", reason: `${JSON.stringify(direction)} is not "forward" or "backward"` })
+  }
+  const from = options?.from
+  if (from !== undefined && (!Number.isSafeInteger(from) || from < 1)) {
+    return new InvalidArgument({ argument: "from", reason: `${String(from)} is not a version ≥ 1` })
+  }
+  const limit = options?.limit ?? Number.MAX_SAFE_INTEGER
+  if (!Number.isSafeInteger(limit) || limit < 0) {
+    return new InvalidArgument({ argument: "limit", reason: `${String(limit)} is not an integer ≥ 0` })
+  }
+  return { category: parsed.category, id: parsed.id, forward: direction === "forward", from, limit }
+}
