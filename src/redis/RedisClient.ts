@@ -1,0 +1,304 @@
+/**
+ * Redis connections for the Redis backend, as a scoped service: a shared auto-pipelined
+ * connection for reads and small commands, and, on demand, dedicated connections (the
+ * append coalescer, then WAIT) and blocking ones (live reads, consumer groups), each
+ * closed with the scope that asked for it.
+ *
+ * Every connection runs with no offline queue and no resend of commands already written
+ * to the socket, so nothing is replayed behind the caller's back; every call has an
+ * Effect timeout.
+ *
+ * @since 0.1.0
+ */
+import { Config, type ConfigError, Context, Duration, Effect, Layer, Redacted, Schema, type Scope } from "effect"
+import { Redis, type RedisOptions as IORedisOptions } from "ioredis"
+import { PermissionDenied, StoreUnavailable, WrongKeyType } from "../EventStore.js"
+
+/**
+ * TLS settings for `rediss://` URLs.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TlsOptions {
+  /** PEM certificate(s) of the CA(s) to trust. */
+  readonly ca?: string | undefined
+  readonly cert?: string | undefined
+  readonly key?: Redacted.Redacted<string> | undefined
+  readonly servername?: string | undefined
+  readonly rejectUnauthorized?: boolean | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** `redis://` or `rediss://` (TLS) URL; it may carry user and password. Default `redis://127.0.0.1:6379`. */
+  readonly url?: string | Redacted.Redacted<string> | undefined
+  readonly username?: string | undefined
+  readonly password?: Redacted.Redacted<string> | undefined
+  readonly tls?: TlsOptions | undefined
+  /** Timeout of every command (default 5 seconds). */
+  readonly commandTimeout?: Duration.DurationInput | undefined
+  /** Timeout of a connection attempt (default 5 seconds). */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /** Wait for INFO to report the server ready (default true; ACL users without INFO need false). */
+  readonly readyCheck?: boolean | undefined
+  /** A name given to every connection (CLIENT SETNAME), suffixed with its role. */
+  readonly connectionName?: string | undefined
+}
+
+/**
+ * A connection could not be established. The message names the server (never its
+ * password) and the underlying cause (a TLS certificate error, say).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RedisConnectionError extends Schema.TaggedError<RedisConnectionError>()("RedisConnectionError", {
+  url: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `cannot connect to ${this.url}: ${this.reason}`
+  }
+}
+
+/**
+ * The kinds of failure a Redis call maps to.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type CallError = StoreUnavailable | PermissionDenied | WrongKeyType
+
+/**
+ * @since 0.1.0
+ */
+export declare namespace RedisClient {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Service {
+    /** The shared, auto-pipelined connection: reads, registry, small commands. */
+    readonly shared: Redis
+    /** A new connection without auto-pipelining, closed with the scope. */
+    readonly dedicated: (role: string) => Effect.Effect<Redis, RedisConnectionError, Scope.Scope>
+    /** A new connection for blocking commands, closed with the scope. */
+    readonly blocking: (role: string) => Effect.Effect<Redis, RedisConnectionError, Scope.Scope>
+    /** Runs one call with the command timeout, mapping failures to typed errors. */
+    readonly call: <A>(operation: string, f: (redis: Redis) => Promise<A>, connection?: Redis) => Effect.Effect<A, CallError>
+    /** Runs a blocking call: the timeout is the command's own block time plus the command timeout. */
+    readonly callBlocking: <A>(
+      operation: string,
+      connection: Redis,
+      block: Duration.Duration,
+      f: (redis: Redis) => Promise<A>
+    ) => Effect.Effect<A, CallError>
+    readonly commandTimeout: Duration.Duration
+    /** The server's URL without its password, for messages. */
+    readonly url: string
+    /** The last connection-level error seen on a connection (a TLS failure, say). */
+    readonly lastError: (connection: Redis) => string | undefined
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class RedisClient extends Context.Tag("effect-chronicle/redis/RedisClient")<RedisClient, RedisClient.Service>() {}
+
+/**
+ * A URL with its password replaced by `***`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const redactUrl = (url: string): string => {
+  try {
+    const u = new URL(url)
+    if (u.password) u.password = "***"
+    return u.toString()
+  } catch {
+    return url.replace(/\/\/([^:@/]*):([^@/]*)@/, "//$1:***@")
+  }
+}
+
+const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+/**
+ * Maps a failure of a Redis call to a typed error. Replies that mean "not done" become
+ * `StoreUnavailable`; NOPERM becomes `PermissionDenied`; WRONGTYPE becomes `WrongKeyType`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const mapCallError = (operation: string, cause: unknown, password?: string): CallError => {
+  let reason = messageOf(cause)
+  if (password) reason = reason.split(password).join("***")
+  if (reason.startsWith("NOPERM")) return new PermissionDenied({ operation, reason })
+  if (reason.startsWith("WRONGTYPE")) return new WrongKeyType({ key: operation, expected: "the store's type", actual: "another type" })
+  return new StoreUnavailable({ operation, reason })
+}
+
+const errors = new WeakMap<Redis, string>()
+
+/**
+ * Builds the client from options.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, RedisConnectionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const rawUrl = options.url === undefined ? "redis://127.0.0.1:6379" : typeof options.url === "string" ? options.url : Redacted.value(options.url)
+    const url = redactUrl(rawUrl)
+    const commandTimeout = Duration.decode(options.commandTimeout ?? "5 seconds")
+    const connectTimeout = Duration.decode(options.connectTimeout ?? "5 seconds")
+    const password = options.password ? Redacted.value(options.password) : (() => {
+      try {
+        return decodeURIComponent(new URL(rawUrl).password) || undefined
+      } catch {
+        return undefined
+      }
+    })()
+    const scrub = (s: string) => (password ? s.split(password).join("***") : s)
+
+    const base: IORedisOptions = {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+      maxRetriesPerRequest: 0,
+      enableReadyCheck: options.readyCheck ?? true,
+      connectTimeout: Duration.toMillis(connectTimeout),
+      retryStrategy: (times) => Math.min(50 * times, 1000),
+      ...(options.username !== undefined ? { username: options.username } : {}),
+      ...(options.password !== undefined ? { password: Redacted.value(options.password) } : {}),
+      ...(options.tls !== undefined || rawUrl.startsWith("rediss:")
+        ? {
+          tls: {
+            ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+            ...(options.tls?.cert !== undefined ? { cert: options.tls.cert } : {}),
+            ...(options.tls?.key !== undefined ? { key: Redacted.value(options.tls.key) } : {}),
+            ...(options.tls?.servername !== undefined ? { servername: options.tls.servername } : {}),
+            ...(options.tls?.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.tls.rejectUnauthorized } : {})
+          }
+        }
+        : {})
+    }
+
+    const connect = (role: string, autoPipelining: boolean) =>
+      Effect.acquireRelease(
+        Effect.suspend(() => {
+          const redis = new Redis(rawUrl, {
+            ...base,
+            enableAutoPipelining: autoPipelining,
+            ...(options.connectionName !== undefined ? { connectionName: `${options.connectionName}:${role}` } : {})
+          })
+          redis.on("error", (e: unknown) => {
+            errors.set(redis, scrub(messageOf(e)))
+          })
+          return Effect.tryPromise({
+            try: () => redis.connect(),
+            catch: (cause) => cause
+          }).pipe(
+            Effect.timeoutFail({ duration: connectTimeout, onTimeout: () => new Error(`no connection within ${Duration.format(connectTimeout)}`) }),
+            Effect.as(redis),
+            Effect.catchAll((cause) => {
+              const seen = errors.get(redis)
+              const direct = scrub(messageOf(cause))
+              redis.disconnect()
+              return Effect.fail(
+                new RedisConnectionError({ url, reason: seen !== undefined && seen !== direct ? `${seen} (${direct})` : direct })
+              )
+            })
+          )
+        }),
+        (redis) =>
+          Effect.promise(() => redis.quit().catch(() => "")).pipe(
+            Effect.timeout("1 second"),
+            Effect.ignore,
+            Effect.ensuring(Effect.sync(() => redis.disconnect()))
+          )
+      )
+
+    const shared = yield* connect("shared", true)
+
+    const call = <A>(operation: string, f: (redis: Redis) => Promise<A>, connection: Redis = shared) =>
+      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
+        Effect.timeoutFail({ duration: commandTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(commandTimeout)}`) }),
+        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
+      )
+
+    const callBlocking = <A>(operation: string, connection: Redis, block: Duration.Duration, f: (redis: Redis) => Promise<A>) =>
+      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
+        Effect.timeoutFail({ duration: Duration.sum(block, commandTimeout), onTimeout: () => new Error("no reply to a blocking read in time") }),
+        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
+      )
+
+    const withConnectionCause = (connection: Redis, cause: unknown) => {
+      const m = messageOf(cause)
+      const seen = errors.get(connection)
+      return seen !== undefined && /Connection is closed|Stream isn't writeable/.test(m) ? new Error(`${m} (${seen})`) : cause
+    }
+
+    return RedisClient.of({
+      shared,
+      dedicated: (role) => connect(role, false),
+      blocking: (role) => connect(role, false),
+      call,
+      callBlocking,
+      commandTimeout,
+      url,
+      lastError: (connection) => errors.get(connection)
+    })
+  })
+
+/**
+ * The client as a Layer, from options.
+ *
+ * @example
+ * ```ts
+ * const Redis = RedisClient.layer({ url: "redis://127.0.0.1:6379" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<RedisClient, RedisConnectionError> => Layer.scoped(RedisClient, make(options))
+
+/**
+ * Reads the URL from `REDIS_URL` (default `redis://127.0.0.1:6379`) and the password,
+ * when set, from `REDIS_PASSWORD`, both as secrets.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const defaultConfig: Config.Config<Options> = Config.all({
+  url: Config.redacted("REDIS_URL").pipe(Config.withDefault(Redacted.make("redis://127.0.0.1:6379"))),
+  password: Config.option(Config.redacted("REDIS_PASSWORD"))
+}).pipe(
+  Config.map(({ password, url }): Options => (password._tag === "Some" ? { url, password: password.value } : { url }))
+)
+
+/**
+ * The client as a Layer, from `Config` (by default {@link defaultConfig}).
+ *
+ * @example
+ * ```ts
+ * const Redis = RedisClient.layerConfig({
+ *   url: Config.redacted("CHRONICLE_REDIS_URL"),
+ *   commandTimeout: Config.succeed("2 seconds")
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options> = defaultConfig
+): Layer.Layer<RedisClient, RedisConnectionError | ConfigError.ConfigError> =>
+  Layer.scoped(RedisClient, Effect.flatMap(Config.unwrap(config), make))

@@ -1,0 +1,171 @@
+/**
+ * The Lua scripts of the Redis backend and how they are sent (EVALSHA, falling back to
+ * EVAL on NOSCRIPT, which the server answers before running anything).
+ *
+ * @internal
+ */
+import { createHash } from "node:crypto"
+import type { Redis } from "ioredis"
+
+export interface Script {
+  readonly name: string
+  readonly source: string
+  readonly sha: string
+}
+
+const script = (name: string, source: string): Script => ({
+  name,
+  source,
+  sha: createHash("sha1").update(source).digest("hex")
+})
+
+/**
+ * Appends one or more batches to one partition, each checked and applied on its own.
+ *
+ * Layout (all keys under the partition's hash tag, so a call never spans slots):
+ * - `log` (stream): the partition's category log. Each entry is the event itself:
+ *   e = event id, i = entity id, v = version, t = type, d = data (JSON), m = metadata.
+ *   The payload lives here, once: every consumer group and projection reads the log,
+ *   while aggregates read only an entity's tail after its snapshot, so the log is the
+ *   hot path and entity reads fetch payloads by reference (see READ_STREAM).
+ * - `ids:<id>` (hash): field `v` = the stream's version; field <eventId> =
+ *   "<version>:<type>", permanent, for idempotency. One HMGET reads the version and every
+ *   id of a batch (and, through pcall, is the hash's type check); one HSET writes them.
+ * - `s:<id>` (list): the log entry id of each version, in order.
+ * - `streams` (set): the entity ids of the partition, for listing without SCAN.
+ *
+ * KEYS: log, streams, then per batch: ids hash, entity list.
+ * ARGV: batch count, then per batch: entity id, expected (-1 any, -2 exists, n exact),
+ * event count n, then n × (event id, type, data, metadata).
+ *
+ * Every check of a batch runs before its first write; a batch that fails a check writes
+ * nothing. Replies, one per batch:
+ *   {"ok", firstVersion, entryId…} | {"replay", firstVersion, entryId…} | {"wev", actual}
+ *   | {"mismatch", index, storedValue|false}   (the first id is known: not an exact replay)
+ *   | {"known", index, storedValue}            (the first id is new, a later one is known)
+ *   | {"type", key, expected, actual}
+ *
+ * The `#!lua` shebang makes Redis refuse the whole script before it runs when the server
+ * is out of memory, instead of failing a write half-way.
+ */
+export const APPEND = script(
+  "append",
+  `#!lua
+local log, set = KEYS[1], KEYS[2]
+local nb = tonumber(ARGV[1])
+local out = {}
+local lt = redis.call('TYPE', log)['ok']
+local st = redis.call('TYPE', set)['ok']
+if (lt ~= 'stream' and lt ~= 'none') or (st ~= 'set' and st ~= 'none') then
+  local bad, want, got = log, 'stream', lt
+  if lt == 'stream' or lt == 'none' then bad, want, got = set, 'set', st end
+  for b = 1, nb do out[b] = {'type', bad, want, got} end
+  return out
+end
+local a = 2
+for b = 1, nb do
+  local hk, lk = KEYS[1 + 2 * b], KEYS[2 + 2 * b]
+  local ent, exp, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local base = a + 3
+  a = base + 4 * n
+  local q = {'v'}
+  for i = 0, n - 1 do q[i + 2] = ARGV[base + 4 * i] end
+  local vals = redis.pcall('HMGET', hk, unpack(q))
+  if vals['err'] then
+    out[b] = {'type', hk, 'hash', 'another type'}
+  else
+    local ltype = redis.call('TYPE', lk)['ok']
+    if ltype ~= 'list' and ltype ~= 'none' then
+      out[b] = {'type', lk, 'list', ltype}
+    else
+      local cur = tonumber(vals[1]) or 0
+      local first = vals[2]
+      if first then
+        local v0 = tonumber(string.match(first, '^(%d+):'))
+        local bad = nil
+        if not v0 then v0 = 0 bad = 0 end
+        for i = 0, n - 1 do
+          if bad then break end
+          if vals[i + 2] ~= (v0 + i) .. ':' .. ARGV[base + 4 * i + 1] then bad = i break end
+        end
+        if bad then
+          out[b] = {'mismatch', bad, vals[bad + 2]}
+        else
+          out[b] = {'replay', v0, unpack(redis.call('LRANGE', lk, v0 - 1, v0 + n - 2))}
+        end
+      else
+        local bad = nil
+        for i = 1, n - 1 do if vals[i + 2] then bad = i break end end
+        if bad then
+          out[b] = {'known', bad, vals[bad + 2]}
+        elseif exp == -1 or (exp == -2 and cur > 0) or exp == cur then
+          local ids = {}
+          local h = {'v', cur + n}
+          for i = 0, n - 1 do
+            local j = base + 4 * i
+            local ver = cur + i + 1
+            ids[i + 1] = redis.call('XADD', log, '*', 'e', ARGV[j], 'i', ent, 'v', ver, 't', ARGV[j + 1], 'd', ARGV[j + 2], 'm', ARGV[j + 3])
+            h[2 * i + 3] = ARGV[j]
+            h[2 * i + 4] = ver .. ':' .. ARGV[j + 1]
+          end
+          redis.call('RPUSH', lk, unpack(ids))
+          redis.call('HSET', hk, unpack(h))
+          if cur == 0 then redis.call('SADD', set, ent) end
+          out[b] = {'ok', cur + 1, unpack(ids)}
+        else
+          out[b] = {'wev', cur}
+        end
+      end
+    end
+  end
+end
+return out
+`
+)
+
+/**
+ * Reads a page of one entity's stream: its log entry ids from the list, then each entry
+ * from the log, in one round trip.
+ *
+ * KEYS: log, entity list. ARGV: direction ("f" or "b"), from version (0 = the default:
+ * 1 forwards, the last backwards), count.
+ * Reply: {firstVersion, entry|false, …} in ascending version order, where an entry is
+ * {entryId, fields}; `false` marks a version whose log entry is missing.
+ */
+export const READ_STREAM = script(
+  "read-stream",
+  `#!lua flags=no-writes
+local log, lk = KEYS[1], KEYS[2]
+local dir, from, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local len = redis.call('LLEN', lk)
+local lo, hi
+if dir == 'f' then
+  lo = from
+  if lo < 1 then lo = 1 end
+  hi = lo + count - 1
+  if hi > len then hi = len end
+else
+  hi = from
+  if hi < 1 or hi > len then hi = len end
+  lo = hi - count + 1
+  if lo < 1 then lo = 1 end
+end
+local out = {lo}
+if hi < lo then return out end
+local ids = redis.call('LRANGE', lk, lo - 1, hi - 1)
+for i, id in ipairs(ids) do
+  local e = redis.call('XRANGE', log, id, id)
+  if e[1] then out[i + 1] = e[1] else out[i + 1] = false end
+end
+return out
+`
+)
+
+/** Sends a script with EVALSHA, and with EVAL when the server does not have it (NOSCRIPT). */
+export const evalScript = (redis: Redis, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string | number>): Promise<unknown> =>
+  (redis.evalsha(s.sha, keys.length, ...keys, ...args) as Promise<unknown>).catch((error: unknown) => {
+    if (error instanceof Error && error.message.startsWith("NOSCRIPT")) {
+      return redis.eval(s.source, keys.length, ...keys, ...args) as Promise<unknown>
+    }
+    return Promise.reject(error)
+  })
