@@ -1,0 +1,8 @@
+/**
+ * Testing support: the backend conformance suites.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as EventStoreSuite from "./EventStoreSuite.js"

@@ -1,0 +1,259 @@
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Chunk, Context, Effect, Either, Layer, Logger, Stream } from "effect"
+import { EventStore } from "effect-chronicle"
+import { EventStoreSuite } from "effect-chronicle/testing"
+import { Redis } from "ioredis"
+import { startProxy } from "./support/proxy.js"
+import { callsOf, commandCount, rawRedis, redisStore, redisUrl, uniquePrefix } from "./support/redis.js"
+import { startRedisServer } from "./support/redisServer.js"
+
+const url = redisUrl()
+const probe = new Redis(url)
+afterAll(() => probe.quit())
+
+EventStoreSuite.conformance("Redis", (config) => redisStore(url, { prefix: uniquePrefix("conf"), ...config }), {
+  commandCount: commandCount(probe)
+})
+
+const event = (type: string, data: Record<string, unknown>, eventId: string = crypto.randomUUID()): EventStore.NewEvent => ({
+  eventId,
+  type,
+  data
+})
+
+/** A redis-server of this test's own, for tests that change server-wide state. */
+const privateServer = (args: ReadonlyArray<string> = []) =>
+  Effect.acquireRelease(
+    Effect.promise(() => startRedisServer({ args })),
+    (server) => Effect.promise(() => server.stop())
+  )
+
+/** Builds a store Layer in the current scope and returns the service. */
+const storeIn = <E>(layer: Layer.Layer<EventStore.EventStore, E>) =>
+  Effect.map(Layer.build(layer), (ctx) => Context.get(ctx, EventStore.EventStore))
+
+const collect = <A, E, R>(s: Stream.Stream<A, E, R>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)
+
+const scripts = (redis: Redis) => Effect.zipWith(callsOf(redis, "evalsha"), callsOf(redis, "eval"), (a, b) => a + b)
+
+describe("Redis backend", () => {
+  it.live("a key of another type is a typed error, and no key is written or changed", () =>
+    Effect.gen(function*() {
+      const raw = yield* rawRedis(url)
+      const prefix = uniquePrefix("types")
+      const store = yield* storeIn(redisStore(url, { prefix }))
+      const snapshot = async () => {
+        const keys = (await raw.keys(`${prefix}:*`)).sort()
+        const types = await Promise.all(keys.map((k) => raw.type(k)))
+        const dumps = await Promise.all(keys.map((k) => raw.dumpBuffer(k)))
+        return keys.map((k, i) => [k, types[i], dumps[i]?.toString("hex")])
+      }
+      // the registry entries are written at first touch; create them first
+      for (const c of ["wa", "wb", "wc", "wd"]) yield* store.partitions(c)
+      yield* Effect.promise(() => raw.set(`${prefix}:{wa:0}:s:x`, "not a list"))
+      yield* Effect.promise(() => raw.rpush(`${prefix}:{wb:0}:ids:x`, "not a hash"))
+      yield* Effect.promise(() => raw.set(`${prefix}:{wc:0}:log`, "not a stream"))
+      yield* Effect.promise(() => raw.set(`${prefix}:{wd:0}:streams`, "not a set"))
+      const before = yield* Effect.promise(snapshot)
+      const cases = [
+        ["wa-x", `${prefix}:{wa:0}:s:x`, "list"],
+        ["wb-x", `${prefix}:{wb:0}:ids:x`, "hash"],
+        ["wc-x", `${prefix}:{wc:0}:log`, "stream"],
+        ["wd-x", `${prefix}:{wd:0}:streams`, "set"]
+      ] as const
+      for (const [stream, key, expected] of cases) {
+        const error = yield* Effect.flip(store.append(stream, [event("Created", { n: 1 }), event("Created", { n: 2 })]))
+        expect(error._tag, stream).toBe("WrongKeyType")
+        if (error._tag === "WrongKeyType") {
+          expect(error.key).toBe(key)
+          expect(error.expected).toBe(expected)
+        }
+      }
+      expect(yield* Effect.promise(snapshot)).toEqual(before)
+    }).pipe(Effect.scoped))
+
+  it.live("batches coalesced into one script call are checked and applied each on its own: a failing batch writes nothing", () =>
+    Effect.gen(function*() {
+      const raw = yield* rawRedis(url)
+      const prefix = uniquePrefix("coal")
+      const store = yield* storeIn(redisStore(url, { prefix }))
+      yield* store.partitions("hb")
+      yield* store.append("hb-c", [event("Created", { n: 0 })])
+      yield* Effect.promise(() => raw.set(`${prefix}:{hb:0}:s:b`, "blocker"))
+      const calls = yield* scripts(raw)
+      const three = (tag: string) => Array.from({ length: 3 }, (_, i) => event("Created", { tag, i }))
+      const [a, b, c, d] = yield* Effect.all([
+        Effect.either(store.append("hb-a", three("a"), { expectedVersion: "no-stream" })),
+        Effect.either(store.append("hb-b", three("b"))),
+        Effect.either(store.append("hb-c", three("c"), { expectedVersion: 0 })),
+        Effect.either(store.append("hb-d", three("d"), { expectedVersion: "no-stream" }))
+      ], { concurrency: "unbounded" })
+      expect((yield* scripts(raw)) - calls, "script calls for 4 concurrent appends").toBe(1)
+      expect(Either.isRight(a) && [a.right.firstVersion, a.right.lastVersion]).toEqual([1, 3])
+      expect(Either.isLeft(b) && b.left._tag).toBe("WrongKeyType")
+      expect(Either.isLeft(c) && c.left._tag).toBe("WrongExpectedVersion")
+      expect(Either.isRight(d) && [d.right.firstVersion, d.right.lastVersion]).toEqual([1, 3])
+      const log = yield* collect(store.readCategory("hb"))
+      expect(log.map((e) => (e.data as { tag?: string }).tag ?? "-")).toEqual(["-", "a", "a", "a", "d", "d", "d"])
+      expect(yield* Effect.promise(() => raw.exists(`${prefix}:{hb:0}:ids:b`))).toBe(0)
+      expect(yield* Effect.promise(() => raw.hget(`${prefix}:{hb:0}:ids:c`, "v"))).toBe("1")
+    }).pipe(Effect.scoped))
+
+  it.live("one script call per append, and concurrent appends to one partition share calls; a batch over 512 events goes alone", () =>
+    Effect.gen(function*() {
+      const raw = yield* rawRedis(url)
+      const store = yield* storeIn(redisStore(url, { prefix: uniquePrefix("rt") }))
+      yield* store.partitions("rt")
+      const c0 = yield* scripts(raw)
+      for (let i = 0; i < 20; i++) yield* store.append("rt-seq", [event("Created", { i })], { expectedVersion: i })
+      expect((yield* scripts(raw)) - c0, "script calls for 20 sequential appends").toBe(20)
+      const c1 = yield* scripts(raw)
+      const results = yield* Effect.all(
+        Array.from({ length: 200 }, (_, i) => store.append(`rt-${i}`, [event("Created", { i })], { expectedVersion: "no-stream" })),
+        { concurrency: "unbounded" }
+      )
+      const coalesced = (yield* scripts(raw)) - c1
+      expect(results.every((r) => r.firstVersion === 1 && !r.replayed)).toBe(true)
+      expect(coalesced).toBeGreaterThanOrEqual(1)
+      expect(coalesced).toBeLessThan(20)
+      const big = Array.from({ length: 600 }, (_, i) => event("Created", { i }))
+      const [large, ...small] = yield* Effect.all([
+        store.append("rt-big", big),
+        ...Array.from({ length: 10 }, (_, i) => store.append(`rt-small${i}`, [event("Created", { i })]))
+      ], { concurrency: "unbounded" })
+      expect([large!.firstVersion, large!.lastVersion]).toEqual([1, 600])
+      expect(small.every((r) => r.lastVersion === 1)).toBe(true)
+      expect((yield* collect(store.read("rt-big"))).length).toBe(600)
+    }).pipe(Effect.scoped))
+
+  it.live("a category's partition count is fixed when first written: another count fails with PartitionCountMismatch", () =>
+    Effect.gen(function*() {
+      const prefix = uniquePrefix("reg")
+      const two = yield* storeIn(redisStore(url, { prefix, partitions: 2 }))
+      yield* two.append("orders-1", [event("Created", {})])
+      const three = yield* storeIn(redisStore(url, { prefix, partitions: { default: 3, byCategory: { other: 2 } } }))
+      const error = yield* Effect.flip(three.append("orders-2", [event("Created", {})]))
+      expect(error._tag).toBe("PartitionCountMismatch")
+      if (error._tag === "PartitionCountMismatch") expect([error.category, error.recorded, error.configured]).toEqual(["orders", 2, 3])
+      const readError = yield* Effect.flip(Stream.runDrain(three.readCategory("orders")))
+      expect(readError._tag).toBe("PartitionCountMismatch")
+      expect((yield* three.append("other-1", [event("Created", {})])).lastVersion).toBe(1)
+      const agreeing = yield* storeIn(redisStore(url, { prefix, partitions: { default: 5, byCategory: { orders: 2 } } }))
+      expect((yield* agreeing.append("orders-1", [event("Created", {})])).lastVersion).toBe(2)
+    }).pipe(Effect.scoped))
+
+  it.live("a corrupt entry written raw is a typed error with its stream and version", () =>
+    Effect.gen(function*() {
+      const raw = yield* rawRedis(url)
+      const prefix = uniquePrefix("corrupt")
+      const store = yield* storeIn(redisStore(url, { prefix }))
+      yield* store.append("cor-x", [event("Created", { ok: true })])
+      const log = `${prefix}:{cor:0}:log`
+      const id = yield* Effect.promise(() =>
+        raw.xadd(log, "*", "e", crypto.randomUUID(), "i", "x", "v", "2", "t", "Created", "d", "{not json", "m", "")
+      )
+      yield* Effect.promise(() => raw.rpush(`${prefix}:{cor:0}:s:x`, id!))
+      yield* Effect.promise(() => raw.hset(`${prefix}:{cor:0}:ids:x`, "v", "2"))
+      const error = yield* Effect.flip(Stream.runDrain(store.read("cor-x")))
+      expect(error._tag).toBe("EventDecodeError")
+      if (error._tag === "EventDecodeError") {
+        expect([error.stream, error.version, error.entryId]).toEqual(["cor-x", 2, id])
+        expect(error.message).toContain("not JSON")
+      }
+      const first = yield* collect(store.read("cor-x", { limit: 1 }))
+      expect(first.map((e) => e.data)).toEqual([{ ok: true }])
+      const missing = yield* Effect.promise(() => raw.xadd(log, "*", "i", "y", "v", "1"))
+      const categoryError = yield* Effect.flip(Stream.runDrain(store.readCategory("cor", { from: [id!] })))
+      expect(categoryError._tag).toBe("EventDecodeError")
+      if (categoryError._tag === "EventDecodeError") {
+        expect([categoryError.stream, categoryError.version, categoryError.entryId]).toEqual(["cor-y", 1, missing])
+      }
+    }).pipe(Effect.scoped))
+
+  it.live("the registry lists categories, their partition counts and each partition's streams without SCAN", () =>
+    Effect.gen(function*() {
+      const raw = yield* rawRedis(url)
+      const prefix = uniquePrefix("list")
+      const store = yield* storeIn(redisStore(url, { prefix, partitions: { default: 1, byCategory: { many: 3 } } }))
+      for (const id of ["a", "b", "c", "d", "e", "f"]) {
+        yield* store.append(`many-${id}`, [event("Created", {})])
+        yield* store.append(`many-${id}`, [event("Created", {})])
+      }
+      yield* store.append("one-x", [event("Created", {})])
+      expect((yield* Effect.promise(() => raw.smembers(`${prefix}:categories`))).sort()).toEqual(["many", "one"])
+      expect(yield* Effect.promise(() => raw.get(`${prefix}:category:many`))).toBe("3")
+      expect(yield* Effect.promise(() => raw.get(`${prefix}:category:one`))).toBe("1")
+      const members = yield* Effect.promise(() => Promise.all([0, 1, 2].map((p) => raw.smembers(`${prefix}:{many:${p}}:streams`))))
+      expect(members.flat().sort()).toEqual(["a", "b", "c", "d", "e", "f"])
+      expect(members.filter((m) => m.length > 0).length).toBeGreaterThan(1)
+      expect(yield* Effect.promise(() => raw.smembers(`${prefix}:{one:0}:streams`))).toEqual(["x"])
+    }).pipe(Effect.scoped))
+
+  it.live("after SCRIPT FLUSH the next append succeeds", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const raw = yield* rawRedis(server.url)
+      const store = yield* storeIn(redisStore(server.url, { prefix: "flush" }))
+      yield* store.append("f-1", [event("Created", {})])
+      yield* Effect.promise(() => raw.script("FLUSH"))
+      const r = yield* store.append("f-1", [event("Created", {})], { expectedVersion: 1 })
+      expect(r.lastVersion).toBe(2)
+      expect(yield* callsOf(raw, "eval")).toBeGreaterThanOrEqual(1)
+      const page = yield* collect(store.read("f-1"))
+      expect(page.length).toBe(2)
+      yield* Effect.promise(() => raw.script("FLUSH"))
+      expect((yield* collect(store.read("f-1"))).length).toBe(2)
+    }).pipe(Effect.scoped))
+
+  it.live("an append refused for lack of memory is StoreUnavailable and writes nothing", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const raw = yield* rawRedis(server.url)
+      const store = yield* storeIn(redisStore(server.url, { prefix: "oom" }))
+      yield* store.append("m-1", [event("Created", {})])
+      yield* Effect.promise(() => raw.config("SET", "maxmemory", "1"))
+      const error = yield* Effect.flip(store.append("m-1", Array.from({ length: 50 }, (_, i) => event("Created", { i }))))
+      yield* Effect.promise(() => raw.config("SET", "maxmemory", "0"))
+      expect(error._tag).toBe("StoreUnavailable")
+      expect(error.message).toContain("OOM")
+      expect(yield* Effect.promise(() => raw.xlen("oom:{m:0}:log"))).toBe(1)
+      expect(yield* Effect.promise(() => raw.hget("oom:{m:0}:ids:1", "v"))).toBe("1")
+    }).pipe(Effect.scoped))
+
+  it.live("an append whose reply is lost fails with AppendOutcomeUnknown; its same-id retry leaves exactly one copy", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy(server.port)), (p) => Effect.promise(() => p.close()))
+      const raw = yield* rawRedis(server.url)
+      const store = yield* storeIn(redisStore(proxy.url, { prefix: "lost" }))
+      yield* store.append("l-1", [event("Created", { n: 0 })])
+      const batch = [event("Created", { n: 1 }), event("Created", { n: 2 })]
+      const cut = proxy.cutAfterRequest((request) => request.toUpperCase().includes("EVALSHA"))
+      const error = yield* Effect.flip(store.append("l-1", batch, { expectedVersion: 1 }))
+      yield* Effect.promise(() => cut)
+      expect(error._tag).toBe("AppendOutcomeUnknown")
+      if (error._tag === "AppendOutcomeUnknown") expect(error.eventIds).toEqual(batch.map((e) => e.eventId))
+      // the server did run it: the reply was what got lost
+      expect(yield* Effect.promise(() => raw.hget("lost:{l:0}:ids:1", "v"))).toBe("3")
+      const retry = yield* store.append("l-1", batch, { expectedVersion: 1 })
+      expect([retry.firstVersion, retry.lastVersion, retry.replayed]).toEqual([2, 3, true])
+      const read = yield* collect(store.read("l-1"))
+      expect(read.map((e) => (e.data as { n: number }).n)).toEqual([0, 1, 2])
+      expect(yield* Effect.promise(() => raw.xlen("lost:{l:0}:log"))).toBe(3)
+      expect(proxy.cuts()).toBe(1)
+    }).pipe(Effect.scoped))
+
+  it.live("warns loudly at start when maxmemory-policy is not noeviction", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer(["--maxmemory-policy", "allkeys-lru"])
+      const messages: Array<string> = []
+      const capture = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => {
+        messages.push(Array.isArray(message) ? message.join(" ") : String(message))
+      }))
+      yield* storeIn(redisStore(server.url, { prefix: "evict" }).pipe(Layer.provide(capture)))
+      expect(messages.some((m) => m.includes("allkeys-lru") && m.includes("EVICT"))).toBe(true)
+      messages.length = 0
+      yield* storeIn(redisStore(url, { prefix: "evict" }).pipe(Layer.provide(capture)))
+      expect(messages).toEqual([])
+    }).pipe(Effect.scoped))
+})
