@@ -428,7 +428,8 @@ const makeDefinition = (tag: string, input: EventInput, issues: Array<string>) =
     fields = {}
     schema = Schema.TaggedStruct(tag, {}) as unknown as Schema.Schema<any, any, never>
   }
-  const isClass = typeof raw === "function" && Schema.isSchema(raw)
+  // a Schema.Class's AST is a transformation from its fields to a declaration of instances
+  const isClass = Schema.isSchema(raw) && SchemaAST.isTransformation(raw.ast) && SchemaAST.isDeclaration(raw.ast.to)
   const make = isClass
     ? (f: object) => new (raw as new(f: object, disableValidation: boolean) => object)(f, true)
     : (f: object) => ({ ...f, _tag: tag })
@@ -444,7 +445,7 @@ const makeDefinition = (tag: string, input: EventInput, issues: Array<string>) =
     })
     decoders.set(Number(key), Schema.decodeUnknownEither(migrate, { onExcessProperty: "ignore" }))
   }
-  const encode = Schema.encodeEither(schema as Schema.Schema<any, any, never>, { onExcessProperty: "error" })
+  const encode = Schema.encodeEither(schema as Schema.Schema<any, any, never>)
   const def: EventDefinition<string, Schema.Schema<any, any, never>> & Internal = {
     tag,
     schema,
@@ -534,7 +535,10 @@ export const encodeEvent = <C extends Any>(contract: C, event: Event<C>): Encode
   const def = contract.events[type]!
   const result = internalOf(def).encode(event)
   if (Either.isLeft(result)) return { _tag: "Invalid", type, issues: issuesOf(result.left) }
-  const { _tag, ...data } = result.right as Record<string, unknown>
+  // The encoded object is the parser's own fresh output: its tag is blanked rather than
+  // copied out (JSON leaves undefined fields out, and the store keeps the type apart).
+  const data = result.right as Record<string, unknown>
+  data._tag = undefined
   return { _tag: "Encoded", type, version: def.version, data }
 }
 

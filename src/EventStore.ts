@@ -7,10 +7,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Schema, Stream } from "effect"
+import { Context, Effect, Schema, Stream } from "effect"
 import * as Contract from "./Contract.js"
 import type { CategoryCursor, Envelope, Position } from "./Envelope.js"
 import { uuidv7 } from "./internal/ids.js"
+import { timedSpan } from "./internal/tracing.js"
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -667,7 +668,8 @@ export const decodeRecorded = <C extends Contract.Any>(
 
 /**
  * Encodes a contract's events for an append: validates each against its schema and
- * mints ids (UUIDv7) where none are given.
+ * mints ids (UUIDv7, from `now`) where none are given. Returns the events, or the first
+ * problem.
  *
  * @since 0.1.0
  * @category encoding
@@ -676,43 +678,38 @@ export const encodeEvents = <C extends Contract.Any>(
   contract: C,
   stream: string,
   events: ReadonlyArray<Contract.Event<C>>,
-  options?: TypedAppendOptions
-): Effect.Effect<ReadonlyArray<NewEvent>, InvalidEvent | InvalidArgument | UnknownEventType | InvalidContract> => {
-  if (contract.issues.length > 0) return Effect.fail(new InvalidContract({ contract: contract.name, issues: contract.issues }))
+  options: TypedAppendOptions | undefined,
+  now: number
+): ReadonlyArray<NewEvent> | InvalidEvent | InvalidArgument | UnknownEventType => {
   const ids = options?.eventIds
   if (ids !== undefined && ids.length !== events.length) {
-    return Effect.fail(new InvalidArgument({ argument: "eventIds", reason: `${ids.length} id(s) for ${events.length} event(s)` }))
+    return new InvalidArgument({ argument: "eventIds", reason: `${ids.length} id(s) for ${events.length} event(s)` })
   }
-  return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<ReadonlyArray<NewEvent>, InvalidEvent | UnknownEventType> => {
-    const out: Array<NewEvent> = []
-    for (let i = 0; i < events.length; i++) {
-      const encoded = Contract.encodeEvent(contract, events[i]!)
-      if (encoded._tag === "UnknownType") {
-        return Effect.fail(new UnknownEventType({ stream, version: 0, type: encoded.type }))
-      }
-      if (encoded._tag === "Invalid") {
-        const first = encoded.issues[0]
-        return Effect.fail(
-          new InvalidEvent({
-            stream,
-            type: encoded.type,
-            path: first?.path ?? "",
-            reason: encoded.issues.map((x) => (x.path && x.path !== first?.path ? `${x.path}: ${x.message}` : x.message)).join("; ")
-          })
-        )
-      }
-      out.push({
-        eventId: ids?.[i] ?? uuidv7(now),
+  if (!Array.isArray(events)) return new InvalidArgument({ argument: "events", reason: "expected an array of events" })
+  const out: Array<NewEvent> = new Array(events.length)
+  for (let i = 0; i < events.length; i++) {
+    const encoded = Contract.encodeEvent(contract, events[i]!)
+    if (encoded._tag === "UnknownType") return new UnknownEventType({ stream, version: 0, type: encoded.type })
+    if (encoded._tag === "Invalid") {
+      const first = encoded.issues[0]
+      return new InvalidEvent({
+        stream,
         type: encoded.type,
-        data: encoded.data,
-        eventVersion: encoded.version,
-        correlationId: options?.correlationId,
-        causationId: options?.causationId,
-        traceparent: options?.traceparent
+        path: first?.path ?? "",
+        reason: encoded.issues.map((x) => (x.path && x.path !== first?.path ? `${x.path}: ${x.message}` : x.message)).join("; ")
       })
     }
-    return Effect.succeed(out)
-  })
+    out[i] = {
+      eventId: ids?.[i] ?? uuidv7(now),
+      type: encoded.type,
+      data: encoded.data,
+      eventVersion: encoded.version,
+      correlationId: options?.correlationId,
+      causationId: options?.causationId,
+      traceparent: options?.traceparent
+    }
+  }
+  return out
 }
 
 const decodeStream = <C extends Contract.Any, E>(contract: C, stream: Stream.Stream<RecordedEvent, E>) =>
@@ -752,10 +749,13 @@ export const forContract = <C extends Contract.Any>(contract: C): Effect.Effect<
       contract,
       append: (id, events, options) => {
         const stream = streamName(category, id)
-        return encodeEvents(contract, stream, events, options).pipe(
-          Effect.catchTag("InvalidContract", (e) => Effect.fail(new InvalidArgument({ argument: "contract", reason: e.message }))),
-          Effect.flatMap((encoded) => store.append(stream, encoded, options)),
-          Effect.withSpan("EventStore.append", { attributes: { stream, events: events.length } })
+        return timedSpan(
+          "EventStore.append",
+          () => ({ stream, events: events.length }),
+          (now): Effect.Effect<AppendResult, AppendError | UnknownEventType> => {
+            const encoded = encodeEvents(contract, stream, events, options, now)
+            return encoded instanceof Error ? Effect.fail(encoded) : store.append(stream, encoded, options)
+          }
         )
       },
       read: (id, options) => decodeStream(contract, store.read(streamName(category, id), options)),

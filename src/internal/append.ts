@@ -23,6 +23,8 @@ export interface PreparedEvent {
   readonly eventId: string
   readonly type: string
   readonly data: string
+  /** The UTF-8 length of `data`. */
+  readonly dataBytes: number
   readonly meta: string
 }
 
@@ -47,6 +49,8 @@ export interface Meta {
 }
 
 const MAX_META_STRING = 1024
+const UPPER = /[A-F]/
+const EMPTY = new Set<string>()
 
 export const encodeExpected = (expected: unknown): number | undefined => {
   if (expected === undefined || expected === "any") return -1
@@ -83,7 +87,7 @@ export const prepareAppend = (
     return new BatchTooLarge({ stream, events: events.length, bytes: 0, maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes })
   }
   const out: Array<PreparedEvent> = new Array(events.length)
-  const seen = new Set<string>()
+  const seen = events.length > 1 ? new Set<string>() : EMPTY
   let bytes = 0
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as NewEvent | undefined
@@ -93,11 +97,13 @@ export const prepareAppend = (
       return invalid(stream, String(type), "type", "the type must be a string of 1 to 256 characters")
     }
     if (!isUuid(e.eventId)) return invalid(stream, type, "eventId", `${JSON.stringify(e.eventId)} is not a UUID`)
-    const eventId = e.eventId.toLowerCase()
-    if (seen.has(eventId)) {
-      return new IdempotencyMismatch({ stream, eventId, reason: "the id appears more than once in the batch" })
+    const eventId = UPPER.test(e.eventId) ? e.eventId.toLowerCase() : e.eventId
+    if (events.length > 1) {
+      if (seen.has(eventId)) {
+        return new IdempotencyMismatch({ stream, eventId, reason: "the id appears more than once in the batch" })
+      }
+      seen.add(eventId)
     }
-    seen.add(eventId)
     const data = e.data
     if (typeof data !== "object" || data === null || Array.isArray(data)) {
       return invalid(stream, type, "data", "the data must be a JSON object")
@@ -108,7 +114,7 @@ export const prepareAppend = (
     } catch (cause) {
       return invalid(stream, type, "data", `cannot be encoded as JSON: ${cause instanceof Error ? cause.message : String(cause)}`)
     }
-    const size = utf8Length(json)
+    const size = typeof Buffer === "function" ? Buffer.byteLength(json, "utf8") : utf8Length(json)
     if (size > limits.maxEventBytes) {
       return new EventTooLarge({ stream, eventId, type, bytes: size, limit: limits.maxEventBytes })
     }
@@ -120,7 +126,7 @@ export const prepareAppend = (
     if (!optionalString(e.correlationId)) return invalid(stream, type, "correlationId", "must be a string of at most 1024 characters")
     if (!optionalString(e.causationId)) return invalid(stream, type, "causationId", "must be a string of at most 1024 characters")
     if (!optionalString(e.traceparent)) return invalid(stream, type, "traceparent", "must be a string of at most 1024 characters")
-    out[i] = { eventId, type, data: json, meta: encodeMeta(ev, e.correlationId, e.causationId, e.traceparent) }
+    out[i] = { eventId, type, data: json, dataBytes: size, meta: encodeMeta(ev, e.correlationId, e.causationId, e.traceparent) }
   }
   if (bytes > limits.maxBatchBytes) {
     return new BatchTooLarge({ stream, events: events.length, bytes, maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes })

@@ -9,36 +9,23 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 /** Whether `s` is a UUID in its canonical 8-4-4-4-12 hex form (any version). */
 export const isUuid = (s: unknown): s is string => typeof s === "string" && s.length === 36 && UUID.test(s)
 
-const HEX: Array<string> = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
-
-const formatUuid = (b: Uint8Array): string => {
-  let s = ""
-  for (let i = 0; i < 16; i++) {
-    if (i === 4 || i === 6 || i === 8 || i === 10) s += "-"
-    s += HEX[b[i]!]
-  }
-  return s
-}
+let prefixMillis = -1
+let prefix = ""
 
 /**
- * A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random bits, so ids
+ * A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits from
+ * the platform's CSPRNG (those of a v4 UUID, whose variant bits are the same), so ids
  * minted by one process sort roughly by time.
  */
 export const uuidv7 = (millis: number): string => {
-  const b = new Uint8Array(16)
-  crypto.getRandomValues(b)
   const ms = Math.max(0, Math.floor(millis))
-  const high = Math.floor(ms / 0x100000000)
-  const low = ms >>> 0
-  b[0] = (high >>> 8) & 0xff
-  b[1] = high & 0xff
-  b[2] = (low >>> 24) & 0xff
-  b[3] = (low >>> 16) & 0xff
-  b[4] = (low >>> 8) & 0xff
-  b[5] = low & 0xff
-  b[6] = (b[6]! & 0x0f) | 0x70
-  b[8] = (b[8]! & 0x3f) | 0x80
-  return formatUuid(b)
+  if (ms !== prefixMillis) {
+    const hex = ms.toString(16).padStart(12, "0").slice(-12)
+    prefix = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7`
+    prefixMillis = ms
+  }
+  // a v4 UUID is xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx: keep what follows its version
+  return prefix + crypto.randomUUID().slice(15)
 }
 
 /**

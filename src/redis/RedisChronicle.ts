@@ -26,9 +26,9 @@ export interface Options {
   readonly limits?: Partial<Limits> | undefined
   /** Tuning of append coalescing. */
   readonly coalescing?: {
-    /** Events per coalesced script call, at most 512 (default 512). */
+    /** Events per coalesced script call, at most 512 (default 256). */
     readonly maxEvents?: number | undefined
-    /** Script calls in flight on the append connection (default 2). */
+    /** Script calls in flight on the append connection (default 4). */
     readonly maxCallsInFlight?: number | undefined
   } | undefined
   /** How long one live read blocks before it is issued again (default 5 seconds). */
@@ -60,8 +60,8 @@ export const layer = (options: Options = {}): Layer.Layer<EventStore, InvalidArg
       prefix: options.prefix ?? "chronicle",
       partitions: options.partitions ?? 1,
       limits: { ...defaultLimits, ...options.limits },
-      maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 512)),
-      maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 2),
+      maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
+      maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),
       liveBlock: Duration.decode(options.liveBlock ?? "5 seconds")
     })
   )

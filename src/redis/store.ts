@@ -43,6 +43,7 @@ import { partitionsFor, validatePartitions, validateReadOptions } from "../inter
 import { fieldsOf, toRecorded } from "../internal/record.js"
 import { isValidPrefix, type Keys, makeKeys } from "./keys.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
+import { encodeAppendCall } from "./resp.js"
 import { APPEND, evalScript, READ_STREAM } from "./scripts.js"
 
 export interface RedisStoreOptions {
@@ -60,17 +61,31 @@ export interface RedisStoreOptions {
 interface Pending {
   readonly prepared: PreparedAppend
   readonly partition: number
-  state: "queued" | "sent" | "cancelled"
-  resume: ((effect: Effect.Effect<AppendResult, AppendError>) => void) | undefined
+  readonly enqueued: number
+  settled: boolean
+  readonly resume: (effect: Effect.Effect<AppendResult, AppendError>) => void
 }
 
 interface Queue {
-  readonly category: string
+  readonly tag: string
   readonly partition: number
   readonly keyLog: string
   readonly keyStreams: string
   readonly items: Array<Pending>
+  head: number
   listed: boolean
+}
+
+interface Call {
+  readonly items: ReadonlyArray<Pending>
+  readonly sent: number
+}
+
+const eventIdsOf = (p: PreparedAppend) => p.events.map((e) => e.eventId)
+
+/** A failure that happened before the request was written: nothing was sent. */
+class NotSent {
+  constructor(readonly cause: unknown) {}
 }
 
 type RawEntry = [string, Array<string>]
@@ -119,128 +134,202 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     // -----------------------------------------------------------------------
     const queues = new Map<string, Queue>()
     const ready: Array<Queue> = []
-    let inFlight = 0
+    const calls = new Set<Call>()
+    let queued = 0
     let scheduled = false
+    let sweeper: ReturnType<typeof setInterval> | undefined = undefined
+    const timeoutMs = Duration.toMillis(client.commandTimeout)
 
     const queueOf = (category: string, partition: number): Queue => {
-      const id = keys.tag(category, partition)
-      let q = queues.get(id)
+      const tag = keys.tag(category, partition)
+      let q = queues.get(tag)
       if (q === undefined) {
-        q = { category, partition, keyLog: keys.log(category, partition), keyStreams: keys.streams(category, partition), items: [], listed: false }
-        queues.set(id, q)
+        q = { tag, partition, keyLog: keys.log(category, partition), keyStreams: keys.streams(category, partition), items: [], head: 0, listed: false }
+        queues.set(tag, q)
       }
       return q
     }
 
+    const settle = (item: Pending, effect: Effect.Effect<AppendResult, AppendError>) => {
+      if (item.settled) return
+      item.settled = true
+      item.resume(effect)
+    }
+
+    // Deadlines: an Effect timeout per append costs about as much as the Redis round trip
+    // itself (measured ~25 µs of CPU), so one timer sweeps the queues (oldest first) and the
+    // calls in flight instead.
+    const sweep = () => {
+      const now = Date.now()
+      for (const q of queues.values()) {
+        for (let i = q.head; i < q.items.length; i++) {
+          const item = q.items[i]!
+          if (item.enqueued + timeoutMs > now) break
+          if (!item.settled) {
+            queued--
+            settle(item, Effect.fail(new StoreUnavailable({ operation: "append", reason: `not sent within ${timeoutMs} ms` })))
+          }
+        }
+      }
+      for (const call of calls) {
+        if (call.sent + timeoutMs > now) continue
+        calls.delete(call)
+        for (const item of call.items) {
+          settle(item, Effect.fail(new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: `no reply within ${timeoutMs} ms` })))
+        }
+      }
+      if (queued === 0 && calls.size === 0 && sweeper !== undefined) {
+        clearInterval(sweeper)
+        sweeper = undefined
+      }
+    }
+
+    // When nothing is in flight, the queue is flushed at the end of the current microtask
+    // batch: appends issued together (by fibers run in the same batch) share one call, and
+    // a lone append pays no extra turn of the event loop (measured: ~30 µs on the
+    // reference machine). While a call is in flight, appends gather for a turn of the loop
+    // before a second call goes, and the rest wait for a reply: the busier the store, the
+    // larger its calls.
     const schedule = () => {
       if (!scheduled) {
         scheduled = true
-        setImmediate(pump)
+        if (calls.size === 0) queueMicrotask(pump)
+        else setImmediate(pump)
       }
     }
 
     const enqueue = (item: Pending) => {
       const q = queueOf(item.prepared.category, item.partition)
       q.items.push(item)
+      queued++
+      if (sweeper === undefined) sweeper = setInterval(sweep, Math.max(10, Math.min(250, timeoutMs / 10)))
       if (!q.listed) {
         q.listed = true
         ready.push(q)
       }
-      schedule()
+      if (calls.size < options.maxCallsInFlight) schedule()
     }
 
     const take = (q: Queue): Array<Pending> => {
       const out: Array<Pending> = []
       let events = 0
-      while (q.items.length > 0) {
-        const next = q.items[0]!
-        if (next.state === "cancelled") {
-          q.items.shift()
-          continue
-        }
+      let i = q.head
+      for (; i < q.items.length; i++) {
+        const next = q.items[i]!
+        if (next.settled) continue
         const n = next.prepared.events.length
         if (out.length > 0 && events + n > options.maxEventsPerCall) break
-        q.items.shift()
         out.push(next)
         events += n
-        if (events >= options.maxEventsPerCall) break
+        if (events >= options.maxEventsPerCall) {
+          i++
+          break
+        }
+      }
+      queued -= out.length
+      if (i >= q.items.length) {
+        q.items.length = 0
+        q.head = 0
+      } else {
+        // drop the taken entries now: a queue that never drains must not keep them alive
+        q.items.splice(0, i)
+        q.head = 0
       }
       return out
     }
 
     function pump() {
       scheduled = false
-      while (inFlight < options.maxCallsInFlight && ready.length > 0) {
+      while (calls.size < options.maxCallsInFlight && ready.length > 0) {
         const q = ready.shift()!
         const items = take(q)
-        if (q.items.length > 0) ready.push(q)
+        if (q.head < q.items.length) ready.push(q)
         else q.listed = false
         if (items.length > 0) send(q, items)
       }
     }
 
     const send = (q: Queue, items: Array<Pending>) => {
-      inFlight++
-      const callKeys: Array<string> = [q.keyLog, q.keyStreams]
-      const args: Array<string | number> = [items.length]
-      for (const item of items) {
-        item.state = "sent"
-        const p = item.prepared
-        callKeys.push(keys.ids(q.category, q.partition, p.entityId), keys.list(q.category, q.partition, p.entityId))
-        args.push(p.entityId, p.expected, p.events.length)
-        for (const e of p.events) args.push(e.eventId, e.type, e.data, e.meta)
+      const call: Call = { items, sent: Date.now() }
+      calls.add(call)
+      const encode = (withSource: boolean): Promise<unknown> => {
+        const command = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items)
+        if (command !== undefined) {
+          conn.sendCommand(command)
+          return command.promise
+        }
+        const argv: Array<string | number> = [withSource ? APPEND.source : APPEND.sha, 2 + 2 * items.length, q.keyLog, q.keyStreams]
+        for (const item of items) argv.push(q.tag + ":ids:" + item.prepared.entityId, q.tag + ":s:" + item.prepared.entityId)
+        argv.push(items.length)
+        for (const { prepared: p } of items) {
+          argv.push(p.entityId, p.expected, p.events.length)
+          for (const e of p.events) argv.push(e.eventId, e.type, e.data, e.meta)
+        }
+        return conn.call(withSource ? "EVAL" : "EVALSHA", argv) as Promise<unknown>
       }
+      const attempt = () =>
+        encode(false).catch((error: unknown) =>
+          error instanceof Error && error.message.startsWith("NOSCRIPT") ? encode(true) : Promise.reject(error)
+        )
       const done = () => {
-        inFlight--
-        if (ready.length > 0) schedule()
+        calls.delete(call)
+        if (ready.length > 0) pump()
       }
-      whenReady(conn, client.commandTimeout).then(
-        () =>
-          evalScript(conn, APPEND, callKeys, args).then(
-            (reply) => {
-              done()
-              deliver(q, items, reply)
-            },
-            (error: unknown) => {
-              done()
-              failAll(items, error, true)
-            }
-          ),
+      const run = conn.status === "ready"
+        ? attempt()
+        : whenReady(conn, client.commandTimeout).then(attempt, (error: unknown) => Promise.reject(new NotSent(error)))
+      run.then(
+        (reply) => {
+          done()
+          deliver(q, items, reply)
+        },
         (error: unknown) => {
           done()
-          failAll(items, error, false)
+          failAll(items, error)
         }
       )
     }
 
-    const failAll = (items: ReadonlyArray<Pending>, error: unknown, sent: boolean) => {
-      const reason = client.lastError(conn) !== undefined && error instanceof Error && /Connection is closed/.test(error.message)
-        ? `${error.message} (${client.lastError(conn)})`
-        : error instanceof Error ? error.message : String(error)
+    const failAll = (items: ReadonlyArray<Pending>, error: unknown) => {
+      const sent = !(error instanceof NotSent)
+      const cause = error instanceof NotSent ? error.cause : error
+      const message = cause instanceof Error ? cause.message : String(cause)
+      const seen = client.lastError(conn)
+      const reason = seen !== undefined && /Connection is closed/.test(message) ? `${message} (${seen})` : message
       for (const item of items) {
-        const stream = item.prepared.stream
         let failure: AppendError
         if (!sent || /^(OOM|Stream isn't writeable|BUSY|LOADING|MASTERDOWN|READONLY)/.test(reason)) {
           failure = new StoreUnavailable({ operation: "append", reason })
         } else if (reason.startsWith("NOPERM")) {
           failure = new PermissionDenied({ operation: "append", reason })
         } else {
-          failure = new AppendOutcomeUnknown({ stream, eventIds: item.prepared.events.map((e) => e.eventId), reason })
+          failure = new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason })
         }
-        item.resume?.(Effect.fail(failure))
+        settle(item, Effect.fail(failure))
       }
     }
 
     const deliver = (q: Queue, items: ReadonlyArray<Pending>, reply: unknown) => {
       if (!Array.isArray(reply) || reply.length !== items.length) {
-        return failAll(items, new Error(`unexpected reply from the append script: ${JSON.stringify(reply)?.slice(0, 200)}`), true)
+        return failAll(items, new Error(`unexpected reply from the append script: ${JSON.stringify(reply)?.slice(0, 200)}`))
       }
       for (let b = 0; b < items.length; b++) {
-        const item = items[b]!
-        const r = reply[b] as Array<unknown>
-        item.resume?.(resultOf(q.partition, item.prepared, r))
+        settle(items[b]!, resultOf(q.partition, items[b]!.prepared, reply[b] as Array<unknown>))
       }
     }
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (sweeper !== undefined) clearInterval(sweeper)
+        for (const q of queues.values()) {
+          for (let i = q.head; i < q.items.length; i++) {
+            settle(q.items[i]!, Effect.fail(new StoreUnavailable({ operation: "append", reason: "the store was closed" })))
+          }
+          q.items.length = 0
+          q.head = 0
+        }
+      })
+    )
 
     const resultOf = (partition: number, p: PreparedAppend, r: Array<unknown>): Effect.Effect<AppendResult, AppendError> => {
       const stream = p.stream
@@ -251,7 +340,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
           const positions: Array<Position> = []
           for (let i = 2; i < r.length; i++) positions.push({ partition, entryId: r[i] as string })
           if (positions.length !== p.events.length) {
-            return Effect.fail(new AppendOutcomeUnknown({ stream, eventIds: p.events.map((e) => e.eventId), reason: "the reply lists fewer positions than events" }))
+            return Effect.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: "the reply lists fewer positions than events" }))
           }
           return Effect.succeed({ stream, firstVersion: first, lastVersion: first + p.events.length - 1, positions, replayed: r[0] === "replay" })
         }
@@ -274,35 +363,24 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
         case "type":
           return Effect.fail(new WrongKeyType({ key: String(r[1]), expected: String(r[2]), actual: String(r[3]) }))
         default:
-          return Effect.fail(new AppendOutcomeUnknown({ stream, eventIds: p.events.map((e) => e.eventId), reason: `unexpected reply ${JSON.stringify(r)?.slice(0, 200)}` }))
+          return Effect.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: `unexpected reply ${JSON.stringify(r)?.slice(0, 200)}` }))
       }
     }
 
     const append: EventStore["Type"]["append"] = (stream, events, appendOptions) => {
       const prepared = prepareAppend(stream, events, appendOptions?.expectedVersion, limits)
       if (prepared instanceof Error) return Effect.fail(prepared)
-      return Effect.flatMap(resolvePartitions(prepared.category), (partitions) => {
-        const item: Pending = { prepared, partition: partitionOf(prepared.entityId, partitions), state: "queued", resume: undefined }
-        return Effect.async<AppendResult, AppendError>((resume) => {
-          item.resume = resume
-          enqueue(item)
-          return Effect.sync(() => {
-            if (item.state === "queued") item.state = "cancelled"
-          })
-        }).pipe(
-          Effect.timeoutFail({
-            duration: client.commandTimeout,
-            onTimeout: () => {
-              if (item.state !== "sent") {
-                item.state = "cancelled"
-                return new StoreUnavailable({ operation: "append", reason: `not sent within ${Duration.format(client.commandTimeout)}` })
-              }
-              return new AppendOutcomeUnknown({ stream, eventIds: prepared.events.map((e) => e.eventId), reason: `no reply within ${Duration.format(client.commandTimeout)}` })
-            }
-          })
-        )
-      })
+      const cached = known.get(prepared.category)
+      return cached !== undefined ? submit(prepared, cached) : Effect.flatMap(resolvePartitions(prepared.category), (partitions) => submit(prepared, partitions))
     }
+
+    const submit = (prepared: PreparedAppend, partitions: number) =>
+      Effect.async<AppendResult, AppendError>((resume) => {
+        // No canceler: one costs more than the rest of the append (measured ~4 µs of CPU
+        // per call). An append interrupted while queued is still sent; like any append
+        // whose caller stopped waiting, its outcome is then unknown to that caller.
+        enqueue({ prepared, partition: partitionOf(prepared.entityId, partitions), enqueued: Date.now(), settled: false, resume })
+      })
 
     // -----------------------------------------------------------------------
     // Reads

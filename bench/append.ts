@@ -1,0 +1,250 @@
+/**
+ * Append throughput and latency through the public API, against raw ioredis in the same
+ * run on the same redis-server.
+ *
+ * Baseline: 1000 streams, each appending one event at a time in order with its expected
+ * version through a minimal Lua check-and-XADD script, on one auto-pipelined ioredis
+ * connection, the payload JSON-encoded by the caller.
+ * Candidate: the same workload through the public `EventStore.append` (the caller passes
+ * the encoded fields, as the baseline does; the store adds the JSON encoding, limits,
+ * idempotency, version, category log, id map and stream registry).
+ * Typed: the same again through `EventStore.forContract(...).append`, which adds Schema
+ * validation and id minting; reported beside the ratio, not in it.
+ * Context: the baseline's own calls awaited from Effect fibers (`Effect.promise` in the
+ * same 1000-fiber shape as the candidate), which shows what the Effect runtime alone
+ * costs in this workload; reported beside the ratio, not in it.
+ * Three alternating rounds of all four; the ratio is the median of the three per-round
+ * candidate/baseline ratios. Latency: one awaited append at a time, p50 of each.
+ *
+ * Usage: npm run bench:append [-- --partitions 1 --events-per-stream 40]
+ * Starts its own redis-server on a free loopback port unless REDIS_URL is set.
+ * Prints one JSON line at the end.
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+import { Contract, EventStore } from "effect-chronicle"
+import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
+import { Redis } from "ioredis"
+import { startRedisServer } from "../test/support/redisServer.js"
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback
+}
+const STREAMS = 1000
+const PER_STREAM = arg("events-per-stream", 40)
+const PARTITIONS = arg("partitions", 1)
+const LATENCY_SAMPLES = arg("latency-samples", 3000)
+const MAX_EVENTS = arg("max-events", 0)
+const IN_FLIGHT = arg("in-flight", 0)
+
+const Bench = Contract.make("bench", {
+  ItemAdded: {
+    orderId: Schema.String,
+    sku: Schema.String,
+    quantity: Schema.Int,
+    price: Schema.Number,
+    note: Schema.String
+  }
+})
+const fields = (i: number) => ({
+  orderId: `order-${i}`,
+  sku: "SKU-0001-ABCDEF",
+  quantity: 2,
+  price: 19.99,
+  note: "a note long enough to make the payload about two hundred bytes in all, like a real event"
+})
+const payload = (i: number) => JSON.stringify(fields(i))
+
+const BASELINE_LUA = `
+local v = redis.call('XLEN', KEYS[1])
+if v ~= tonumber(ARGV[1]) then return -1 end
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
+return v + 1`
+
+const median = (xs: ReadonlyArray<number>) => {
+  const s = xs.slice().sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+const percentile = (xs: ReadonlyArray<number>, p: number) => {
+  const s = xs.slice().sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))]!
+}
+
+/** The baseline's calls, each awaited from one of 1000 Effect fibers. */
+const baselineInEffect = async (redis: Redis, run: string) => {
+  const sha = (await redis.script("LOAD", BASELINE_LUA)) as string
+  const start = performance.now()
+  await Effect.runPromise(Effect.forEach(
+    Array.from({ length: STREAMS }, (_, s) => s),
+    (s) =>
+      Effect.gen(function*() {
+        for (let v = 0; v < PER_STREAM; v++) {
+          yield* Effect.promise(() => redis.evalsha(sha, 1, `base:${run}:e${s}`, v, payload(s)))
+        }
+      }),
+    { concurrency: "unbounded", discard: true }
+  ))
+  return (STREAMS * PER_STREAM) / ((performance.now() - start) / 1000)
+}
+
+const baselineRun = async (redis: Redis, run: string) => {
+  const sha = (await redis.script("LOAD", BASELINE_LUA)) as string
+  const start = performance.now()
+  await Promise.all(
+    Array.from({ length: STREAMS }, async (_, s) => {
+      const key = `base:${run}:s${s}`
+      for (let v = 0; v < PER_STREAM; v++) {
+        const r = await redis.evalsha(sha, 1, key, v, payload(s))
+        if (r !== v + 1) throw new Error(`baseline: unexpected reply ${String(r)}`)
+      }
+    })
+  )
+  const seconds = (performance.now() - start) / 1000
+  const lengths = await Promise.all(Array.from({ length: STREAMS }, (_, s) => redis.xlen(`base:${run}:s${s}`)))
+  if (!lengths.every((n) => n === PER_STREAM)) throw new Error("baseline: stream lengths are wrong")
+  return (STREAMS * PER_STREAM) / seconds
+}
+
+const candidateLayer = (url: string, prefix: string) =>
+  RedisChronicle.layer({
+    prefix,
+    partitions: PARTITIONS,
+    coalescing: { maxEvents: MAX_EVENTS || undefined, maxCallsInFlight: IN_FLIGHT || undefined }
+  }).pipe(Layer.provide(RedisClient.layer({ url })))
+
+const candidateRun = (url: string, prefix: string, typed: boolean) =>
+  Effect.gen(function*() {
+    const ctx = yield* Layer.build(candidateLayer(url, prefix))
+    const raw = Context.get(ctx, EventStore.EventStore)
+    const store = yield* EventStore.forContract(Bench).pipe(Effect.provide(ctx))
+    yield* store.append("warm", [Bench.make.ItemAdded(fields(0))])
+    const start = performance.now()
+    yield* Effect.forEach(
+      Array.from({ length: STREAMS }, (_, s) => s),
+      (s) =>
+        Effect.gen(function*() {
+          for (let v = 0; v < PER_STREAM; v++) {
+            if (typed) {
+              yield* store.append(`s${s}`, [Bench.make.ItemAdded(fields(s))], { expectedVersion: v })
+            } else {
+              yield* raw.append(`bench-s${s}`, [{ eventId: crypto.randomUUID(), type: "ItemAdded", data: fields(s) }], { expectedVersion: v })
+            }
+          }
+        }),
+      { concurrency: "unbounded", discard: true }
+    )
+    const seconds = (performance.now() - start) / 1000
+    return { eventsPerSec: (STREAMS * PER_STREAM) / seconds, partitions: yield* raw.partitions("bench") }
+  }).pipe(Effect.scoped)
+
+/**
+ * p50 of one awaited append at a time, baseline and candidate alternating sample by
+ * sample, so that both see the same machine (latency here is bimodal, with the CPUs'
+ * idle states, and would otherwise depend on which ran when).
+ */
+const latency = (url: string, redis: Redis, prefix: string) =>
+  Effect.gen(function*() {
+    const sha = (yield* Effect.promise(() => redis.script("LOAD", BASELINE_LUA))) as string
+    const ctx = yield* Layer.build(candidateLayer(url, prefix))
+    const store = Context.get(ctx, EventStore.EventStore)
+    const base: Array<number> = []
+    const candidate: Array<number> = []
+    for (let v = 0; v < LATENCY_SAMPLES; v++) {
+      let t = process.hrtime.bigint()
+      yield* Effect.promise(() => redis.evalsha(sha, 1, `${prefix}:base`, v, payload(v)))
+      base.push(Number(process.hrtime.bigint() - t) / 1000)
+      t = process.hrtime.bigint()
+      yield* store.append("bench-latency", [{ eventId: crypto.randomUUID(), type: "ItemAdded", data: fields(v) }], { expectedVersion: v })
+      candidate.push(Number(process.hrtime.bigint() - t) / 1000)
+    }
+    return { baseline: percentile(base, 0.5), candidate: percentile(candidate, 0.5) }
+  }).pipe(Effect.scoped)
+
+/** Checks what the candidate wrote: every stream at its version, id map and list sizes, log lengths. */
+const verify = async (redis: Redis, prefix: string, partitions: number) => {
+  const pipeline = redis.pipeline()
+  for (let s = 0; s < STREAMS; s++) {
+    for (let p = 0; p < partitions; p++) {
+      // the stream lives in exactly one partition; look in all and require exactly one hit
+      pipeline.hget(`${prefix}:{bench:${p}}:ids:s${s}`, "v")
+      pipeline.hlen(`${prefix}:{bench:${p}}:ids:s${s}`)
+      pipeline.llen(`${prefix}:{bench:${p}}:s:s${s}`)
+    }
+  }
+  const replies = (await pipeline.exec())!.map(([error, value]) => {
+    if (error) throw error
+    return value
+  })
+  let i = 0
+  for (let s = 0; s < STREAMS; s++) {
+    let hits = 0
+    for (let p = 0; p < partitions; p++) {
+      const [version, hlen, llen] = [replies[i++], replies[i++], replies[i++]]
+      if (version === null) continue
+      hits++
+      if (Number(version) !== PER_STREAM || hlen !== PER_STREAM + 1 || llen !== PER_STREAM) return false
+    }
+    if (hits !== 1) return false
+  }
+  let logged = 0
+  for (let p = 0; p < partitions; p++) logged += await redis.xlen(`${prefix}:{bench:${p}}:log`)
+  return logged === STREAMS * PER_STREAM + 1
+}
+
+const main = async () => {
+  const external = process.env.REDIS_URL
+  const server = external ? undefined : await startRedisServer()
+  const url = external ?? server!.url
+  const redis = new Redis(url, { enableAutoPipelining: true })
+  const tag = Date.now().toString(36)
+  try {
+    // warm-up of every path (JIT, script cache)
+    await baselineRun(redis, `${tag}w`)
+    await Effect.runPromise(candidateRun(url, `bench_${tag}_w`, false))
+    await Effect.runPromise(candidateRun(url, `bench_${tag}_wt`, true))
+    const pairs: Array<{ baseline: number; candidate: number; typed: number; inEffect: number; verified: boolean }> = []
+    for (let r = 0; r < 3; r++) {
+      const baseline = await baselineRun(redis, `${tag}${r}`)
+      const prefix = `bench_${tag}_${r}`
+      const { eventsPerSec, partitions } = await Effect.runPromise(candidateRun(url, prefix, false))
+      const typed = await Effect.runPromise(candidateRun(url, `${prefix}t`, true))
+      const inEffect = await baselineInEffect(redis, `${tag}${r}`)
+      const verified = (await verify(redis, prefix, partitions)) && (await verify(redis, `${prefix}t`, partitions))
+      pairs.push({ baseline, candidate: eventsPerSec, typed: typed.eventsPerSec, inEffect, verified })
+      console.error(JSON.stringify({
+        round: r,
+        baseline_events_per_sec: Math.round(baseline),
+        events_per_sec: Math.round(eventsPerSec),
+        typed_events_per_sec: Math.round(typed.eventsPerSec),
+        baseline_in_effect_events_per_sec: Math.round(inEffect),
+        ratio: +(eventsPerSec / baseline).toFixed(3),
+        verified
+      }))
+    }
+    const { baseline: baselineP50, candidate: p50 } = await Effect.runPromise(latency(url, redis, `bench_${tag}_lat`))
+    const ratios = pairs.map((p) => p.candidate / p.baseline)
+    const result = {
+      bench: "append",
+      partitions: PARTITIONS,
+      events_per_sec: Math.round(median(pairs.map((p) => p.candidate))),
+      baseline_events_per_sec: Math.round(median(pairs.map((p) => p.baseline))),
+      ratio: +median(ratios).toFixed(3),
+      typed_events_per_sec: Math.round(median(pairs.map((p) => p.typed))),
+      typed_ratio: +median(pairs.map((p) => p.typed / p.baseline)).toFixed(3),
+      baseline_in_effect_events_per_sec: Math.round(median(pairs.map((p) => p.inEffect))),
+      baseline_in_effect_ratio: +median(pairs.map((p) => p.inEffect / p.baseline)).toFixed(3),
+      p50_us: +p50.toFixed(1),
+      baseline_p50_us: +baselineP50.toFixed(1),
+      verified: pairs.every((p) => p.verified)
+    }
+    console.log(JSON.stringify(result))
+  } finally {
+    redis.disconnect()
+    await server?.stop()
+  }
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
