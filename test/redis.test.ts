@@ -1,11 +1,12 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Effect, Either, Layer, Logger, Stream } from "effect"
+import { Chunk, Context, Effect, Either, Layer, Logger, Redacted, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
+import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { EventStoreSuite } from "effect-chronicle/testing"
 import { Redis } from "ioredis"
 import { startProxy } from "./support/proxy.js"
 import { callsOf, commandCount, rawRedis, redisStore, redisUrl, uniquePrefix } from "./support/redis.js"
-import { startRedisServer } from "./support/redisServer.js"
+import { freePort, startRedisServer } from "./support/redisServer.js"
 
 const url = redisUrl()
 const probe = new Redis(url)
@@ -241,6 +242,55 @@ describe("Redis backend", () => {
       expect(read.map((e) => (e.data as { n: number }).n)).toEqual([0, 1, 2])
       expect(yield* Effect.promise(() => raw.xlen("lost:{l:0}:log"))).toBe(3)
       expect(proxy.cuts()).toBe(1)
+    }).pipe(Effect.scoped))
+
+  it.live("an append with no reply within the command timeout fails with AppendOutcomeUnknown in time; its same-id retry leaves one copy", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const raw = yield* rawRedis(server.url)
+      const client = RedisClient.layer({ url: server.url, commandTimeout: "300 millis" })
+      const store = yield* storeIn(RedisChronicle.layer({ prefix: "slow" }).pipe(Layer.provide(client)))
+      yield* store.append("t-1", [event("Created", { n: 0 })])
+      yield* Effect.promise(() => raw.client("PAUSE", 1500, "WRITE"))
+      const batch = [event("Created", { n: 1 })]
+      const started = Date.now()
+      const error = yield* Effect.flip(store.append("t-1", batch, { expectedVersion: 1 }))
+      const elapsed = Date.now() - started
+      expect(error._tag).toBe("AppendOutcomeUnknown")
+      expect(elapsed).toBeGreaterThanOrEqual(290)
+      expect(elapsed).toBeLessThan(300 + 1000)
+      // the server runs the paused call once the pause ends: the retry finds it
+      yield* Effect.promise(() => raw.client("UNPAUSE"))
+      const retry = yield* store.append("t-1", batch, { expectedVersion: 1 })
+      expect(retry.lastVersion).toBe(2)
+      expect((yield* collect(store.read("t-1"))).length).toBe(2)
+    }).pipe(Effect.scoped))
+
+  it.live("an append while the server is down is StoreUnavailable: nothing was sent", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const client = RedisClient.layer({ url: server.url, commandTimeout: "300 millis" })
+      const store = yield* storeIn(RedisChronicle.layer({ prefix: "down" }).pipe(Layer.provide(client)))
+      yield* store.append("d-1", [event("Created", {})])
+      yield* Effect.promise(() => server.stop())
+      const error = yield* Effect.flip(store.append("d-1", [event("Created", {})]))
+      expect(error._tag).toBe("StoreUnavailable")
+    }).pipe(Effect.scoped))
+
+  it.live("a wrong URL or password is a one-line RedisConnectionError that never shows the password", () =>
+    Effect.gen(function*() {
+      const port = yield* Effect.promise(() => freePort())
+      const refused = yield* Effect.flip(Layer.build(RedisClient.layer({ url: `redis://:hunter2secret@127.0.0.1:${port}`, connectTimeout: "1 second" })))
+      expect(refused._tag).toBe("RedisConnectionError")
+      expect(refused.message).not.toContain("hunter2secret")
+      expect(refused.message.split("\n").length).toBe(1)
+      const server = yield* privateServer(["--requirepass", "right-password"])
+      const denied = yield* Effect.flip(Layer.build(RedisClient.layer({ url: server.url, password: Redacted.make("wrong-password-xyz") })))
+      expect(denied._tag).toBe("RedisConnectionError")
+      expect(denied.message).not.toContain("wrong-password-xyz")
+      expect(denied.message).toMatch(/WRONGPASS|invalid/i)
+      const ok = yield* Layer.build(RedisClient.layer({ url: server.url, password: Redacted.make("right-password") }))
+      expect(yield* Effect.promise(() => Context.get(ok, RedisClient.RedisClient).shared.ping())).toBe("PONG")
     }).pipe(Effect.scoped))
 
   it.live("warns loudly at start when maxmemory-policy is not noeviction", () =>

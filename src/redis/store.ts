@@ -72,7 +72,6 @@ interface Queue {
   readonly keyLog: string
   readonly keyStreams: string
   readonly items: Array<Pending>
-  head: number
   listed: boolean
 }
 
@@ -144,7 +143,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       const tag = keys.tag(category, partition)
       let q = queues.get(tag)
       if (q === undefined) {
-        q = { tag, partition, keyLog: keys.log(category, partition), keyStreams: keys.streams(category, partition), items: [], head: 0, listed: false }
+        q = { tag, partition, keyLog: keys.log(category, partition), keyStreams: keys.streams(category, partition), items: [], listed: false }
         queues.set(tag, q)
       }
       return q
@@ -162,8 +161,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     const sweep = () => {
       const now = Date.now()
       for (const q of queues.values()) {
-        for (let i = q.head; i < q.items.length; i++) {
-          const item = q.items[i]!
+        for (const item of q.items) {
           if (item.enqueued + timeoutMs > now) break
           if (!item.settled) {
             queued--
@@ -213,7 +211,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     const take = (q: Queue): Array<Pending> => {
       const out: Array<Pending> = []
       let events = 0
-      let i = q.head
+      let i = 0
       for (; i < q.items.length; i++) {
         const next = q.items[i]!
         if (next.settled) continue
@@ -227,14 +225,8 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
         }
       }
       queued -= out.length
-      if (i >= q.items.length) {
-        q.items.length = 0
-        q.head = 0
-      } else {
-        // drop the taken entries now: a queue that never drains must not keep them alive
-        q.items.splice(0, i)
-        q.head = 0
-      }
+      if (i >= q.items.length) q.items.length = 0
+      else q.items.splice(0, i)
       return out
     }
 
@@ -243,7 +235,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       while (calls.size < options.maxCallsInFlight && ready.length > 0) {
         const q = ready.shift()!
         const items = take(q)
-        if (q.head < q.items.length) ready.push(q)
+        if (q.items.length > 0) ready.push(q)
         else q.listed = false
         if (items.length > 0) send(q, items)
       }
@@ -322,11 +314,10 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       Effect.sync(() => {
         if (sweeper !== undefined) clearInterval(sweeper)
         for (const q of queues.values()) {
-          for (let i = q.head; i < q.items.length; i++) {
-            settle(q.items[i]!, Effect.fail(new StoreUnavailable({ operation: "append", reason: "the store was closed" })))
+          for (const item of q.items) {
+            settle(item, Effect.fail(new StoreUnavailable({ operation: "append", reason: "the store was closed" })))
           }
           q.items.length = 0
-          q.head = 0
         }
       })
     )

@@ -89,7 +89,9 @@ export const startRedisServer = async (options: StartOptions = {}): Promise<Redi
   child.on("exit", () => (exited = true))
   await waitFor(`redis-server on port ${port} to answer PING`, async () => {
     if (exited) throw new Error(`redis-server exited at start: ${stderr}`)
-    return (await ping(port)) === "+PONG"
+    const reply = await ping(port)
+    // a server with a password answers NOAUTH: it is up all the same
+    return reply === "+PONG" || reply.startsWith("-NOAUTH")
   })
   const stop = async () => {
     if (!exited && child.pid !== undefined) {
