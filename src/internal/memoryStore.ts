@@ -6,7 +6,7 @@
  * @internal
  */
 import { Clock, Effect, Stream } from "effect"
-import { type CategoryCursor, isCursor, type Position } from "../Envelope.js"
+import type { CategoryCursor, Position } from "../Envelope.js"
 import {
   type AppendError,
   type AppendResult,
@@ -25,7 +25,7 @@ import {
 import { prepareAppend } from "./append.js"
 import { type Follow, readCategory } from "./categoryReader.js"
 import { compareEntryIds, partitionOf } from "./ids.js"
-import { partitionsFor, validatePartitions, validateReadOptions } from "./options.js"
+import { partitionsFor, validateFrom, validatePageSize, validatePartitions, validateReadOptions } from "./options.js"
 import { type StoredFields, toRecorded } from "./record.js"
 
 interface Entry {
@@ -200,16 +200,12 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<EventStor
     const readCategoryImpl = (name: string, readOptions?: ReadCategoryOptions & { readonly live?: boolean | undefined }) => {
       const invalid = checkCategory(name)
       if (invalid) return Stream.fail(invalid)
-      const pageSize = readOptions?.pageSize ?? 256
-      if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
-        return Stream.fail(new InvalidArgument({ argument: "pageSize", reason: `${String(pageSize)} is not an integer ≥ 1` }))
-      }
+      const pageSize = validatePageSize(readOptions?.pageSize)
+      if (pageSize instanceof InvalidArgument) return Stream.fail(pageSize)
       return Stream.suspend(() => {
         const c = category(name)
-        const from = readOptions?.from ?? "start"
-        if (from !== "start" && from !== "end" && !isCursor(from, c.partitions.length)) {
-          return Stream.fail(new InvalidArgument({ argument: "from", reason: `a cursor of category ${name} has ${c.partitions.length} entry id(s)` }))
-        }
+        const from = validateFrom(name, readOptions?.from, c.partitions.length)
+        if (from instanceof InvalidArgument) return Stream.fail(from)
         const decodeAll = (p: number, entries: ReadonlyArray<Entry>) => Effect.forEach(entries, (e) => toEvent(c, p, e))
         const follow: Follow<never> = (cursor, count) =>
           Effect.async<ReadonlyArray<Entry & { p: number }>>((resume) => {

@@ -3,6 +3,7 @@
  *
  * @internal
  */
+import { type CategoryCursor, isCursor } from "../Envelope.js"
 import { InvalidArgument, type PartitionsConfig, parseStream, type ReadOptions } from "../EventStore.js"
 
 export const maxPartitions = 1024
@@ -50,3 +51,25 @@ export const validateReadOptions = (stream: string, options: ReadOptions | undef
   }
   return { category: parsed.category, id: parsed.id, forward: direction === "forward", from, limit }
 }
+
+export const maxPageSize = 10_000
+
+/** The page size of a category read: default 256, from 1 to 10,000. */
+export const validatePageSize = (pageSize: unknown): number | InvalidArgument => {
+  const n = pageSize ?? 256
+  return typeof n === "number" && Number.isSafeInteger(n) && n >= 1 && n <= maxPageSize
+    ? n
+    : new InvalidArgument({ argument: "pageSize", reason: `${String(pageSize)} is not an integer from 1 to ${maxPageSize}` })
+}
+
+/** Checks the `from` of a category read once the partition count is known. */
+export const validateFrom = (
+  category: string,
+  from: unknown,
+  partitions: number
+): "start" | "end" | CategoryCursor | InvalidArgument =>
+  from === undefined || from === "start" || from === "end"
+    ? (from ?? "start") as "start" | "end"
+    : isCursor(from, partitions)
+    ? from
+    : new InvalidArgument({ argument: "from", reason: `a cursor of category ${category} has ${partitions} entry id(s)` })

@@ -13,7 +13,7 @@
  */
 import { Chunk, Duration, Effect, Option, Stream } from "effect"
 import type { Redis } from "ioredis"
-import { type CategoryCursor, isCursor, type Position } from "../Envelope.js"
+import type { CategoryCursor, Position } from "../Envelope.js"
 import {
   type AppendError,
   AppendOutcomeUnknown,
@@ -39,7 +39,7 @@ import {
 import { type PreparedAppend, prepareAppend } from "../internal/append.js"
 import { type Follow, readCategory } from "../internal/categoryReader.js"
 import { partitionOf } from "../internal/ids.js"
-import { partitionsFor, validatePartitions, validateReadOptions } from "../internal/options.js"
+import { partitionsFor, validateFrom, validatePageSize, validatePartitions, validateReadOptions } from "../internal/options.js"
 import { fieldsOf, toRecorded } from "../internal/record.js"
 import { isValidPrefix, type Keys, makeKeys } from "./keys.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
@@ -445,17 +445,13 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     const readCategoryImpl = (category: string, readOptions?: ReadCategoryOptions & { readonly live?: boolean | undefined }) => {
       const invalidCategory = checkCategory(category)
       if (invalidCategory) return Stream.fail(invalidCategory)
-      const pageSize = readOptions?.pageSize ?? 256
-      if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 10_000) {
-        return Stream.fail(new InvalidArgument({ argument: "pageSize", reason: `${String(pageSize)} is not an integer from 1 to 10000` }))
-      }
+      const pageSize = validatePageSize(readOptions?.pageSize)
+      if (pageSize instanceof InvalidArgument) return Stream.fail(pageSize)
       const live = readOptions?.live === true
       return Stream.unwrapScoped(Effect.gen(function*() {
         const partitions = yield* resolvePartitions(category)
-        const from = readOptions?.from ?? "start"
-        if (from !== "start" && from !== "end" && !isCursor(from, partitions)) {
-          return yield* new InvalidArgument({ argument: "from", reason: `a cursor of category ${category} has ${partitions} entry id(s)` })
-        }
+        const from = validateFrom(category, readOptions?.from, partitions)
+        if (from instanceof InvalidArgument) return yield* from
         let follow: Follow<never> | undefined = undefined
         if (live) {
           const blocking = yield* client.blocking("live").pipe(
