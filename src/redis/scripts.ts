@@ -54,13 +54,14 @@ export const APPEND = script(
 local log, set = KEYS[1], KEYS[2]
 local nb = tonumber(ARGV[1])
 local out = {}
-local lt = redis.call('TYPE', log)['ok']
-local st = redis.call('TYPE', set)['ok']
-if (lt ~= 'stream' and lt ~= 'none') or (st ~= 'set' and st ~= 'none') then
-  local bad, want, got = log, 'stream', lt
-  if lt == 'stream' or lt == 'none' then bad, want, got = set, 'set', st end
-  for b = 1, nb do out[b] = {'type', bad, want, got} end
-  return out
+-- the log's and the set's types are checked once, before the first batch that writes
+-- (the set's only when a batch creates a stream); a wrong type fails every batch that
+-- would write, and nothing is written
+local logState, setState = nil, nil
+local function badType(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= want and t ~= 'none' then return t end
+  return false
 end
 local a = 2
 for b = 1, nb do
@@ -74,31 +75,39 @@ for b = 1, nb do
   if vals['err'] then
     out[b] = {'type', hk, 'hash', 'another type'}
   else
-    local ltype = redis.call('TYPE', lk)['ok']
-    if ltype ~= 'list' and ltype ~= 'none' then
-      out[b] = {'type', lk, 'list', ltype}
-    else
-      local cur = tonumber(vals[1]) or 0
-      local first = vals[2]
-      if first then
-        local v0 = tonumber(string.match(first, '^(%d+):'))
-        local bad = nil
-        if not v0 then v0 = 0 bad = 0 end
-        for i = 0, n - 1 do
-          if bad then break end
-          if vals[i + 2] ~= (v0 + i) .. ':' .. ARGV[base + 4 * i + 1] then bad = i break end
-        end
-        if bad then
-          out[b] = {'mismatch', bad, vals[bad + 2]}
-        else
-          out[b] = {'replay', v0, unpack(redis.call('LRANGE', lk, v0 - 1, v0 + n - 2))}
-        end
+    local cur = tonumber(vals[1]) or 0
+    local first = vals[2]
+    if first then
+      local v0 = tonumber(string.match(first, '^(%d+):'))
+      local bad = nil
+      if not v0 then v0 = 0 bad = 0 end
+      for i = 0, n - 1 do
+        if bad then break end
+        if vals[i + 2] ~= (v0 + i) .. ':' .. ARGV[base + 4 * i + 1] then bad = i break end
+      end
+      if bad then
+        out[b] = {'mismatch', bad, vals[bad + 2]}
       else
-        local bad = nil
-        for i = 1, n - 1 do if vals[i + 2] then bad = i break end end
-        if bad then
-          out[b] = {'known', bad, vals[bad + 2]}
-        elseif exp == -1 or (exp == -2 and cur > 0) or exp == cur then
+        out[b] = {'replay', v0, unpack(redis.call('LRANGE', lk, v0 - 1, v0 + n - 2))}
+      end
+    else
+      local bad = nil
+      for i = 1, n - 1 do if vals[i + 2] then bad = i break end end
+      if bad then
+        out[b] = {'known', bad, vals[bad + 2]}
+      elseif not (exp == -1 or (exp == -2 and cur > 0) or exp == cur) then
+        out[b] = {'wev', cur}
+      else
+        if logState == nil then logState = badType(log, 'stream') end
+        if cur == 0 and setState == nil then setState = badType(set, 'set') end
+        local lt = badType(lk, 'list')
+        if logState then
+          out[b] = {'type', log, 'stream', logState}
+        elseif cur == 0 and setState then
+          out[b] = {'type', set, 'set', setState}
+        elseif lt then
+          out[b] = {'type', lk, 'list', lt}
+        else
           local ids = {}
           local h = {'v', cur + n}
           for i = 0, n - 1 do
@@ -112,8 +121,6 @@ for b = 1, nb do
           redis.call('HSET', hk, unpack(h))
           if cur == 0 then redis.call('SADD', set, ent) end
           out[b] = {'ok', cur + 1, unpack(ids)}
-        else
-          out[b] = {'wev', cur}
         end
       end
     end
