@@ -5,8 +5,10 @@
  *
  * @since 0.1.0
  */
-import { Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
+import { ConsumerGroups } from "./ConsumerGroups.js"
 import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "./EventStore.js"
+import { makeMemoryGroups } from "./internal/memoryGroups.js"
 import { makeMemoryStore } from "./internal/memoryStore.js"
 
 /**
@@ -21,6 +23,14 @@ export interface MemoryOptions {
 }
 
 /**
+ * The services every backend provides.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Services = EventStore | ConsumerGroups
+
+/**
  * Every service in memory, with the given partition counts and limits. Each use of the
  * Layer builds fresh, empty state.
  *
@@ -32,10 +42,12 @@ export interface MemoryOptions {
  * @since 0.1.0
  * @category layers
  */
-export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<EventStore, InvalidArgument> =>
-  Layer.effect(
-    EventStore,
-    makeMemoryStore({ partitions: options.partitions ?? 1, limits: { ...defaultLimits, ...options.limits } })
+export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<Services, InvalidArgument> =>
+  Layer.effectContext(
+    Effect.map(
+      makeMemoryStore({ partitions: options.partitions ?? 1, limits: { ...defaultLimits, ...options.limits } }),
+      ({ log, store }) => Context.make(EventStore, store).pipe(Context.add(ConsumerGroups, makeMemoryGroups(log)))
+    )
   )
 
 /**
@@ -52,4 +64,4 @@ export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<EventS
  * @since 0.1.0
  * @category layers
  */
-export const layerMemory: Layer.Layer<EventStore> = Layer.orDie(layerMemoryWith({ partitions: 1 }))
+export const layerMemory: Layer.Layer<Services> = Layer.orDie(layerMemoryWith({ partitions: 1 }))

@@ -550,7 +550,8 @@ export const encodeEvent = <C extends Any>(contract: C, event: Event<C>): Encode
  */
 export type Decoded<A> =
   | { readonly _tag: "Decoded"; readonly event: A }
-  | { readonly _tag: "Invalid"; readonly message: string }
+  /** `message` says what failed and may quote the stored values; `paths` names the fields only. */
+  | { readonly _tag: "Invalid"; readonly message: string; readonly paths: ReadonlyArray<string> }
   | { readonly _tag: "UnknownType" }
 
 /**
@@ -564,15 +565,20 @@ export const decodeEvent = <C extends Any>(contract: C, type: string, version: n
   if (!Object.prototype.hasOwnProperty.call(contract.events, type)) return { _tag: "UnknownType" }
   const decoder = internalOf(contract.events[type]).decoders.get(version)
   if (decoder === undefined) {
-    return { _tag: "Invalid", message: `event ${type} has no reader for stored version ${version} (current version ${contract.events[type]!.version})` }
+    return { _tag: "Invalid", message: `event ${type} has no reader for stored version ${version} (current version ${contract.events[type]!.version})`, paths: [] }
   }
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
-    return { _tag: "Invalid", message: `event ${type}: stored data is not an object` }
+    return { _tag: "Invalid", message: `event ${type}: stored data is not an object`, paths: [] }
   }
   const input = { ...(data as object), _tag: type }
   const result = decoder(input)
   if (Either.isLeft(result)) {
-    return { _tag: "Invalid", message: issuesOf(result.left).map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ") }
+    const issues = issuesOf(result.left)
+    return {
+      _tag: "Invalid",
+      message: issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; "),
+      paths: issues.map((i) => i.path)
+    }
   }
   return { _tag: "Decoded", event: result.right as Event<C> }
 }

@@ -731,35 +731,41 @@ const decodeStream = <C extends Contract.Any, E>(contract: C, stream: Stream.Str
  * @category constructors
  */
 export const forContract = <C extends Contract.Any>(contract: C): Effect.Effect<TypedStore<C>, InvalidContract, EventStore> =>
-  Effect.gen(function*() {
-    if (contract.issues.length > 0) {
-      return yield* new InvalidContract({ contract: contract.name, issues: contract.issues })
-    }
-    const store = yield* EventStore
-    const category = contract.name
-    const readCategory = (options?: ReadCategoryOptions & { readonly live?: boolean | undefined }) =>
-      Stream.mapEffect(
-        options?.live === true
-          ? store.readCategory(category, { ...options, live: true })
-          : store.readCategory(category, { ...options, live: false }) as Stream.Stream<RecordedEvent | CaughtUp, ReadError>,
-        (r): Effect.Effect<Recorded<Contract.Event<C>> | CaughtUp, EventDecodeError | UnknownEventType> =>
-          isCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r)
+  contract.issues.length > 0
+    ? Effect.fail(new InvalidContract({ contract: contract.name, issues: contract.issues }))
+    : Effect.map(EventStore, (store) => typedStore(store, contract))
+
+/**
+ * The typed view of a store for a contract already known to be valid (see
+ * {@link forContract}, which checks it).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const typedStore = <C extends Contract.Any>(store: EventStore.Service, contract: C): TypedStore<C> => {
+  const category = contract.name
+  const readCategory = (options?: ReadCategoryOptions & { readonly live?: boolean | undefined }) =>
+    Stream.mapEffect(
+      options?.live === true
+        ? store.readCategory(category, { ...options, live: true })
+        : store.readCategory(category, { ...options, live: false }) as Stream.Stream<RecordedEvent | CaughtUp, ReadError>,
+      (r): Effect.Effect<Recorded<Contract.Event<C>> | CaughtUp, EventDecodeError | UnknownEventType> =>
+        isCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r)
+    )
+  return {
+    contract,
+    append: (id, events, options) => {
+      const stream = streamName(category, id)
+      return timedSpan(
+        "EventStore.append",
+        () => ({ stream, events: events.length }),
+        (now): Effect.Effect<AppendResult, AppendError | UnknownEventType> => {
+          const encoded = encodeEvents(contract, stream, events, options, now)
+          return encoded instanceof Error ? Effect.fail(encoded) : store.append(stream, encoded, options)
+        }
       )
-    const typed: TypedStore<C> = {
-      contract,
-      append: (id, events, options) => {
-        const stream = streamName(category, id)
-        return timedSpan(
-          "EventStore.append",
-          () => ({ stream, events: events.length }),
-          (now): Effect.Effect<AppendResult, AppendError | UnknownEventType> => {
-            const encoded = encodeEvents(contract, stream, events, options, now)
-            return encoded instanceof Error ? Effect.fail(encoded) : store.append(stream, encoded, options)
-          }
-        )
-      },
-      read: (id, options) => decodeStream(contract, store.read(streamName(category, id), options)),
-      readCategory: readCategory as TypedStore<C>["readCategory"]
-    }
-    return typed
-  })
+    },
+    read: (id, options) => decodeStream(contract, store.read(streamName(category, id), options)),
+    readCategory: readCategory as TypedStore<C>["readCategory"]
+  }
+}

@@ -15,3 +15,15 @@ export * as EventStore from "./EventStore.js"
 
 /** @since 0.1.0 */
 export * as Chronicle from "./Chronicle.js"
+
+/** @since 0.1.0 */
+export * as Producer from "./Producer.js"
+
+/** @since 0.1.0 */
+export * as Subscriber from "./Subscriber.js"
+
+/** @since 0.1.0 */
+export * as DeadLetters from "./DeadLetters.js"
+
+/** @since 0.1.0 */
+export * as ConsumerGroups from "./ConsumerGroups.js"

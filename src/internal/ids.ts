@@ -3,6 +3,7 @@
  *
  * @internal
  */
+import { createHash } from "node:crypto"
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
@@ -113,3 +114,24 @@ export const entryIdMillis = (id: string): number => {
   const dash = id.indexOf("-")
   return Number(dash < 0 ? id : id.slice(0, dash))
 }
+
+const uuidBytes = (uuid: string): Buffer => Buffer.from(uuid.replace(/-/g, ""), "hex")
+
+/** The namespace of the follow-up ids this library derives. */
+const FOLLOW_UP_NAMESPACE = uuidBytes("6f2c1a3e-8b7d-4e59-a1c0-3d5e7f9b2a41")
+
+/** A UUID version 5 (RFC 9562): SHA-1 of a namespace and a name, so the same inputs give the same id. */
+export const uuidv5 = (name: string, namespace: Buffer = FOLLOW_UP_NAMESPACE): string => {
+  const hash = createHash("sha1").update(namespace).update(name, "utf8").digest()
+  hash[6] = (hash[6]! & 0x0f) | 0x50
+  hash[8] = (hash[8]! & 0x3f) | 0x80
+  const hex = hash.toString("hex", 0, 16)
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`
+}
+
+/**
+ * The id of the `index`-th event a handler of `group` produces to `stream` while handling
+ * the event `causeEventId` (SEMANTICS §2): the same on every rerun.
+ */
+export const followUpId = (causeEventId: string, group: string, stream: string, index: number): string =>
+  uuidv5(JSON.stringify([causeEventId, group, stream, index]))

@@ -10,6 +10,7 @@ import type { CategoryCursor, Position } from "../Envelope.js"
 import {
   type AppendError,
   type AppendResult,
+  type EventDecodeError,
   checkCategory,
   EventStore,
   IdempotencyMismatch,
@@ -71,7 +72,27 @@ export interface MemoryOptions {
   readonly limits: Limits
 }
 
-export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<EventStore["Type"], InvalidArgument> =>
+/**
+ * What the in-memory consumer groups need from the in-memory log.
+ */
+export interface MemoryLog {
+  /** The partition count of a category (fixed when first touched). */
+  readonly partitionsOf: (category: string) => number
+  /** At most `count` entries of a partition after entry id `after`, decoded. */
+  readonly entriesAfter: (category: string, p: number, after: string, count: number) => ReadonlyArray<{ readonly id: string; readonly event: RecordedEvent | EventDecodeError }>
+  /** How many entries of a partition come after `after`. */
+  readonly countAfter: (category: string, p: number, after: string) => number
+  /** The id of a partition's last entry ("0-0" when empty). */
+  readonly lastId: (category: string, p: number) => string
+  /** One entry by id. */
+  readonly entry: (category: string, p: number, id: string) => RecordedEvent | EventDecodeError | undefined
+  /** Calls `wake` after every append to the category (and on `notify`) until the returned function is called. */
+  readonly subscribe: (category: string, wake: () => void) => () => void
+  /** Wakes the category's subscribers. */
+  readonly notify: (category: string) => void
+}
+
+export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<{ readonly store: EventStore["Type"]; readonly log: MemoryLog }, InvalidArgument> =>
   Effect.gen(function*() {
     const invalidPartitions = validatePartitions(options.partitions)
     if (invalidPartitions) return yield* invalidPartitions
@@ -237,7 +258,7 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<EventStor
       })
     }
 
-    return EventStore.of({
+    const store = EventStore.of({
       append,
       read,
       readCategory: readCategoryImpl as EventStore["Type"]["readCategory"],
@@ -247,5 +268,37 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<EventStor
       },
       limits
     })
+
+    const decoded = (c: Category, p: number, e: Entry) => toRecorded(c.name, p, e.id, e.fields)
+    const log: MemoryLog = {
+      partitionsOf: (name) => category(name).partitions.length,
+      entriesAfter: (name, p, after, count) => {
+        const c = category(name)
+        return collect(c, p, after, count).map((e) => ({ id: e.id, event: decoded(c, p, e) }))
+      },
+      countAfter: (name, p, after) => {
+        const entries = category(name).partitions[p]!.entries
+        return entries.length - firstAfter(entries, after)
+      },
+      lastId: (name, p) => category(name).partitions[p]!.entries.at(-1)?.id ?? "0-0",
+      entry: (name, p, id) => {
+        const c = category(name)
+        const entries = c.partitions[p]!.entries
+        const i = firstAfter(entries, id) - 1
+        const e = entries[i]
+        return e !== undefined && e.id === id ? decoded(c, p, e) : undefined
+      },
+      subscribe: (name, wake) => {
+        const c = category(name)
+        c.waiters.add(wake)
+        return () => {
+          c.waiters.delete(wake)
+        }
+      },
+      notify: (name) => {
+        for (const wake of Array.from(category(name).waiters)) wake()
+      }
+    }
+    return { store, log }
   })
 

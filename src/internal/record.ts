@@ -64,8 +64,9 @@ export const toRecorded = (
   let data: unknown
   try {
     data = JSON.parse(f.d)
-  } catch (cause) {
-    return fail(`the data is not JSON (${cause instanceof Error ? cause.message : String(cause)})`)
+  } catch {
+    // the parser's message quotes the data, which may be personal: say only what is wrong
+    return fail("the data is not JSON")
   }
   return {
     eventId: f.e,

@@ -6,3 +6,6 @@
 
 /** @since 0.1.0 */
 export * as EventStoreSuite from "./EventStoreSuite.js"
+
+/** @since 0.1.0 */
+export * as SubscriberSuite from "./SubscriberSuite.js"

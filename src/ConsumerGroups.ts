@@ -1,0 +1,282 @@
+/**
+ * Consumer groups: what a backend provides so that subscribers can share a category's
+ * log. Every backend implements this service with the same semantics (SEMANTICS §5–6);
+ * `Subscriber` and `DeadLetters` are written once, on top of it.
+ *
+ * A group over a category is one consumer group per partition. Members join with
+ * heartbeats; partitions are assigned over live members; each partition has one owner
+ * at a time, holding a fenced lease (`member:epoch`) that every ack, dead-letter and claim
+ * checks. A new owner first claims the partition's whole pending list, then reads its
+ * redelivery stream (replayed dead letters) before new entries.
+ *
+ * @since 0.1.0
+ */
+import { Context, type Effect, Schema } from "effect"
+import type { EventDecodeError, InvalidArgument, RecordedEvent, StoreError } from "./EventStore.js"
+
+/**
+ * The lease on a partition was lost (it expired, or another member holds it now): the
+ * operation was refused and nothing was changed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LeaseLost extends Schema.TaggedError<LeaseLost>()("LeaseLost", {
+  group: Schema.String,
+  partition: Schema.Int,
+  token: Schema.String
+}) {
+  override get message() {
+    return `group ${this.group} partition ${this.partition}: the lease ${this.token} is no longer held`
+  }
+}
+
+/**
+ * A group name is already used for another category (group names are unique per prefix).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class GroupConflict extends Schema.TaggedError<GroupConflict>()("GroupConflict", {
+  group: Schema.String,
+  category: Schema.String,
+  existing: Schema.String
+}) {
+  override get message() {
+    return `group ${this.group} already reads category ${this.existing}, not ${this.category}`
+  }
+}
+
+/**
+ * A group that was never created (no subscriber ever ran it).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class GroupNotFound extends Schema.TaggedError<GroupNotFound>()("GroupNotFound", {
+  group: Schema.String
+}) {
+  override get message() {
+    return `group ${this.group} does not exist`
+  }
+}
+
+/**
+ * Every way a group operation can fail.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type GroupError = StoreError | InvalidArgument | GroupNotFound
+
+/**
+ * Where a group starts when it is created: the category's first event, or what comes
+ * after its last one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StartFrom = "start" | "end"
+
+/**
+ * A group's registration.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GroupInfo {
+  readonly group: string
+  readonly category: string
+  readonly partitions: number
+}
+
+/**
+ * A held lease on one partition of a group.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Lease {
+  readonly group: string
+  readonly category: string
+  readonly partition: number
+  /** `member:epoch`: the epoch grows each time the partition changes hands. */
+  readonly token: string
+}
+
+/**
+ * One entry handed to a member: from the partition's log, or from its redelivery stream
+ * (a replayed dead letter).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Delivery {
+  readonly partition: number
+  readonly source: "log" | "redelivery"
+  /** The entry's id in its source (the log or the redelivery stream). */
+  readonly id: string
+  /** The event, or why its stored entry cannot be read. */
+  readonly event: RecordedEvent | EventDecodeError
+  /** How many times this entry has been delivered, this time included. */
+  readonly deliveries: number
+}
+
+/**
+ * A parked event: never lost, never silently dropped.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetter {
+  /** `partition:entryId`, unique within the group. */
+  readonly id: string
+  readonly group: string
+  readonly partition: number
+  /** The event's position in the category log. */
+  readonly entryId: string
+  readonly eventId: string
+  readonly stream: string
+  readonly version: number
+  readonly type: string
+  /** The error's tag (`HandlerFailed`, `HandlerDefect`, `DecodeError`, `UnknownEventType`, `MaxDeliveries`, `LostBeforeProcessing`, or a handler error's own tag). */
+  readonly errorTag: string
+  /** The error's message (never the event's data). */
+  readonly message: string
+  /** Handler invocations. */
+  readonly attempts: number
+  /** Deliveries of the entry. */
+  readonly deliveries: number
+  /** When it was parked (Unix milliseconds). */
+  readonly at: number
+}
+
+/**
+ * What goes into a dead letter besides the delivery itself.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterReason {
+  readonly errorTag: string
+  readonly message: string
+  readonly attempts: number
+}
+
+/**
+ * One partition of a group, for tools.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PartitionStatus {
+  readonly partition: number
+  /** The member holding the lease, if any. */
+  readonly owner: string | undefined
+  /** Entries delivered and not acknowledged (log and redelivery stream). */
+  readonly pending: number
+  /** Entries not yet delivered (log and redelivery stream). */
+  readonly lag: number
+  /** Events being handled by the owner, as it last reported. */
+  readonly inFlight: number
+  readonly deadLetters: number
+}
+
+/**
+ * A group's state, for tools and tests.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GroupStatus extends GroupInfo {
+  readonly members: ReadonlyArray<string>
+  readonly partitionStatus: ReadonlyArray<PartitionStatus>
+}
+
+/**
+ * @since 0.1.0
+ */
+export declare namespace ConsumerGroups {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Service {
+    /** Creates the group (one consumer group per partition) if it does not exist; registers group → category. */
+    readonly ensureGroup: (group: string, category: string, startFrom: StartFrom) => Effect.Effect<GroupInfo, GroupError | GroupConflict>
+    /** A registered group. */
+    readonly info: (group: string) => Effect.Effect<GroupInfo, GroupError>
+    /** Renews a member (expiring after `ttlMillis`), publishes its in-flight counts, and returns the live members, sorted. */
+    readonly heartbeat: (
+      group: string,
+      member: string,
+      ttlMillis: number,
+      inFlight: ReadonlyMap<number, number>
+    ) => Effect.Effect<ReadonlyArray<string>, GroupError>
+    /** Removes a member (on shutdown). */
+    readonly leave: (group: string, member: string) => Effect.Effect<void, GroupError>
+    /** Takes the partition's lease for `member` if it is free (or renews it if already held); `undefined` when another member holds it. */
+    readonly acquire: (info: GroupInfo, partition: number, member: string, ttlMillis: number) => Effect.Effect<Lease | undefined, GroupError>
+    /** Extends a held lease; `LeaseLost` when it lapsed or changed hands. */
+    readonly renew: (lease: Lease, ttlMillis: number) => Effect.Effect<void, GroupError | LeaseLost>
+    /** Gives a lease up (when it is still held). */
+    readonly release: (lease: Lease) => Effect.Effect<void, GroupError>
+    /** Moves the partition's whole pending list (log and redelivery) to `member`, oldest first, counting the delivery. */
+    readonly claim: (lease: Lease, member: string) => Effect.Effect<ReadonlyArray<Delivery>, GroupError | LeaseLost>
+    /**
+     * Reads new entries of the leased partitions for `member`: each partition's redelivery
+     * stream before its log; waits up to `blockMillis` when there is nothing.
+     */
+    readonly read: (
+      leases: ReadonlyArray<Lease>,
+      member: string,
+      count: number,
+      blockMillis: number
+    ) => Effect.Effect<ReadonlyArray<Delivery>, GroupError>
+    /** Acknowledges handled entries; `LeaseLost` (and nothing acknowledged) when the lease is gone. */
+    readonly ack: (lease: Lease, deliveries: ReadonlyArray<Delivery>) => Effect.Effect<void, GroupError | LeaseLost>
+    /** Parks an entry as a dead letter and acknowledges it, atomically; `LeaseLost` when the lease is gone. */
+    readonly deadLetter: (lease: Lease, delivery: Delivery, reason: DeadLetterReason) => Effect.Effect<void, GroupError | LeaseLost>
+    /** Every dead letter of the group, oldest first per partition. */
+    readonly deadLetters: (group: string) => Effect.Effect<ReadonlyArray<DeadLetter>, GroupError>
+    /** Moves dead letters (all, or those ids) to their partition's redelivery stream; returns how many moved. */
+    readonly replay: (group: string, ids?: ReadonlyArray<string>) => Effect.Effect<number, GroupError>
+    /** Deletes dead letters (all, or those ids); returns how many were deleted. */
+    readonly purge: (group: string, ids?: ReadonlyArray<string>) => Effect.Effect<number, GroupError>
+    /** Owner, pending, lag, in-flight and dead letters per partition. */
+    readonly status: (group: string) => Effect.Effect<GroupStatus, GroupError>
+    /** The groups registered for this backend. */
+    readonly groups: Effect.Effect<ReadonlyArray<GroupInfo>, GroupError>
+  }
+}
+
+/**
+ * The consumer-group backend. `Chronicle.layerMemory` and `RedisChronicle.layer`
+ * provide it.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class ConsumerGroups extends Context.Tag("effect-chronicle/ConsumerGroups")<ConsumerGroups, ConsumerGroups.Service>() {}
+
+const GROUP = /^[A-Za-z0-9_.-]{1,128}$/
+
+/**
+ * Checks a group name: 1–128 of `[A-Za-z0-9_.-]`.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const isValidGroupName = (group: unknown): group is string => typeof group === "string" && GROUP.test(group)
+
+/**
+ * The owner of each partition over the live members: partition `p` goes to member
+ * `p mod n` of the sorted list, so the counts differ by at most one.
+ *
+ * @since 0.1.0
+ * @category assignment
+ */
+export const assign = (members: ReadonlyArray<string>, partitions: number): ReadonlyArray<string | undefined> => {
+  const sorted = members.slice().sort()
+  return Array.from({ length: partitions }, (_, p) => (sorted.length === 0 ? undefined : sorted[p % sorted.length]))
+}

@@ -1,0 +1,374 @@
+/**
+ * The subscriber conformance suite: consumer groups, partition ownership, rebalancing,
+ * retries, dead letters and follow-up events, run against every backend with the live
+ * clock (SEMANTICS §5–6).
+ *
+ * @since 0.1.0
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Context, Effect, Fiber, Layer, Schedule, Schema, Stream } from "effect"
+import { ConsumerGroups, type GroupStatus } from "../ConsumerGroups.js"
+import * as Contract from "../Contract.js"
+import * as DeadLetters from "../DeadLetters.js"
+import { EventStore, forContract } from "../EventStore.js"
+import * as Producer from "../Producer.js"
+import * as Subscriber from "../Subscriber.js"
+import type { BackendConfig } from "./EventStoreSuite.js"
+
+type Services = EventStore | ConsumerGroups
+
+const uid = () => Math.random().toString(36).slice(2, 8)
+
+/** A contract whose name (its category) is fresh, so tests never share a log. */
+const freshContract = () =>
+  Contract.make(`sub_${uid()}`, {
+    Happened: { n: Schema.Int },
+    Followed: { n: Schema.Int }
+  })
+type Fresh = ReturnType<typeof freshContract>
+
+interface Handled {
+  readonly group: string
+  readonly consumer: string
+  readonly stream: string
+  readonly version: number
+  readonly eventId: string
+  readonly redelivered: boolean
+}
+
+/** True when every entity's first handlings are in version order: no version ran before the one before it. */
+const inOrderPerEntity = (handled: ReadonlyArray<Handled>): boolean => {
+  const max = new Map<string, number>()
+  for (const h of handled) {
+    const seen = max.get(h.stream) ?? 0
+    if (h.version > seen + 1) return false
+    if (h.version > seen) max.set(h.stream, h.version)
+  }
+  return true
+}
+
+const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, timeoutMillis = 30_000) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMillis
+    while (!(yield* check)) {
+      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out waiting for ${what}`)
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** Whether the group's status satisfies `f` (false while the group does not exist yet). */
+const statusIs = (group: string, f: (status: GroupStatus) => boolean) =>
+  Subscriber.status(group).pipe(Effect.map(f), Effect.orElseSucceed(() => false))
+
+const settled = (status: GroupStatus, members: number) =>
+  status.members.length === members &&
+  status.partitionStatus.every((p) => p.owner !== undefined) &&
+  new Set(status.partitionStatus.map((p) => p.owner)).size === Math.min(members, status.partitions)
+
+/**
+ * Runs the subscriber conformance suite against a backend.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
+export const conformance = (name: string, makeLayer: (config: BackendConfig) => Layer.Layer<Services, unknown>): void => {
+  const withBackend = <A, E>(partitions: number, f: (ctx: Context.Context<Services>) => Effect.Effect<A, E, Services>) =>
+    Effect.scoped(Effect.flatMap(Layer.build(makeLayer({ partitions })), (ctx) => Effect.provide(f(ctx), ctx)))
+
+  const consumer = (
+    contract: Fresh,
+    group: string,
+    consumerName: string,
+    handled: Array<Handled>,
+    options: { readonly delay?: number; readonly leaseTtl?: string } = {}
+  ) =>
+    Subscriber.run(contract, {
+      group,
+      consumer: consumerName,
+      leaseTtl: (options.leaseTtl ?? "2 seconds") as "2 seconds",
+      heartbeat: "200 millis",
+      readCount: 100,
+      concurrency: 8,
+      handlers: {
+        Happened: (_, ctx) =>
+          Effect.gen(function*() {
+            handled.push({
+              group,
+              consumer: consumerName,
+              stream: ctx.envelope.stream,
+              version: ctx.envelope.version,
+              eventId: ctx.envelope.eventId,
+              redelivered: ctx.redelivered
+            })
+            if (options.delay) yield* Effect.sleep(options.delay)
+          }),
+        Followed: () => Effect.void
+      }
+    })
+
+  const produce = (contract: Fresh, entities: number, total: number) =>
+    Effect.gen(function*() {
+      const producer = yield* Producer.make(contract)
+      yield* Effect.forEach(
+        Array.from({ length: entities }, (_, e) => e),
+        (e) =>
+          Effect.forEach(
+            Array.from({ length: Math.ceil(total / entities) }, (_, i) => i * entities + e).filter((n) => n < total),
+            (n) => producer.Happened({ n }, { key: `e${e}` }),
+            { discard: true }
+          ),
+        { concurrency: 16, discard: true }
+      )
+    })
+
+  describe(`Subscriber conformance: ${name}`, () => {
+    it.live("2 groups x 3 consumers over 8 partitions: every event exactly once per group, in order per entity, shared by all", () =>
+      withBackend(8, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const handled: Array<Handled> = []
+          const groups = [`a_${uid()}`, `b_${uid()}`]
+          const fibers = yield* Effect.forEach(
+            groups.flatMap((g) => ["c1", "c2", "c3"].map((c) => [g, c] as const)),
+            ([g, c]) => Effect.fork(consumer(contract, g, c, handled))
+          )
+          for (const g of groups) {
+            yield* waitUntil(`group ${g} to settle`, statusIs(g, (s) => settled(s, 3)))
+          }
+          yield* produce(contract, 100, 5000)
+          for (const g of groups) yield* Subscriber.awaitIdle(g).pipe(Effect.timeout("60 seconds"))
+          yield* Effect.forEach(fibers, Fiber.interrupt, { discard: true })
+          for (const g of groups) {
+            const mine = handled.filter((h) => h.group === g)
+            expect(mine.length, `events handled by ${g}`).toBe(5000)
+            expect(new Set(mine.map((h) => h.eventId)).size).toBe(5000)
+            expect(inOrderPerEntity(mine)).toBe(true)
+            for (const c of ["c1", "c2", "c3"]) {
+              expect(mine.filter((h) => h.consumer === c).length, `share of ${g}/${c}`).toBeGreaterThan(500)
+            }
+          }
+        })
+      ), 120_000)
+
+    it.live("rebalance: a consumer joins at 25% and one leaves at 50%; order holds, nothing is lost, partitions end spread", () =>
+      withBackend(8, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const handled: Array<Handled> = []
+          const group = `r_${uid()}`
+          const total = 1500
+          const first = yield* Effect.forEach(["c1", "c2", "c3"], (c) => Effect.fork(consumer(contract, group, c, handled, { delay: 1 })))
+          yield* waitUntil("the group to settle", statusIs(group, (s) => settled(s, 3)))
+          yield* produce(contract, 60, total)
+          yield* waitUntil("25% handled", Effect.sync(() => new Set(handled.map((h) => h.eventId)).size >= total / 4))
+          const fourth = yield* Effect.fork(consumer(contract, group, "c4", handled, { delay: 1 }))
+          yield* waitUntil("50% handled", Effect.sync(() => new Set(handled.map((h) => h.eventId)).size >= total / 2))
+          yield* Fiber.interrupt(first[0]!)
+          yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("60 seconds"))
+          yield* waitUntil("partitions to spread over the live consumers", statusIs(group, (s) => settled(s, 3)))
+          const status = yield* Subscriber.status(group)
+          const owners = status.partitionStatus.map((p) => p.owner!.split(":")[0])
+          expect(owners.includes("c1")).toBe(false)
+          for (const c of ["c2", "c3", "c4"]) expect(owners.filter((o) => o === c).length).toBeGreaterThanOrEqual(2)
+          expect(new Set(handled.map((h) => h.eventId)).size).toBe(total)
+          expect(inOrderPerEntity(handled)).toBe(true)
+          expect(handled.some((h) => h.consumer === "c4")).toBe(true)
+          yield* Effect.forEach([...first.slice(1), fourth], Fiber.interrupt, { discard: true })
+        })
+      ), 120_000)
+
+    it.live("an interrupted owner's partitions move within lease + heartbeat + 1 s; its unhandled events come first; nothing lost", () =>
+      withBackend(4, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const handled: Array<Handled> = []
+          const group = `f_${uid()}`
+          const a = yield* Effect.fork(consumer(contract, group, "a", handled, { delay: 2 }))
+          yield* waitUntil("a to own every partition", statusIs(group, (s) => settled(s, 1)))
+          const b = yield* Effect.fork(consumer(contract, group, "b", handled, { delay: 2 }))
+          yield* waitUntil("the group to settle", statusIs(group, (s) => settled(s, 2)))
+          yield* produce(contract, 20, 600)
+          yield* waitUntil("some events handled", Effect.sync(() => handled.length >= 100))
+          const stopped = Date.now()
+          yield* Fiber.interrupt(a)
+          yield* waitUntil("b to own every partition", statusIs(group, (s) => s.partitionStatus.every((p) => p.owner?.startsWith("b:"))), 2000 + 200 + 1000)
+          expect(Date.now() - stopped).toBeLessThan(2000 + 200 + 1000)
+          yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("60 seconds"))
+          expect(new Set(handled.map((h) => h.eventId)).size).toBe(600)
+          expect(inOrderPerEntity(handled)).toBe(true)
+          const status = yield* Subscriber.status(group)
+          expect(status.partitionStatus.every((p) => p.pending === 0)).toBe(true)
+          yield* Fiber.interrupt(b)
+        })
+      ), 60_000)
+
+    it.live("poison: a failing handler and an undecodable event are dead-lettered with their counts; the rest is handled; replay after a fix", () =>
+      withBackend(2, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const group = `p_${uid()}`
+          const store = yield* EventStore
+          const typed = yield* forContract(contract)
+          let fixed = false
+          let poisonCalls = 0
+          const handled: Array<Handled> = []
+          const sub = yield* Effect.fork(Subscriber.run(contract, {
+            group,
+            retry: Schedule.recurs(3),
+            heartbeat: "200 millis",
+            leaseTtl: "2 seconds",
+            handlers: {
+              Happened: (event, ctx) =>
+                Effect.gen(function*() {
+                  if (event.n === 500) {
+                    poisonCalls++
+                    if (!fixed) return yield* Effect.fail(new PoisonError({ n: event.n }))
+                  }
+                  handled.push({ group, consumer: "c", stream: ctx.envelope.stream, version: ctx.envelope.version, eventId: ctx.envelope.eventId, redelivered: ctx.redelivered })
+                }),
+              Followed: () => Effect.void
+            }
+          }))
+          const producer = yield* Producer.make(contract)
+          let poisonId = ""
+          for (let n = 0; n < 1000; n++) {
+            if (n === 700) {
+              const bad = yield* store.append(`${contract.name}-x${n % 10}`, [{ eventId: crypto.randomUUID(), type: "Happened", data: { n: "not a number" } }])
+              expect(bad.lastVersion).toBeGreaterThan(0)
+            } else {
+              const position = yield* producer.Happened({ n }, { key: `x${n % 10}` })
+              if (n === 500) poisonId = position.entryId
+            }
+          }
+          yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("60 seconds"))
+          expect(handled.length).toBe(998)
+          expect(poisonCalls).toBe(4)
+          const letters = yield* DeadLetters.list(group)
+          expect(letters.length).toBe(2)
+          const poison = letters.find((l) => l.errorTag === "PoisonError")!
+          expect([poison.attempts, poison.deliveries, poison.entryId]).toEqual([4, 1, poisonId])
+          expect(poison.message).toContain("500")
+          const undecodable = letters.find((l) => l.errorTag === "DecodeError")!
+          expect([undecodable.attempts, undecodable.deliveries]).toEqual([0, 1])
+          expect(undecodable.message).not.toContain("not a number")
+          const all = Chunk.toReadonlyArray(yield* Stream.runCollect(typed.readCategory().pipe(Stream.catchAll(() => Stream.empty))))
+          expect(all.some((r) => r.eventId === poison.eventId)).toBe(true)
+          fixed = true
+          expect(yield* DeadLetters.replay(group, [poison.id])).toBe(1)
+          yield* waitUntil("the replayed event to be handled", Effect.sync(() => handled.some((h) => h.eventId === poison.eventId)))
+          yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("30 seconds"))
+          expect(handled.find((h) => h.eventId === poison.eventId)?.redelivered).toBe(true)
+          expect(poisonCalls).toBe(5)
+          const left = yield* DeadLetters.list(group)
+          expect(left.map((l) => l.errorTag)).toEqual(["DecodeError"])
+          expect(yield* DeadLetters.purge(group)).toBe(1)
+          expect(yield* DeadLetters.list(group)).toEqual([])
+          yield* Fiber.interrupt(sub)
+        })
+      ), 60_000)
+
+    it.live("a handler that produces a follow-up and then fails runs again: the log holds exactly one follow-up", () =>
+      withBackend(1, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const group = `u_${uid()}`
+          let calls = 0
+          const sub = yield* Effect.fork(Subscriber.run(contract, {
+            group,
+            retry: Schedule.recurs(2),
+            handlers: {
+              Happened: (event, ctx) =>
+                Effect.gen(function*() {
+                  calls++
+                  yield* ctx.produce(contract).Followed({ n: event.n }, { key: "follow" })
+                  yield* ctx.produce(contract).Followed({ n: event.n + 1 }, { key: "follow" })
+                  if (calls === 1) return yield* Effect.fail("crashed before the ack")
+                }),
+              Followed: () => Effect.void
+            }
+          }))
+          const producer = yield* Producer.make(contract)
+          const cause = yield* producer.Happened({ n: 1 }, { key: "cause" })
+          yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("30 seconds"))
+          expect(calls).toBe(2)
+          const typed = yield* forContract(contract)
+          const follow = Chunk.toReadonlyArray(yield* Stream.runCollect(typed.read("follow")))
+          expect(follow.map((r) => r.event)).toEqual([{ _tag: "Followed", n: 1 }, { _tag: "Followed", n: 2 }])
+          const causeEvent = Chunk.toReadonlyArray(yield* Stream.runCollect(typed.read("cause")))[0]!
+          expect(causeEvent.position).toEqual(cause)
+          expect(follow.every((r) => r.causationId === causeEvent.eventId && r.correlationId === causeEvent.eventId)).toBe(true)
+          yield* Fiber.interrupt(sub)
+        })
+      ), 30_000)
+
+    it.live("unknown event types are dead-lettered by default, or skipped when asked", () =>
+      withBackend(1, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const store = yield* EventStore
+          yield* store.append(`${contract.name}-1`, [
+            { eventId: crypto.randomUUID(), type: "FromTheFuture", data: {} },
+            { eventId: crypto.randomUUID(), type: "Happened", data: { n: 1 } }
+          ])
+          const seen: Array<number> = []
+          const handlers = { Happened: (e: { n: number }) => Effect.sync(() => seen.push(e.n)), Followed: () => Effect.void }
+          const groupA = `k_${uid()}`
+          const a = yield* Effect.fork(Subscriber.run(contract, { group: groupA, handlers }))
+          const groupB = `s_${uid()}`
+          const b = yield* Effect.fork(Subscriber.run(contract, { group: groupB, handlers, onUnknownType: "skip" }))
+          yield* Subscriber.awaitIdle(groupA).pipe(Effect.timeout("30 seconds"))
+          yield* Subscriber.awaitIdle(groupB).pipe(Effect.timeout("30 seconds"))
+          expect(seen).toEqual([1, 1])
+          expect((yield* DeadLetters.list(groupA)).map((l) => l.errorTag)).toEqual(["UnknownEventType"])
+          expect(yield* DeadLetters.list(groupB)).toEqual([])
+          yield* Fiber.interrupt(a)
+          yield* Fiber.interrupt(b)
+        })
+      ), 30_000)
+
+    it.live("startFrom end skips what was there; a group name is bound to one category", () =>
+      withBackend(2, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const producer = yield* Producer.make(contract)
+          yield* producer.Happened({ n: 1 }, { key: "a" })
+          const seen: Array<number> = []
+          const group = `e_${uid()}`
+          const handlers = { Happened: (e: { n: number }) => Effect.sync(() => seen.push(e.n)), Followed: () => Effect.void }
+          const sub = yield* Effect.fork(Subscriber.run(contract, { group, handlers, startFrom: "end" }))
+          yield* waitUntil("the group", statusIs(group, () => true))
+          yield* producer.Happened({ n: 2 }, { key: "a" })
+          yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("30 seconds"))
+          expect(seen).toEqual([2])
+          const other = freshContract()
+          const conflict = yield* Effect.flip(Subscriber.run(other, { group, handlers }))
+          expect(conflict._tag).toBe("GroupConflict")
+          const bad = yield* Effect.flip(Subscriber.run(other, { group: "bad group!", handlers }))
+          expect(bad._tag).toBe("InvalidArgument")
+          yield* Fiber.interrupt(sub)
+        })
+      ), 30_000)
+
+    it.live("Subscriber.stream hands deliveries over with explicit acks", () =>
+      withBackend(1, () =>
+        Effect.gen(function*() {
+          const contract = freshContract()
+          const producer = yield* Producer.make(contract)
+          for (let n = 0; n < 5; n++) yield* producer.Happened({ n }, { key: "s" })
+          const group = `m_${uid()}`
+          const got = yield* Subscriber.stream(contract, { group }).pipe(
+            Stream.mapEffect((d) => Effect.as(d.ack, d.event)),
+            Stream.take(5),
+            Stream.runCollect
+          )
+          expect(Chunk.toReadonlyArray(got).map((e) => (e as { n: number }).n)).toEqual([0, 1, 2, 3, 4])
+        })
+      ), 30_000)
+  })
+}
+
+class PoisonError extends Schema.TaggedError<PoisonError>()("PoisonError", { n: Schema.Int }) {
+  override get message() {
+    return `event ${this.n} is poison`
+  }
+}
