@@ -4,9 +4,12 @@
  *
  * @since 0.1.0
  */
-import { Duration, Layer } from "effect"
+import { Context, Duration, Effect, Layer } from "effect"
+import { ConsumerGroups } from "../ConsumerGroups.js"
 import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "../EventStore.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
+import { makeRedisGroups } from "./groups.js"
+import { makeKeys } from "./keys.js"
 import { makeRedisStore } from "./store.js"
 
 /**
@@ -36,7 +39,7 @@ export interface Options {
 }
 
 /**
- * The event store on Redis. Needs a `RedisClient`.
+ * The event store and consumer groups on Redis. Needs a `RedisClient`.
  *
  * At start it warns loudly when the server's `maxmemory-policy` is not `noeviction`.
  *
@@ -53,15 +56,20 @@ export interface Options {
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options = {}): Layer.Layer<EventStore, InvalidArgument | RedisConnectionError, RedisClient> =>
-  Layer.scoped(
-    EventStore,
-    makeRedisStore({
-      prefix: options.prefix ?? "chronicle",
-      partitions: options.partitions ?? 1,
-      limits: { ...defaultLimits, ...options.limits },
-      maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
-      maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),
-      liveBlock: Duration.decode(options.liveBlock ?? "5 seconds")
+export const layer = (options: Options = {}): Layer.Layer<EventStore | ConsumerGroups, InvalidArgument | RedisConnectionError, RedisClient> =>
+  Layer.scopedContext(
+    Effect.gen(function*() {
+      const prefix = options.prefix ?? "chronicle"
+      const store = yield* makeRedisStore({
+        prefix,
+        partitions: options.partitions ?? 1,
+        limits: { ...defaultLimits, ...options.limits },
+        maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
+        maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),
+        liveBlock: Duration.decode(options.liveBlock ?? "5 seconds")
+      })
+      const client = yield* RedisClient
+      const groups = yield* makeRedisGroups(client, makeKeys(prefix), store.partitions)
+      return Context.make(EventStore, store).pipe(Context.add(ConsumerGroups, groups))
     })
   )
