@@ -233,6 +233,13 @@ export declare namespace ConsumerGroups {
       count: number,
       blockMillis: number
     ) => Effect.Effect<ReadonlyArray<Delivery>, GroupError>
+    /**
+     * Records that a handler is about to run for a redelivered entry and returns how many
+     * times a handler has started for it across deliveries, this one included (the first
+     * delivery counts as started). Crash loops are caught by this count, so entries that
+     * were delivered but waited behind a crashing one are not mistaken for culprits.
+     */
+    readonly begin: (lease: Lease, delivery: Delivery) => Effect.Effect<number, GroupError | LeaseLost>
     /** Acknowledges handled entries; `LeaseLost` (and nothing acknowledged) when the lease is gone. */
     readonly ack: (lease: Lease, deliveries: ReadonlyArray<Delivery>) => Effect.Effect<void, GroupError | LeaseLost>
     /** Parks an entry as a dead letter and acknowledges it, atomically; `LeaseLost` when the lease is gone. */

@@ -141,7 +141,11 @@ export interface Options<H> {
    * allows `n + 1`.
    */
   readonly retry?: Schedule.Schedule<unknown, HandlerError<H>> | undefined
-  /** A delivery counted more times than this is dead-lettered without running (a crash loop). Default 10. */
+  /**
+   * An entry whose handler was started more times than this across deliveries (its
+   * process crashed or lost the partition each time) is dead-lettered without running
+   * again: a crash loop. Default 10.
+   */
   readonly maxDeliveries?: number | undefined
   /** Entities handled at once by this consumer (one entity is always handled in order). Default 16. */
   readonly concurrency?: number | undefined
@@ -316,13 +320,15 @@ const engine = <C extends Contract.Any, E, R>(
         })
       )
 
-    const markLost = (st: PartitionState) => {
-      if (st.status === "lost") return
-      st.status = "lost"
-      st.acks = []
-      if (owned.get(st.partition) === st) owned.delete(st.partition)
-      changes.notify()
-    }
+    const markLost = (st: PartitionState) =>
+      Effect.suspend(() => {
+        if (st.status === "lost") return Effect.void
+        st.status = "lost"
+        st.acks = []
+        if (owned.get(st.partition) === st) owned.delete(st.partition)
+        changes.notify()
+        return Effect.logWarning(`subscriber ${group}: lost the lease on partition ${st.partition} (${st.lease.token}); stopped it`)
+      })
 
     const settle = (st: PartitionState) => {
       st.inFlight--
@@ -337,7 +343,8 @@ const engine = <C extends Contract.Any, E, R>(
       st.acks = []
       return resilient("ack", groups.ack(st.lease, batch)).pipe(
         Effect.zipRight(Metric.incrementBy(delivered, batch.length)),
-        Effect.catchTag("LeaseLost", () => Effect.sync(() => markLost(st))),
+        Effect.zipRight(Effect.logDebug(`subscriber ${group}: acked ${batch.length} on partition ${st.partition} (${st.lease.token})`)),
+        Effect.catchTag("LeaseLost", () => markLost(st)),
         Effect.catchAll((e) => Effect.logError(`subscriber ${group}: ack failed: ${messageOf(e)}`))
       )
     }
@@ -352,8 +359,22 @@ const engine = <C extends Contract.Any, E, R>(
           return { _tag: "DeadLetter", errorTag: "DecodeError", message: raw.stream === undefined ? "the stored entry cannot be read" : `the stored entry of ${raw.stream} v${raw.version} cannot be read`, attempts: 0 } as const
         }
         const recorded: RecordedEvent = raw
-        if (d.deliveries > maxDeliveries) {
-          return { _tag: "DeadLetter", errorTag: "MaxDeliveries", message: `delivered ${d.deliveries} times (maxDeliveries ${maxDeliveries})`, attempts: 0 } as const
+        if (d.deliveries > 1) {
+          // a redelivery: count it as a handler start only now, when its turn has come, so
+          // entries that waited behind a crashing one are not taken for the culprit
+          const started = yield* resilient("begin", groups.begin(st.lease, d)).pipe(Effect.either)
+          if (Either.isLeft(started)) {
+            if (started.left._tag === "LeaseLost") yield* markLost(st)
+            return { _tag: "Drop" } as const
+          }
+          if (started.right > maxDeliveries) {
+            return {
+              _tag: "DeadLetter",
+              errorTag: "MaxDeliveries",
+              message: `its handler was started ${started.right - 1} times without finishing (maxDeliveries ${maxDeliveries})`,
+              attempts: 0
+            } as const
+          }
         }
         const decoded = Contract.decodeEvent(contract, recorded.type, recorded.eventVersion, recorded.data)
         if (decoded._tag === "UnknownType") {
@@ -432,7 +453,7 @@ const engine = <C extends Contract.Any, E, R>(
               return resilient("dead-letter", groups.deadLetter(st.lease, d, outcome)).pipe(
                 Effect.zipRight(Metric.increment(deadLettered)),
                 Effect.zipRight(Effect.logWarning(`subscriber ${group}: dead-lettered ${d.event instanceof Error ? d.id : `${d.event.stream} v${d.event.version}`}: ${outcome.errorTag}: ${outcome.message}`)),
-                Effect.catchTag("LeaseLost", () => Effect.sync(() => markLost(st))),
+                Effect.catchTag("LeaseLost", () => markLost(st)),
                 Effect.catchAll((e) => Effect.logError(`subscriber ${group}: dead-letter failed: ${messageOf(e)}`))
               )
           }
@@ -498,7 +519,7 @@ const engine = <C extends Contract.Any, E, R>(
         if (st !== undefined) {
           const renewed = yield* Effect.either(resilient("renew", groups.renew(st.lease, ttlMillis)))
           if (Either.isLeft(renewed)) {
-            markLost(st)
+            yield* markLost(st)
             continue
           }
           if (!mine && st.status !== "revoking") {
@@ -513,7 +534,7 @@ const engine = <C extends Contract.Any, E, R>(
           owned.set(p, fresh)
           const claimed = yield* Effect.either(resilient("claim", groups.claim(lease, member)))
           if (Either.isLeft(claimed)) {
-            markLost(fresh)
+            yield* markLost(fresh)
             continue
           }
           yield* dispatch(fresh, claimed.right)

@@ -40,6 +40,8 @@ interface GroupPartition {
   epoch: number
   lastDelivered: string
   readonly pending: Map<string, Pending>
+  /** Handler starts of redelivered entries, beyond their first delivery. */
+  readonly started: Map<string, number>
   readonly redelivery: Array<RedeliveryEntry>
   redeliveryLast: string
   redeliverySeq: number
@@ -110,6 +112,7 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
             epoch: 0,
             lastDelivered: startFrom === "end" ? log.lastId(category, p) : "0-0",
             pending: new Map(),
+            started: new Map(),
             redelivery: [],
             redeliveryLast: "0-0",
             redeliverySeq: 0,
@@ -238,9 +241,20 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
       })
     },
 
+    begin: (lease, delivery) =>
+      withLease(lease, (_, part) => {
+        const k = key(delivery.source, delivery.id)
+        const n = (part.started.get(k) ?? 0) + 1
+        part.started.set(k, n)
+        return n + 1
+      }),
+
     ack: (lease, deliveries) =>
       withLease(lease, (_, part) => {
-        for (const d of deliveries) part.pending.delete(key(d.source, d.id))
+        for (const d of deliveries) {
+          part.pending.delete(key(d.source, d.id))
+          part.started.delete(key(d.source, d.id))
+        }
       }),
 
     deadLetter: (lease, delivery, reason) =>
@@ -267,6 +281,7 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
           at: now
         })
         part.pending.delete(key(delivery.source, delivery.id))
+        part.started.delete(key(delivery.source, delivery.id))
       }),
 
     deadLetters: (group) => Effect.map(groupOf(group), (g) => g.partitions.flatMap((p) => p.deadLetters)),

@@ -137,8 +137,22 @@ return out
 )
 
 /**
- * Acknowledges handled entries (redelivery entries are deleted once acknowledged).
- * KEYS: lease, log, redelivery. ARGV: token, group, log id count, log ids…, redelivery ids…
+ * Counts a handler start for a redelivered entry (SEMANTICS §6: crash loops).
+ * KEYS: lease, starts (hash). ARGV: token, field ("l:<id>" or "r:<id>").
+ * The starts so far, the first delivery included; false when the lease is gone.
+ */
+export const BEGIN = script(
+  "begin",
+  `#!lua
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+return redis.call('HINCRBY', KEYS[2], ARGV[2], 1) + 1
+`
+)
+
+/**
+ * Acknowledges handled entries (redelivery entries are deleted once acknowledged) and
+ * forgets their start counts.
+ * KEYS: lease, log, redelivery, starts. ARGV: token, group, log id count, log ids…, redelivery ids…
  * 1 when done, 0 when the lease is gone (nothing acknowledged).
  */
 export const ACK = script(
@@ -146,10 +160,15 @@ export const ACK = script(
   `#!lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[3])
-if n > 0 then redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 4, 3 + n)) end
+local starts = redis.call('EXISTS', KEYS[4]) == 1
+if n > 0 then
+  redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 4, 3 + n))
+  if starts then for i = 4, 3 + n do redis.call('HDEL', KEYS[4], 'l:' .. ARGV[i]) end end
+end
 if #ARGV > 3 + n then
   redis.call('XACK', KEYS[3], ARGV[2], unpack(ARGV, 4 + n, #ARGV))
   redis.call('XDEL', KEYS[3], unpack(ARGV, 4 + n, #ARGV))
+  if starts then for i = 4 + n, #ARGV do redis.call('HDEL', KEYS[4], 'r:' .. ARGV[i]) end end
 end
 return 1
 `
@@ -157,8 +176,8 @@ return 1
 
 /**
  * Parks an entry: adds the dead letter and acknowledges the entry, atomically.
- * KEYS: lease, source stream (log or redelivery), dead letters. ARGV: token, group, id,
- * is-redelivery ("1"/"0"), then the dead letter's field/value pairs.
+ * KEYS: lease, source stream (log or redelivery), dead letters, starts. ARGV: token, group,
+ * id, is-redelivery ("1"/"0"), then the dead letter's field/value pairs.
  * 1 when done, 0 when the lease is gone (nothing changed).
  */
 export const DEAD_LETTER = script(
@@ -167,7 +186,12 @@ export const DEAD_LETTER = script(
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5, #ARGV))
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-if ARGV[4] == '1' then redis.call('XDEL', KEYS[2], ARGV[3]) end
+if ARGV[4] == '1' then
+  redis.call('XDEL', KEYS[2], ARGV[3])
+  redis.call('HDEL', KEYS[4], 'r:' .. ARGV[3])
+else
+  redis.call('HDEL', KEYS[4], 'l:' .. ARGV[3])
+end
 return 1
 `
 )

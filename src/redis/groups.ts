@@ -28,7 +28,7 @@ import {
 } from "../ConsumerGroups.js"
 import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../EventStore.js"
 import { fieldsOf, toRecorded } from "../internal/record.js"
-import { ACK, ACQUIRE, CLAIM, DEAD_LETTER, HEARTBEAT, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
+import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
 import type { RedisClient } from "./RedisClient.js"
 import { evalScript } from "./scripts.js"
@@ -46,6 +46,7 @@ export interface GroupKeys {
   readonly epoch: (category: string, p: number, group: string) => string
   readonly redelivery: (category: string, p: number, group: string) => string
   readonly deadLetters: (category: string, p: number, group: string) => string
+  readonly starts: (category: string, p: number, group: string) => string
 }
 
 export const makeGroupKeys = (keys: Keys): GroupKeys => ({
@@ -56,7 +57,8 @@ export const makeGroupKeys = (keys: Keys): GroupKeys => ({
   lease: (c, p, g) => `${keys.tag(c, p)}:lease:${g}`,
   epoch: (c, p, g) => `${keys.tag(c, p)}:epoch:${g}`,
   redelivery: (c, p, g) => `${keys.tag(c, p)}:redeliver:${g}`,
-  deadLetters: (c, p, g) => `${keys.tag(c, p)}:dlq:${g}`
+  deadLetters: (c, p, g) => `${keys.tag(c, p)}:dlq:${g}`,
+  starts: (c, p, g) => `${keys.tag(c, p)}:starts:${g}`
 })
 
 const fieldMap = (list: ReadonlyArray<string>): Record<string, string> => {
@@ -253,12 +255,24 @@ export const makeRedisGroups = (
           return [...replayed, ...out]
         }),
 
+      begin: (lease, delivery) =>
+        run("begin", (r) =>
+          evalScript(r, BEGIN, [gk.lease(lease.category, lease.partition, lease.group), gk.starts(lease.category, lease.partition, lease.group)], [
+            lease.token,
+            `${delivery.source === "log" ? "l" : "r"}:${delivery.id}`
+          ]) as Promise<number | null>).pipe(Effect.flatMap((n) => (n === null ? Effect.fail(lost(lease)) : Effect.succeed(Number(n))))),
+
       ack: (lease, deliveries) =>
         Effect.forEach(chunks(deliveries, ACK_CHUNK), (chunk) => {
           const logIds = chunk.filter((d) => d.source === "log").map((d) => d.id)
           const redeliveredIds = chunk.filter((d) => d.source === "redelivery").map((d) => d.id)
           return run("ack", (r) =>
-            evalScript(r, ACK, [gk.lease(lease.category, lease.partition, lease.group), keys.log(lease.category, lease.partition), gk.redelivery(lease.category, lease.partition, lease.group)], [
+            evalScript(r, ACK, [
+              gk.lease(lease.category, lease.partition, lease.group),
+              keys.log(lease.category, lease.partition),
+              gk.redelivery(lease.category, lease.partition, lease.group),
+              gk.starts(lease.category, lease.partition, lease.group)
+            ], [
               lease.token,
               lease.group,
               logIds.length,
@@ -286,7 +300,7 @@ export const makeRedisGroups = (
         ]
         const source = delivery.source === "log" ? keys.log(category, p) : gk.redelivery(category, p, group)
         return run("deadLetter", (r) =>
-          evalScript(r, DEAD_LETTER, [gk.lease(category, p, group), source, gk.deadLetters(category, p, group)], [
+          evalScript(r, DEAD_LETTER, [gk.lease(category, p, group), source, gk.deadLetters(category, p, group), gk.starts(category, p, group)], [
             lease.token,
             group,
             delivery.id,
