@@ -759,8 +759,9 @@ export const typedStore = <C extends Contract.Any>(store: EventStore.Service, co
       return timedSpan(
         "EventStore.append",
         () => ({ stream, events: events.length }),
-        (now): Effect.Effect<AppendResult, AppendError | UnknownEventType> => {
-          const encoded = encodeEvents(contract, stream, events, options, now)
+        (now, traceparent): Effect.Effect<AppendResult, AppendError | UnknownEventType> => {
+          const withTrace = traceparent === undefined || options?.traceparent !== undefined ? options : { ...options, traceparent }
+          const encoded = encodeEvents(contract, stream, events, withTrace, now)
           return encoded instanceof Error ? Effect.fail(encoded) : store.append(stream, encoded, options)
         }
       )

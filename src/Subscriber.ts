@@ -51,6 +51,7 @@ import {
   typedStore
 } from "./EventStore.js"
 import { followUpId, uuidv7 } from "./internal/ids.js"
+import { timedSpan } from "./internal/tracing.js"
 import * as Producer from "./Producer.js"
 
 // ---------------------------------------------------------------------------
@@ -415,7 +416,9 @@ const engine = <C extends Contract.Any, E, R>(
                 traceparent: recorded.traceparent
               })
           }
-          const exit = yield* Effect.exit(handle(decoded.event, ctx))
+          const exit = yield* Effect.exit(
+            timedSpan("Subscriber.handle", () => ({ group, stream: recorded.stream, type: recorded.type, version: recorded.version, attempt }), () => handle(decoded.event, ctx), recorded.traceparent)
+          )
           if (Exit.isSuccess(exit)) return { _tag: "Ack" } as const
           if (Cause.isInterruptedOnly(exit.cause)) return { _tag: "Drop" } as const
           const failure = Cause.failureOption(exit.cause)
