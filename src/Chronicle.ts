@@ -10,6 +10,8 @@ import { ConsumerGroups } from "./ConsumerGroups.js"
 import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "./EventStore.js"
 import { makeMemoryGroups } from "./internal/memoryGroups.js"
 import { makeMemoryStore } from "./internal/memoryStore.js"
+import { makeMemoryStore as makeMemoryProjections, ProjectionStore } from "./Projection.js"
+import { makeMemory as makeMemorySnapshots, SnapshotStore } from "./Snapshots.js"
 
 /**
  * @since 0.1.0
@@ -28,7 +30,7 @@ export interface MemoryOptions {
  * @since 0.1.0
  * @category models
  */
-export type Services = EventStore | ConsumerGroups
+export type Services = EventStore | ConsumerGroups | SnapshotStore | ProjectionStore
 
 /**
  * Every service in memory, with the given partition counts and limits. Each use of the
@@ -46,7 +48,12 @@ export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<Servic
   Layer.effectContext(
     Effect.map(
       makeMemoryStore({ partitions: options.partitions ?? 1, limits: { ...defaultLimits, ...options.limits } }),
-      ({ log, store }) => Context.make(EventStore, store).pipe(Context.add(ConsumerGroups, makeMemoryGroups(log)))
+      ({ log, store }) =>
+        Context.make(EventStore, store).pipe(
+          Context.add(ConsumerGroups, makeMemoryGroups(log)),
+          Context.add(SnapshotStore, makeMemorySnapshots()),
+          Context.add(ProjectionStore, makeMemoryProjections())
+        )
     )
   )
 

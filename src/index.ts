@@ -27,3 +27,12 @@ export * as DeadLetters from "./DeadLetters.js"
 
 /** @since 0.1.0 */
 export * as ConsumerGroups from "./ConsumerGroups.js"
+
+/** @since 0.1.0 */
+export * as Snapshots from "./Snapshots.js"
+
+/** @since 0.1.0 */
+export * as Aggregate from "./Aggregate.js"
+
+/** @since 0.1.0 */
+export * as Projection from "./Projection.js"

@@ -8,7 +8,11 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { ConsumerGroups } from "../ConsumerGroups.js"
 import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "../EventStore.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
+import { ProjectionStore } from "../Projection.js"
+import { SnapshotStore } from "../Snapshots.js"
 import { makeRedisGroups } from "./groups.js"
+import { makeRedisProjections } from "./projections.js"
+import { makeRedisSnapshots } from "./snapshots.js"
 import { makeKeys } from "./keys.js"
 import { makeRedisStore } from "./store.js"
 
@@ -56,7 +60,7 @@ export interface Options {
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options = {}): Layer.Layer<EventStore | ConsumerGroups, InvalidArgument | RedisConnectionError, RedisClient> =>
+export const layer = (options: Options = {}): Layer.Layer<EventStore | ConsumerGroups | SnapshotStore | ProjectionStore, InvalidArgument | RedisConnectionError, RedisClient> =>
   Layer.scopedContext(
     Effect.gen(function*() {
       const prefix = options.prefix ?? "chronicle"
@@ -69,7 +73,12 @@ export const layer = (options: Options = {}): Layer.Layer<EventStore | ConsumerG
         liveBlock: Duration.decode(options.liveBlock ?? "5 seconds")
       })
       const client = yield* RedisClient
-      const groups = yield* makeRedisGroups(client, makeKeys(prefix), store.partitions)
-      return Context.make(EventStore, store).pipe(Context.add(ConsumerGroups, groups))
+      const keys = makeKeys(prefix)
+      const groups = yield* makeRedisGroups(client, keys, store.partitions)
+      return Context.make(EventStore, store).pipe(
+        Context.add(ConsumerGroups, groups),
+        Context.add(SnapshotStore, makeRedisSnapshots(client, keys, store.partitions)),
+        Context.add(ProjectionStore, makeRedisProjections(client, keys))
+      )
     })
   )

@@ -190,7 +190,7 @@ export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, 
         : {})
     }
 
-    const connect = (role: string, autoPipelining: boolean) =>
+    const connect = (role: string, autoPipelining: boolean, graceful = true) =>
       Effect.acquireRelease(
         Effect.suspend(() => {
           const redis = new Redis(rawUrl, {
@@ -218,11 +218,14 @@ export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, 
           )
         }),
         (redis) =>
-          Effect.promise(() => redis.quit().catch(() => "")).pipe(
-            Effect.timeout("1 second"),
-            Effect.ignore,
-            Effect.ensuring(Effect.sync(() => redis.disconnect()))
-          )
+          graceful
+            ? Effect.promise(() => redis.quit().catch(() => "")).pipe(
+              Effect.timeout("1 second"),
+              Effect.ignore,
+              Effect.ensuring(Effect.sync(() => redis.disconnect()))
+            )
+            // a blocking connection may be waiting in a read: QUIT would queue behind it
+            : Effect.sync(() => redis.disconnect())
       )
 
     const shared = yield* connect("shared", true)
@@ -248,7 +251,7 @@ export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, 
     return RedisClient.of({
       shared,
       dedicated: (role) => connect(role, false),
-      blocking: (role) => connect(role, false),
+      blocking: (role) => connect(role, false, false),
       call,
       callBlocking,
       commandTimeout,

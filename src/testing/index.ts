@@ -9,3 +9,9 @@ export * as EventStoreSuite from "./EventStoreSuite.js"
 
 /** @since 0.1.0 */
 export * as SubscriberSuite from "./SubscriberSuite.js"
+
+/** @since 0.1.0 */
+export * as DeciderSpec from "./DeciderSpec.js"
+
+/** @since 0.1.0 */
+export * as AggregateSuite from "./AggregateSuite.js"

@@ -3,7 +3,7 @@
  * command counters.
  */
 import { Effect, Layer } from "effect"
-import type { ConsumerGroups, EventStore } from "effect-chronicle"
+import type { Chronicle } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
 import { inject } from "vitest"
@@ -14,7 +14,7 @@ export const redisUrl = (): string => inject("redisUrl")
 export const uniquePrefix = (name: string) => `${name}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
 
 /** An event store on Redis under `prefix`, with its own client. */
-export const redisStore = (url: string, options: RedisChronicle.Options): Layer.Layer<EventStore.EventStore | ConsumerGroups.ConsumerGroups, unknown> =>
+export const redisStore = (url: string, options: RedisChronicle.Options): Layer.Layer<Chronicle.Services, unknown> =>
   RedisChronicle.layer(options).pipe(Layer.provide(RedisClient.layer({ url })))
 
 /** A plain ioredis connection for inspecting and tampering with the server, closed with the scope. */
