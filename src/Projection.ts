@@ -46,6 +46,8 @@ export interface Checkpoint {
   readonly cursor: CategoryCursor | undefined
   /** The generation whose reset has run (a new generation resets before it replays). */
   readonly resetDone: number
+  /** The category the projection reads (recorded by its runner, for tools). */
+  readonly category?: string | undefined
 }
 
 /**
@@ -150,7 +152,7 @@ export const makeMemoryStore = (): ProjectionStore.Service => {
     rebuild: (name) =>
       Effect.zipRight(checkName(name), Effect.sync(() => {
         const next = stateOf(name).generation + 1
-        states.set(name, { generation: next, cursor: undefined, resetDone: stateOf(name).resetDone })
+        states.set(name, { ...stateOf(name), generation: next, cursor: undefined })
         return next
       }))
   })
@@ -306,7 +308,7 @@ export const run = <C extends Contract.Any, H, RR>(
         let state = yield* checkpoints.load(name)
         if (state.generation !== state.resetDone && state.generation > 0) {
           yield* projection.reset.pipe(Effect.mapError((e) => new ProjectionFailed({ projection: name, stream: "", version: 0, reason: `reset failed: ${String(e)}` })))
-          state = { generation: state.generation, cursor: undefined, resetDone: state.generation }
+          state = { generation: state.generation, cursor: undefined, resetDone: state.generation, category: contract.name }
           yield* saveOrRestart(token, state)
         }
         const generation = state.generation
@@ -336,7 +338,7 @@ export const run = <C extends Contract.Any, H, RR>(
         const checkpoint = Effect.suspend(() => {
           if (unsaved === 0) return Effect.void
           unsaved = 0
-          return saveOrRestart(token, { generation, cursor, resetDone: state.resetDone })
+          return saveOrRestart(token, { generation, cursor, resetDone: state.resetDone, category: contract.name })
         })
         yield* store.readCategory(contract.name, { from: cursor, live: true }).pipe(
           Stream.runForEachChunk((chunk) =>

@@ -9,3 +9,6 @@ export * as RedisClient from "./RedisClient.js"
 
 /** @since 0.1.0 */
 export * as RedisChronicle from "./RedisChronicle.js"
+
+/** @since 0.1.0 */
+export * as RedisInspect from "./inspect.js"

@@ -16,14 +16,14 @@ import { evalScript, type Script } from "./scripts.js"
 
 const script = (name: string, source: string): Script => ({ name, source, sha: createHash("sha1").update(source).digest("hex") })
 
-/** KEYS: lease, state. ARGV: token, generation, cursor (JSON), resetDone. 1, or "lease", or "generation". */
+/** KEYS: lease, state. ARGV: token, generation, cursor (JSON), resetDone, category. 1, or "lease", or "generation". */
 const SAVE = script(
   "save-checkpoint",
   `#!lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
 local g = tonumber(redis.call('HGET', KEYS[2], 'generation') or '0')
 if g ~= tonumber(ARGV[2]) then return 'generation' end
-redis.call('HSET', KEYS[2], 'generation', ARGV[2], 'cursor', ARGV[3], 'resetDone', ARGV[4])
+redis.call('HSET', KEYS[2], 'generation', ARGV[2], 'cursor', ARGV[3], 'resetDone', ARGV[4], 'category', ARGV[5])
 return 1
 `
 )
@@ -66,7 +66,7 @@ export const makeRedisProjections = (client: RedisClient.Service, keys: Keys): P
           } catch {
             cursor = undefined
           }
-          return { generation: Number(h.generation ?? 0), cursor, resetDone: Number(h.resetDone ?? 0) }
+          return { generation: Number(h.generation ?? 0), cursor, resetDone: Number(h.resetDone ?? 0), category: h.category || undefined }
         })),
     save: (name, token, checkpoint) =>
       checked(name, (t) =>
@@ -75,7 +75,8 @@ export const makeRedisProjections = (client: RedisClient.Service, keys: Keys): P
             token,
             checkpoint.generation,
             JSON.stringify(checkpoint.cursor ?? null),
-            checkpoint.resetDone
+            checkpoint.resetDone,
+            checkpoint.category ?? ""
           ])).pipe(
             Effect.flatMap((reply) =>
               reply === 1

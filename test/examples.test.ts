@@ -1,0 +1,114 @@
+/**
+ * The examples and the README, as a user meets them: `npm start`, the quick start copied
+ * from the README, the shipment-tracking roles as separate processes on Redis (with the
+ * transit process killed and restarted), and the inventory example's deciders.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Layer, Stream } from "effect"
+import { EventStore } from "effect-chronicle"
+import { DeciderSpec } from "effect-chronicle/testing"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { Inventory, InventoryItem, ItemDeactivated, ItemNotFound, NotEnoughStock, SameName } from "../examples/inventory/domain.js"
+import { redisStore, redisUrl, uniquePrefix } from "./support/redis.js"
+
+const root = fileURLToPath(new URL("..", import.meta.url))
+const tsx = (script: string, env: Record<string, string> = {}) =>
+  spawn(process.execPath, ["--import", "tsx", script], { cwd: root, env: { ...process.env, REDIS_URL: "", ...env }, stdio: ["ignore", "pipe", "pipe"] })
+
+const finished = (child: ChildProcess) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    let stdout = ""
+    let stderr = ""
+    child.stdout!.on("data", (c) => (stdout += c.toString()))
+    child.stderr!.on("data", (c) => (stderr += c.toString()))
+    child.on("exit", (code) => resolve({ code, stdout, stderr }))
+  })
+
+const steps = (order: string) => [
+  new RegExp(`^${order}: placed `, "m"),
+  new RegExp(`^${order}: packing at station A$`, "m"),
+  new RegExp(`^${order}: on delivery by bike$`, "m"),
+  new RegExp(`^${order}: received, signed by the customer$`, "m")
+]
+
+describe("examples", () => {
+  it.live("npm start runs shipment tracking in memory, prints the four changes of every order and exits 0", () =>
+    Effect.gen(function*() {
+      const run = yield* Effect.promise(() => finished(spawn("npm", ["start", "--silent"], { cwd: root, env: { ...process.env, REDIS_URL: "" } })))
+      expect(run.code, run.stderr).toBe(0)
+      for (let i = 1; i <= 5; i++) for (const step of steps(`order-${i}`)) expect(run.stdout).toMatch(step)
+      expect(run.stdout).toContain("every order was received")
+    }), 60_000)
+
+  it.live("the README's quick start compiles and runs as written", () =>
+    Effect.gen(function*() {
+      const readme = readFileSync(`${root}/README.md`, "utf8")
+      const section = readme.slice(readme.indexOf("## Quick start"))
+      const code = /```ts\n([\s\S]*?)```/.exec(section)![1]!
+      mkdirSync(`${root}/.tmp`, { recursive: true })
+      writeFileSync(`${root}/.tmp/quickstart.ts`, code)
+      writeFileSync(`${root}/.tmp/tsconfig.quickstart.json`, JSON.stringify({ extends: "../tsconfig.json", include: ["quickstart.ts"], compilerOptions: { noUnusedLocals: false } }))
+      const typecheck = spawnSync(process.execPath, [`${root}/node_modules/typescript/bin/tsc`, "-p", `${root}/.tmp/tsconfig.quickstart.json`], { cwd: root, encoding: "utf8" })
+      expect(typecheck.stdout + typecheck.stderr).toBe("")
+      expect(typecheck.status).toBe(0)
+      const run = yield* Effect.promise(() => finished(tsx(".tmp/quickstart.ts")))
+      expect(run.code, run.stderr).toBe(0)
+    }), 60_000)
+
+  it.live("on Redis, producer, transit and reporter run as separate processes; transit killed with SIGKILL and restarted loses nothing", () =>
+    Effect.gen(function*() {
+      const url = redisUrl()
+      const prefix = uniquePrefix("ship")
+      const env = { REDIS_URL: url, CHRONICLE_PREFIX: prefix }
+      const started: Array<ChildProcess> = []
+      const start = (role: string, extra: Record<string, string> = {}) => {
+        const child = tsx(`examples/shipment-tracking/${role}.ts`, { ...env, ...extra })
+        started.push(child)
+        return child
+      }
+      yield* Effect.addFinalizer(() => Effect.sync(() => started.forEach((c) => c.exitCode === null && c.kill("SIGKILL"))))
+      const reporter = start("reporter")
+      const reported = finished(reporter)
+      let reporterOutput = ""
+      reporter.stdout!.on("data", (c) => (reporterOutput += c.toString()))
+      const transit = start("transit")
+      const producer = start("producer", { ORDERS: "20", PAUSE_MS: "100" })
+      const produced = finished(producer)
+      const ctx = yield* Layer.build(redisStore(url, { prefix }))
+      const store = yield* Effect.provide(EventStore.EventStore, ctx)
+      const orderEvents = (i: number) => Effect.map(Stream.runCollect(store.read(`shipments-order-${i}`)), Chunk.toReadonlyArray)
+      // let a few orders through, then kill transit in the middle of the flow
+      for (let i = 0; i < 300 && (yield* orderEvents(3)).length < 4; i++) yield* Effect.sleep("50 millis")
+      transit.kill("SIGKILL")
+      expect((yield* Effect.promise(() => produced)).code).toBe(0)
+      start("transit")
+      for (let i = 1; i <= 20; i++) {
+        for (let t = 0; t < 600 && (yield* orderEvents(i)).length < 4; t++) yield* Effect.sleep("50 millis")
+        const events = yield* orderEvents(i)
+        expect(events.map((e) => e.type), `order-${i}`).toEqual(["OrderPlaced", "Packing", "OnDelivery", "OnReceived"])
+      }
+      for (let t = 0; t < 600 && !reporterOutput.includes("order-20: received"); t++) yield* Effect.sleep("50 millis")
+      for (let i = 1; i <= 20; i++) for (const step of steps(`order-${i}`)) expect(reporterOutput).toMatch(step)
+      reporter.kill("SIGTERM")
+      yield* Effect.promise(() => reported)
+    }).pipe(Effect.scoped), 120_000)
+
+  describe("inventory deciders", () => {
+    const spec = DeciderSpec.make(InventoryItem)
+    const created = Inventory.make.ItemCreated({ name: "Lamp" })
+
+    it.effect("create", () => spec.given([]).when({ _tag: "Create", name: "Lamp" }).then([created]))
+    it.effect("check in", () => spec.given([created]).when({ _tag: "CheckIn", count: 3 }).then([Inventory.make.ItemsCheckedIn({ count: 3 })]))
+    it.effect("remove what is there", () =>
+      spec.given([created, Inventory.make.ItemsCheckedIn({ count: 3 })]).when({ _tag: "Remove", count: 2 }).then([Inventory.make.ItemsRemoved({ count: 2 })]))
+    it.effect("remove more than there is", () =>
+      spec.given([created, Inventory.make.ItemsCheckedIn({ count: 3 })]).when({ _tag: "Remove", count: 4 }).thenFails(new NotEnoughStock({ inStock: 3, requested: 4 })))
+    it.effect("rename to the same name", () => spec.given([created]).when({ _tag: "Rename", name: "Lamp" }).thenFails(new SameName()))
+    it.effect("rename", () => spec.given([created]).when({ _tag: "Rename", name: "Desk lamp" }).then([Inventory.make.ItemRenamed({ name: "Desk lamp" })]))
+    it.effect("deactivate, then check in", () =>
+      spec.given([created, Inventory.make.ItemDeactivated({})]).when({ _tag: "CheckIn", count: 1 }).thenFails(new ItemDeactivated()))
+    it.effect("a missing item", () => spec.given([]).when({ _tag: "Deactivate" }).thenFails(new ItemNotFound()))
+  })
+})
