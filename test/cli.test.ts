@@ -7,7 +7,7 @@ import { Effect, Fiber, Layer, Schema } from "effect"
 import { Contract, Producer, Projection, Subscriber } from "effect-chronicle"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { redisStore, redisUrl, uniquePrefix } from "./support/redis.js"
+import { redisStore, redisUrl, uniquePrefix, withoutRedisUrl } from "./support/redis.js"
 import { startRedisServer } from "./support/redisServer.js"
 
 const url = redisUrl()
@@ -16,7 +16,7 @@ const bin = fileURLToPath(new URL("../bin/chronicle.mjs", import.meta.url))
 const chronicle = (args: ReadonlyArray<string>) =>
   Effect.promise(() =>
     new Promise<{ readonly code: number | null; readonly stdout: string; readonly stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, REDIS_URL: "", NO_COLOR: "1" } })
+      const child = spawn(process.execPath, [bin, ...args], { env: { ...withoutRedisUrl(), NO_COLOR: "1" } })
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (c) => (stdout += c.toString()))

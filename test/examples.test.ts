@@ -11,11 +11,11 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { Inventory, InventoryItem, ItemDeactivated, ItemNotFound, NotEnoughStock, SameName } from "../examples/inventory/domain.js"
-import { redisStore, redisUrl, uniquePrefix } from "./support/redis.js"
+import { redisStore, redisUrl, uniquePrefix, withoutRedisUrl } from "./support/redis.js"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const tsx = (script: string, env: Record<string, string> = {}) =>
-  spawn(process.execPath, ["--import", "tsx", script], { cwd: root, env: { ...process.env, REDIS_URL: "", ...env }, stdio: ["ignore", "pipe", "pipe"] })
+  spawn(process.execPath, ["--import", "tsx", script], { cwd: root, env: { ...withoutRedisUrl(), ...env }, stdio: ["ignore", "pipe", "pipe"] })
 
 const finished = (child: ChildProcess) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
@@ -36,7 +36,7 @@ const steps = (order: string) => [
 describe("examples", () => {
   it.live("npm start runs shipment tracking in memory, prints the four changes of every order and exits 0", () =>
     Effect.gen(function*() {
-      const run = yield* Effect.promise(() => finished(spawn("npm", ["start", "--silent"], { cwd: root, env: { ...process.env, REDIS_URL: "" } })))
+      const run = yield* Effect.promise(() => finished(spawn("npm", ["start", "--silent"], { cwd: root, env: withoutRedisUrl() })))
       expect(run.code, run.stderr).toBe(0)
       for (let i = 1; i <= 5; i++) for (const step of steps(`order-${i}`)) expect(run.stdout).toMatch(step)
       expect(run.stdout).toContain("every order was received")

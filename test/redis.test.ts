@@ -49,8 +49,10 @@ describe("Redis backend", () => {
         const dumps = await Promise.all(keys.map((k) => raw.dumpBuffer(k)))
         return keys.map((k, i) => [k, types[i], dumps[i]?.toString("hex")])
       }
-      // the registry entries are written at first touch; create them first
-      for (const c of ["wa", "wb", "wc", "wd"]) yield* store.partitions(c)
+      // the registry entries are written at a category's first append; create them first
+      for (const c of ["wa", "wb", "wc", "wd"]) {
+        yield* Effect.promise(() => raw.set(`${prefix}:category:${c}`, "1").then(() => raw.sadd(`${prefix}:categories`, c)))
+      }
       yield* Effect.promise(() => raw.set(`${prefix}:{wa:0}:s:x`, "not a list"))
       yield* Effect.promise(() => raw.rpush(`${prefix}:{wb:0}:ids:x`, "not a hash"))
       yield* Effect.promise(() => raw.set(`${prefix}:{wc:0}:log`, "not a stream"))

@@ -51,7 +51,7 @@ const program = Effect.gen(function*() {
 })
 
 const redisUrl = process.env.REDIS_URL
-const Store = redisUrl
+const Store = redisUrl !== undefined && redisUrl !== ""
   ? RedisChronicle.layer({ prefix: `example_${Date.now().toString(36)}` }).pipe(Layer.provide(RedisClient.layerConfig()))
   : Chronicle.layerMemory
 

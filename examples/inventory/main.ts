@@ -34,7 +34,7 @@ const program = Effect.gen(function*() {
 
 const Store = Layer.unwrapEffect(
   Effect.map(Config.option(Config.string("REDIS_URL")), (url) =>
-    url._tag === "None"
+    url._tag === "None" || url.value === ""
       ? Chronicle.layerMemory
       : RedisChronicle.layer({ prefix: `inventory_${Date.now().toString(36)}` }).pipe(Layer.provide(RedisClient.layerConfig())))
 )

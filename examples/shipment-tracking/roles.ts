@@ -58,7 +58,7 @@ export const reporter = Subscriber.layer(Shipments, {
 export const Store = Layer.unwrapEffect(
   Effect.gen(function*() {
     const url = yield* Config.option(Config.string("REDIS_URL"))
-    if (url._tag === "None") return Chronicle.layerMemory
+    if (url._tag === "None" || url.value === "") return Chronicle.layerMemory
     const prefix = yield* Config.string("CHRONICLE_PREFIX").pipe(Config.withDefault("shipments"))
     return RedisChronicle.layer({ prefix }).pipe(Layer.provide(RedisClient.layerConfig()))
   })

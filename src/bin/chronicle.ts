@@ -42,8 +42,8 @@ type Services = EventStore | ConsumerGroups | ProjectionStore | RedisClient.Redi
 const withStore = <A, E>(f: (config: { readonly json: boolean; readonly prefix: string }) => Effect.Effect<A, E, Services>) =>
   Effect.gen(function*() {
     const config = yield* root
-    const target = Option.getOrUndefined(config.url) ?? process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
-    const storePrefix = Option.getOrUndefined(config.prefix) ?? process.env.CHRONICLE_PREFIX ?? "chronicle"
+    const target = Option.getOrUndefined(config.url) || process.env.REDIS_URL || "redis://127.0.0.1:6379"
+    const storePrefix = Option.getOrUndefined(config.prefix) || process.env.CHRONICLE_PREFIX || "chronicle"
     const client = RedisClient.layer({ url: Redacted.make(target), connectTimeout: "3 seconds", commandTimeout: "10 seconds" })
     return yield* Effect.scoped(
       Effect.gen(function*() {

@@ -281,10 +281,14 @@ export const layer = (options: Options = {}): Layer.Layer<RedisClient, RedisConn
  * @category config
  */
 export const defaultConfig: Config.Config<Options> = Config.all({
-  url: Config.redacted("REDIS_URL").pipe(Config.withDefault(Redacted.make("redis://127.0.0.1:6379"))),
+  url: Config.option(Config.redacted("REDIS_URL")),
   password: Config.option(Config.redacted("REDIS_PASSWORD"))
 }).pipe(
-  Config.map(({ password, url }): Options => (password._tag === "Some" ? { url, password: password.value } : { url }))
+  Config.map(({ password, url }): Options => {
+    // an empty REDIS_URL counts as unset
+    const given = url._tag === "Some" && Redacted.value(url.value) !== "" ? url.value : Redacted.make("redis://127.0.0.1:6379")
+    return password._tag === "Some" && Redacted.value(password.value) !== "" ? { url: given, password: password.value } : { url: given }
+  })
 )
 
 /**

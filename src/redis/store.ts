@@ -108,10 +108,24 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     // The partition registry (SEMANTICS §4)
     // -----------------------------------------------------------------------
     const known = new Map<string, number>()
-    const resolvePartitions = (category: string): Effect.Effect<number, StoreError> => {
+    const mismatch = (category: string, recorded: number, configured: number) =>
+      new PartitionCountMismatch({ category, recorded: Number.isSafeInteger(recorded) ? recorded : -1, configured })
+    /** A category's partition count: recorded when first written (SET NX); reads only look it up. */
+    const resolvePartitions = (category: string, register = true): Effect.Effect<number, StoreError> => {
       const hit = known.get(category)
       if (hit !== undefined) return Effect.succeed(hit)
       const configured = partitionsFor(options.partitions, category)
+      if (!register) {
+        return client.call("registry", (r) => r.get(keys.category(category))).pipe(
+          Effect.flatMap((recorded) => {
+            if (recorded === null) return Effect.succeed(configured)
+            const n = Number(recorded)
+            if (n !== configured) return Effect.fail(mismatch(category, n, configured))
+            known.set(category, n)
+            return Effect.succeed(n)
+          })
+        )
+      }
       return client.call("registry", (r) =>
         Promise.all([
           r.call("SET", keys.category(category), String(configured), "NX", "GET") as Promise<string | null>,
@@ -119,9 +133,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
         ])).pipe(
           Effect.flatMap(([previous]) => {
             const recorded = previous === null ? configured : Number(previous)
-            if (recorded !== configured) {
-              return Effect.fail(new PartitionCountMismatch({ category, recorded: Number.isSafeInteger(recorded) ? recorded : -1, configured }))
-            }
+            if (recorded !== configured) return Effect.fail(mismatch(category, recorded, configured))
             known.set(category, configured)
             return Effect.succeed(configured)
           })
@@ -386,7 +398,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       if (checked instanceof Error) return Stream.fail(checked)
       const { category, id, forward, limit } = checked
       const pageSize = 256
-      return Stream.unwrap(Effect.map(resolvePartitions(category), (partitions) => {
+      return Stream.unwrap(Effect.map(resolvePartitions(category, false), (partitions) => {
         const p = partitionOf(id, partitions)
         const callKeys = [keys.log(category, p), keys.list(category, p, id)]
         interface S {
@@ -449,7 +461,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       if (pageSize instanceof InvalidArgument) return Stream.fail(pageSize)
       const live = readOptions?.live === true
       return Stream.unwrapScoped(Effect.gen(function*() {
-        const partitions = yield* resolvePartitions(category)
+        const partitions = yield* resolvePartitions(category, false)
         const from = validateFrom(category, readOptions?.from, partitions)
         if (from instanceof InvalidArgument) return yield* from
         let follow: Follow<never> | undefined = undefined
@@ -485,7 +497,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       readCategory: readCategoryImpl as EventStore["Type"]["readCategory"],
       partitions: (category) => {
         const invalidCategory = checkCategory(category)
-        return invalidCategory ? Effect.fail(invalidCategory) : resolvePartitions(category)
+        return invalidCategory ? Effect.fail(invalidCategory) : resolvePartitions(category, false)
       },
       limits
     })

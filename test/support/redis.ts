@@ -50,3 +50,10 @@ export const commandCount = (redis: Redis) =>
 /** Calls of one command so far. */
 export const callsOf = (redis: Redis, command: string) =>
   Effect.promise(async () => (await commandStats(redis)).get(command) ?? 0)
+
+/** This process's environment without REDIS_URL, for children that must not reach a server by default. */
+export const withoutRedisUrl = (): Record<string, string> => {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (k !== "REDIS_URL" && v !== undefined) env[k] = v
+  return env
+}
