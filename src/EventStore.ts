@@ -86,6 +86,25 @@ export class AppendOutcomeUnknown extends Schema.TaggedError<AppendOutcomeUnknow
 }
 
 /**
+ * The events were written on the primary, but fewer replicas (or disks) confirmed them
+ * within the durability timeout than the store requires. A same-id retry is safe: it is
+ * recognised as a replay and waits for confirmation again.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ReplicationTimeout extends Schema.TaggedError<ReplicationTimeout>()("ReplicationTimeout", {
+  stream: Schema.String,
+  eventIds: Schema.Array(Schema.String),
+  required: Schema.Int,
+  confirmed: Schema.Int
+}) {
+  override get message() {
+    return `stream ${this.stream}: ${this.eventIds.length} event(s) written on the primary, but ${this.confirmed} of ${this.required} required confirmation(s) came in time; retry with the same event ids`
+  }
+}
+
+/**
  * An append with no events.
  *
  * @since 0.1.0
@@ -308,6 +327,7 @@ export type AppendError =
   | WrongExpectedVersion
   | IdempotencyMismatch
   | AppendOutcomeUnknown
+  | ReplicationTimeout
   | EmptyBatch
   | BatchTooLarge
   | EventTooLarge

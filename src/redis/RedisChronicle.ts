@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer, Schema } from "effect"
 import { ConsumerGroups } from "../ConsumerGroups.js"
 import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "../EventStore.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
@@ -40,6 +40,34 @@ export interface Options {
   } | undefined
   /** How long one live read blocks before it is issued again (default 5 seconds). */
   readonly liveBlock?: Duration.DurationInput | undefined
+  /**
+   * What "acknowledged" means beyond the primary's memory (SEMANTICS §9). With
+   * `replicas: n`, every append waits (WAIT) for n replicas and fails with
+   * `ReplicationTimeout` when fewer confirm within `timeout` (the events are then written
+   * on the primary; a same-id retry is safe). `aof: true` also waits for the AOF fsync
+   * (WAITAOF), which needs Redis 7.2 or later: on an older server the Layer fails to
+   * build with `ConfigurationError`.
+   */
+  readonly durability?: {
+    readonly replicas?: number | undefined
+    readonly timeout?: Duration.DurationInput | undefined
+    readonly aof?: boolean | undefined
+  } | undefined
+}
+
+/**
+ * The store's options cannot work with this server (a durability mode it lacks, say).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConfigurationError extends Schema.TaggedError<ConfigurationError>()("ConfigurationError", {
+  option: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `${this.option}: ${this.reason}`
+  }
 }
 
 /**
@@ -60,17 +88,21 @@ export interface Options {
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options = {}): Layer.Layer<EventStore | ConsumerGroups | SnapshotStore | ProjectionStore, InvalidArgument | RedisConnectionError, RedisClient> =>
+export const layer = (
+  options: Options = {}
+): Layer.Layer<EventStore | ConsumerGroups | SnapshotStore | ProjectionStore, InvalidArgument | RedisConnectionError | ConfigurationError, RedisClient> =>
   Layer.scopedContext(
     Effect.gen(function*() {
       const prefix = options.prefix ?? "chronicle"
+      const durability = yield* checkDurability(options.durability)
       const store = yield* makeRedisStore({
         prefix,
         partitions: options.partitions ?? 1,
         limits: { ...defaultLimits, ...options.limits },
         maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
         maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),
-        liveBlock: Duration.decode(options.liveBlock ?? "5 seconds")
+        liveBlock: Duration.decode(options.liveBlock ?? "5 seconds"),
+        durability
       })
       const client = yield* RedisClient
       const keys = makeKeys(prefix)
@@ -82,3 +114,29 @@ export const layer = (options: Options = {}): Layer.Layer<EventStore | ConsumerG
       )
     })
   )
+
+const checkDurability = (durability: Options["durability"]) =>
+  Effect.gen(function*() {
+    if (durability === undefined) return undefined
+    const replicas = durability.replicas ?? 0
+    if (!Number.isSafeInteger(replicas) || replicas < 0) {
+      return yield* new ConfigurationError({ option: "durability.replicas", reason: `${String(replicas)} is not an integer ≥ 0` })
+    }
+    const aof = durability.aof === true
+    if (replicas === 0 && !aof) return undefined
+    if (aof) {
+      const client = yield* RedisClient
+      const info = yield* client.call("info", (r) => r.info("server")).pipe(
+        Effect.mapError((e) => new ConfigurationError({ option: "durability.aof", reason: `cannot read the server's version: ${e.message}` }))
+      )
+      const version = /redis_version:(\d+)\.(\d+)/.exec(info)
+      const [major, minor] = version === null ? [0, 0] : [Number(version[1]), Number(version[2])]
+      if (major < 7 || (major === 7 && minor < 2)) {
+        return yield* new ConfigurationError({
+          option: "durability.aof",
+          reason: `needs WAITAOF (Redis 7.2 or later); this server runs ${version === null ? "an unknown version" : `${major}.${minor}`}`
+        })
+      }
+    }
+    return { replicas, timeout: Duration.decode(durability.timeout ?? "1 second"), aof }
+  })

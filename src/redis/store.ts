@@ -28,6 +28,7 @@ import {
   type PartitionsConfig,
   PermissionDenied,
   type ReadCategoryOptions,
+  ReplicationTimeout,
   type ReadError,
   type ReadOptions,
   type RecordedEvent,
@@ -56,6 +57,17 @@ export interface RedisStoreOptions {
   readonly maxCallsInFlight: number
   /** Block time of one live read before it is issued again. */
   readonly liveBlock: Duration.Duration
+  /** What "acknowledged" waits for beyond the primary's memory (SEMANTICS §9). */
+  readonly durability: Durability | undefined
+}
+
+export interface Durability {
+  /** Replicas that must confirm each call (WAIT). */
+  readonly replicas: number
+  /** How long to wait for them. */
+  readonly timeout: Duration.Duration
+  /** Also wait for the primary's (and the replicas') AOF fsync (WAITAOF, Redis 7.2+). */
+  readonly aof: boolean
 }
 
 interface Pending {
@@ -77,7 +89,7 @@ interface Queue {
 
 interface Call {
   readonly items: ReadonlyArray<Pending>
-  readonly sent: number
+  readonly deadline: number
 }
 
 const eventIdsOf = (p: PreparedAppend) => p.events.map((e) => e.eventId)
@@ -182,7 +194,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
         }
       }
       for (const call of calls) {
-        if (call.sent + timeoutMs > now) continue
+        if (call.deadline > now) continue
         calls.delete(call)
         for (const item of call.items) {
           settle(item, Effect.fail(new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: `no reply within ${timeoutMs} ms` })))
@@ -254,7 +266,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     }
 
     const send = (q: Queue, items: Array<Pending>) => {
-      const call: Call = { items, sent: Date.now() }
+      const call: Call = { items, deadline: Date.now() + timeoutMs + durabilityMillis }
       calls.add(call)
       const encode = (withSource: boolean): Promise<unknown> => {
         const command = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items)
@@ -284,8 +296,23 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
         : whenReady(conn, client.commandTimeout).then(attempt, (error: unknown) => Promise.reject(new NotSent(error)))
       run.then(
         (reply) => {
-          done()
-          deliver(q, items, reply)
+          if (durability === undefined) {
+            done()
+            return deliver(q, items, reply)
+          }
+          // WAIT counts the writes of this connection: sent on it, right after the call
+          confirm().then(
+            (confirmed) => {
+              done()
+              deliver(q, items, reply, confirmed)
+            },
+            (error: unknown) => {
+              done()
+              // the confirmation itself failed (a dropped connection, say): not confirmed
+              void error
+              deliver(q, items, reply, { confirmed: 0 })
+            }
+          )
         },
         (error: unknown) => {
           done()
@@ -313,12 +340,32 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       }
     }
 
-    const deliver = (q: Queue, items: ReadonlyArray<Pending>, reply: unknown) => {
+    const durability = options.durability
+    const durabilityMillis = durability === undefined ? 0 : Duration.toMillis(durability.timeout)
+    const required = durability === undefined ? 0 : durability.replicas
+    /** How many replicas confirmed this connection's writes (and, with aof, whether the disks did). */
+    const confirm = async (): Promise<{ readonly confirmed: number }> => {
+      if (durability!.aof) {
+        const [local, replicas] = (await conn.call("WAITAOF", 1, required, durabilityMillis)) as [number, number]
+        // the primary's own fsync is required too: without it nothing is confirmed
+        return { confirmed: local >= 1 ? replicas : -1 }
+      }
+      return { confirmed: Number(await conn.call("WAIT", required, durabilityMillis)) }
+    }
+
+    const deliver = (q: Queue, items: ReadonlyArray<Pending>, reply: unknown, confirmation?: { readonly confirmed: number }) => {
       if (!Array.isArray(reply) || reply.length !== items.length) {
         return failAll(items, new Error(`unexpected reply from the append script: ${JSON.stringify(reply)?.slice(0, 200)}`))
       }
+      const short = confirmation !== undefined && confirmation.confirmed < required
       for (let b = 0; b < items.length; b++) {
-        settle(items[b]!, resultOf(q.partition, items[b]!.prepared, reply[b] as Array<unknown>))
+        const r = reply[b] as Array<unknown>
+        const p = items[b]!.prepared
+        if (short && (r[0] === "ok" || r[0] === "replay")) {
+          settle(items[b]!, Effect.fail(new ReplicationTimeout({ stream: p.stream, eventIds: eventIdsOf(p), required, confirmed: confirmation.confirmed })))
+        } else {
+          settle(items[b]!, resultOf(q.partition, p, r))
+        }
       }
     }
 

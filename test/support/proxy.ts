@@ -8,6 +8,8 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 export interface Proxy {
   readonly port: number
   readonly url: string
+  /** From now on, cut after forwarding each matching request with this probability (seeded, repeatable). */
+  readonly cutRandomly: (probability: number, seed: number, match: (request: string) => boolean) => void
   /** Cut the client connection after forwarding the next request whose text matches. */
   readonly cutAfterRequest: (match: (request: string) => boolean) => Promise<void>
   /** How many client connections were cut so far. */
@@ -18,6 +20,7 @@ export interface Proxy {
 export const startProxy = (upstreamPort: number): Promise<Proxy> =>
   new Promise((resolve, reject) => {
     let armed: { match: (s: string) => boolean; done: () => void } | undefined
+    let random: { probability: number; next: () => number; match: (s: string) => boolean } | undefined
     let cuts = 0
     const sockets = new Set<Socket>()
     const server: Server = createServer((client) => {
@@ -27,8 +30,11 @@ export const startProxy = (upstreamPort: number): Promise<Proxy> =>
       let cut = false
       client.on("data", (chunk) => {
         if (cut) return
-        const a = armed
-        if (a !== undefined && a.match(chunk.toString("latin1"))) {
+        const text = chunk.toString("latin1")
+        const a = armed ?? (random !== undefined && random.match(text) && random.next() < random.probability
+          ? { match: () => true, done: () => undefined }
+          : undefined)
+        if (a !== undefined && a.match(text)) {
           armed = undefined
           cut = true
           cuts++
@@ -74,6 +80,18 @@ export const startProxy = (upstreamPort: number): Promise<Proxy> =>
             armed = { match, done }
           }),
         cuts: () => cuts,
+        cutRandomly: (probability, seed, match) => {
+          // mulberry32: a small seeded generator, so a run can be repeated
+          let state = seed >>> 0
+          const next = () => {
+            state = (state + 0x6d2b79f5) >>> 0
+            let t = state
+            t = Math.imul(t ^ (t >>> 15), t | 1)
+            t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+            return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+          }
+          random = { probability, next, match }
+        },
         close: () =>
           new Promise<void>((done) => {
             for (const s of sockets) s.destroy()
