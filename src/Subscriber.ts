@@ -236,7 +236,11 @@ interface PartitionState {
   inFlight: number
   /** Handled deliveries waiting for their ack. */
   acks: Array<Delivery>
+  /** Deliveries dispatched and not yet acknowledged, dead-lettered or dropped ("source:id"). */
+  readonly tracked: Set<string>
 }
+
+const trackKey = (d: Delivery) => `${d.source}:${d.id}`
 
 interface Work {
   readonly st: PartitionState
@@ -343,6 +347,9 @@ const engine = <C extends Contract.Any, E, R>(
       const batch = st.acks
       st.acks = []
       return resilient("ack", groups.ack(st.lease, batch)).pipe(
+        Effect.zipRight(Effect.sync(() => {
+          for (const d of batch) st.tracked.delete(trackKey(d))
+        })),
         Effect.zipRight(Metric.incrementBy(delivered, batch.length)),
         Effect.zipRight(Effect.logDebug(`subscriber ${group}: acked ${batch.length} on partition ${st.partition} (${st.lease.token})`)),
         Effect.catchTag("LeaseLost", () => markLost(st)),
@@ -439,7 +446,10 @@ const engine = <C extends Contract.Any, E, R>(
       // a partition being handed over (or lost) takes no new work: what is left stays
       // pending, and the next owner claims it, in order
       if (st.status !== "active" && st.status !== "claiming") {
-        return Effect.zipRight(Effect.sync(() => settle(st)), finishRevoke(st))
+        return Effect.zipRight(Effect.sync(() => {
+          st.tracked.delete(trackKey(d))
+          settle(st)
+        }), finishRevoke(st))
       }
       return handleOne(st, d).pipe(
         Effect.flatMap((outcome): Effect.Effect<void> => {
@@ -451,9 +461,10 @@ const engine = <C extends Contract.Any, E, R>(
                 Queue.unsafeOffer(ackSignal, undefined)
               })
             case "Drop":
-              return Effect.void
+              return Effect.sync(() => st.tracked.delete(trackKey(d)))
             case "DeadLetter":
               return resilient("dead-letter", groups.deadLetter(st.lease, d, outcome)).pipe(
+                Effect.zipRight(Effect.sync(() => st.tracked.delete(trackKey(d)))),
                 Effect.zipRight(Metric.increment(deadLettered)),
                 Effect.zipRight(Effect.logWarning(`subscriber ${group}: dead-lettered ${d.event instanceof Error ? d.id : `${d.event.stream} v${d.event.version}`}: ${outcome.errorTag}: ${outcome.message}`)),
                 Effect.catchTag("LeaseLost", () => markLost(st)),
@@ -484,6 +495,8 @@ const engine = <C extends Contract.Any, E, R>(
     const dispatch = (st: PartitionState, deliveries: ReadonlyArray<Delivery>) =>
       Effect.gen(function*() {
         for (const d of deliveries) {
+          if (st.tracked.has(trackKey(d))) continue
+          st.tracked.add(trackKey(d))
           st.inFlight++
           total++
           const key = entityKey(d)
@@ -533,7 +546,7 @@ const engine = <C extends Contract.Any, E, R>(
         } else if (mine) {
           const lease = yield* resilient("acquire", groups.acquire(info, p, member, ttlMillis))
           if (lease === undefined) continue
-          const fresh: PartitionState = { partition: p, lease, status: "claiming", inFlight: 0, acks: [] }
+          const fresh: PartitionState = { partition: p, lease, status: "claiming", inFlight: 0, acks: [], tracked: new Set() }
           owned.set(p, fresh)
           const claimed = yield* Effect.either(resilient("claim", groups.claim(lease, member)))
           if (Either.isLeft(claimed)) {
@@ -557,9 +570,26 @@ const engine = <C extends Contract.Any, E, R>(
           continue
         }
         const count = Math.min(readCount, 2 * readCount - total)
-        const deliveries = yield* resilient("read", groups.read(active.map((st) => st.lease), member, count, blockMillis)).pipe(
+        let failed = false
+        const deliveries = yield* resilient("read", groups.read(active.map((st) => st.lease), member, count, blockMillis).pipe(
+          Effect.tapError(() => Effect.sync(() => (failed = true)))
+        )).pipe(
           Effect.catchAll((e) => Effect.as(Effect.logError(`subscriber ${group}: read failed: ${messageOf(e)}`), []))
         )
+        if (failed) {
+          // a read that failed may have delivered entries whose reply never came (a
+          // restart, a dropped connection): they sit in this member's pending list, so take
+          // the pending lists again and dispatch what is not already being handled
+          for (const st of active) {
+            if (st.status !== "active") continue
+            const pending = yield* Effect.either(resilient("claim", groups.claim(st.lease, member)))
+            if (Either.isLeft(pending)) {
+              if (pending.left._tag === "LeaseLost") yield* markLost(st)
+              continue
+            }
+            yield* dispatch(st, pending.right)
+          }
+        }
         const byPartition = new Map<number, Array<Delivery>>()
         for (const d of deliveries) {
           const list = byPartition.get(d.partition)

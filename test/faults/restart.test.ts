@@ -66,3 +66,36 @@ describe("faults: server restart under subscribers", () => {
       yield* Effect.forEach(fibers, Fiber.interrupt, { discard: true })
     }).pipe(Effect.scoped), 120_000)
 })
+
+import { startProxy } from "../support/proxy.js"
+import { startRedisServer } from "../support/redisServer.js"
+
+describe("faults: a read whose reply is lost", () => {
+  it.live("entries delivered by a read whose reply never came are taken again and handled", () =>
+    Effect.gen(function*() {
+      const server = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (s) => Effect.promise(() => s.stop()))
+      const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy(server.port)), (p) => Effect.promise(() => p.close()))
+      const layer = RedisChronicle.layer({ prefix: "lr" }).pipe(Layer.provide(RedisClient.layer({ url: proxy.url, commandTimeout: "1 second" })))
+      const ctx = yield* Layer.build(layer)
+      const handled: Array<number> = []
+      const sub = yield* Effect.fork(Subscriber.run(Ticks, {
+        group: "lost-read",
+        heartbeat: "300 millis",
+        leaseTtl: "5 seconds",
+        handlers: { Ticked: (e) => Effect.sync(() => handled.push(e.n)), Tocked: () => Effect.void }
+      }).pipe(Effect.provide(ctx), Logger.withMinimumLogLevel(LogLevel.Error)))
+      yield* Subscriber.awaitIdle("lost-read").pipe(Effect.provide(ctx), Effect.timeout("10 seconds"))
+      // the next read's reply is lost: its entries land in the member's pending list only
+      const cut = proxy.cutAfterRequest((request) => request.toUpperCase().includes("XREADGROUP"))
+      const counters = { unknown: 0, unavailable: 0 }
+      yield* Effect.sleep("50 millis")
+      for (let n = 0; n < 20; n++) {
+        yield* appendSurely(`ticks-a${n % 3}`, [{ eventId: crypto.randomUUID(), type: "Ticked", data: { n } }], counters).pipe(Effect.provide(ctx))
+      }
+      yield* Effect.promise(() => cut)
+      yield* Subscriber.awaitIdle("lost-read").pipe(Effect.provide(ctx), Effect.timeout("20 seconds"))
+      expect(handled.slice().sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, n) => n))
+      expect(proxy.cuts()).toBe(1)
+      yield* Fiber.interrupt(sub)
+    }).pipe(Effect.scoped), 60_000)
+})
