@@ -12,7 +12,6 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Effect, Either, Fiber, Layer, Option, Schedule, Schema, Stream } from "effect"
-import * as DefaultServices from "effect/DefaultServices"
 import * as Contract from "./Contract.js"
 import { advance, type CategoryCursor, type Envelope, isCursor, startCursor } from "./Envelope.js"
 import {
@@ -28,6 +27,7 @@ import {
 } from "./EventStore.js"
 import { uuidv7 } from "./internal/ids.js"
 import { timedSpan } from "./internal/tracing.js"
+import { liveClock, messageOf } from "./internal/util.js"
 
 // ---------------------------------------------------------------------------
 // The store of checkpoints and leases
@@ -444,9 +444,4 @@ export const awaitCaughtUp = (
     }
   })
 
-const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
 
-const messageOf = (e: unknown): string =>
-  e instanceof Error ? e.message : typeof e === "object" && e !== null && typeof (e as { message?: unknown }).message === "string"
-    ? (e as { message: string }).message
-    : String(e)

@@ -14,7 +14,6 @@ import {
   Cause,
   Clock,
   Deferred,
-  Context,
   Duration,
   Effect,
   Either,
@@ -29,7 +28,6 @@ import {
   Scope,
   Stream
 } from "effect"
-import * as DefaultServices from "effect/DefaultServices"
 import {
   assign,
   ConsumerGroups,
@@ -52,6 +50,7 @@ import {
 } from "./EventStore.js"
 import { followUpId, uuidv7 } from "./internal/ids.js"
 import { timedSpan } from "./internal/tracing.js"
+import { liveClock, messageOf } from "./internal/util.js"
 import * as Producer from "./Producer.js"
 
 // ---------------------------------------------------------------------------
@@ -252,15 +251,10 @@ type Outcome =
   | { readonly _tag: "DeadLetter"; readonly errorTag: string; readonly message: string; readonly attempts: number }
   | { readonly _tag: "Drop" }
 
-const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
 
 const errorTagOf = (e: unknown): string =>
   typeof e === "object" && e !== null && typeof (e as { _tag?: unknown })._tag === "string" ? (e as { _tag: string })._tag : "HandlerFailed"
 
-const messageOf = (e: unknown): string =>
-  e instanceof Error ? e.message : typeof e === "object" && e !== null && typeof (e as { message?: unknown }).message === "string"
-    ? (e as { message: string }).message
-    : String(e)
 
 /**
  * The engine behind `run`, `layer` and `stream`: everything but the handler record.
@@ -738,7 +732,8 @@ export const stream = <C extends Contract.Any>(
 ): Stream.Stream<StreamDelivery<Contract.Event<C>>, SubscriberError, EventStore | ConsumerGroups> =>
   Stream.unwrapScoped(
     Effect.gen(function*() {
-      const queue = yield* Queue.bounded<StreamDelivery<Contract.Event<C>>>(Math.max(1, options.readCount ?? 500))
+      // unbounded here, bounded upstream: the engine keeps at most 2 x readCount in flight
+      const queue = yield* Queue.unbounded<StreamDelivery<Contract.Event<C>>>()
       const fiber = yield* Effect.forkScoped(
         engine(contract, options, (event, ctx) =>
           Effect.async<void, unknown>((resume) => {

@@ -7,7 +7,10 @@ import { type Context, Effect, Layer, Schema } from "effect"
 import { ConsumerGroups, Contract, DeadLetters, type EventStore, Producer, Subscriber } from "effect-chronicle"
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import { SubscriberSuite } from "effect-chronicle/testing"
 import { rawRedis, redisStore, redisUrl, uniquePrefix } from "./support/redis.js"
+
+const { inOrderPerEntity, waitUntil } = SubscriberSuite
 
 const url = redisUrl()
 const script = fileURLToPath(new URL("./support/consumerProcess.ts", import.meta.url))
@@ -42,15 +45,6 @@ const child = (args: ReadonlyArray<string>, env?: Record<string, string>) =>
       }
     }))
 
-const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, timeoutMillis = 30_000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMillis
-    while (!(yield* check)) {
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out after ${timeoutMillis} ms waiting for ${what}`)
-      yield* Effect.sleep("20 millis")
-    }
-  })
-
 const ownersAre = (group: string, f: (owners: ReadonlyArray<string | undefined>, members: number) => boolean) =>
   Subscriber.status(group).pipe(
     Effect.map((s) => f(s.partitionStatus.map((p) => p.owner), s.members.length)),
@@ -67,16 +61,6 @@ interface Record_ {
 const parse = (line: string): Record_ => {
   const [consumer, stream, version, eventId] = line.split("|")
   return { consumer: consumer!, stream: stream!, version: Number(version), eventId: eventId! }
-}
-
-const inOrderPerEntity = (handled: ReadonlyArray<Record_>) => {
-  const max = new Map<string, number>()
-  for (const h of handled) {
-    const seen = max.get(h.stream) ?? 0
-    if (h.version > seen + 1) return false
-    if (h.version > seen) max.set(h.stream, h.version)
-  }
-  return true
 }
 
 const contractFor = (category: string) => Contract.make(category, { Happened: { n: Schema.Int }, Followed: { n: Schema.Int } })

@@ -36,8 +36,14 @@ interface Handled {
   readonly redelivered: boolean
 }
 
-/** True when every entity's first handlings are in version order: no version ran before the one before it. */
-const inOrderPerEntity = (handled: ReadonlyArray<Handled>): boolean => {
+/**
+ * True when every entity's first handlings are in version order: no version was handled
+ * before the one before it (at-least-once redeliveries of earlier versions are allowed).
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const inOrderPerEntity = (handled: ReadonlyArray<{ readonly stream: string; readonly version: number }>): boolean => {
   const max = new Map<string, number>()
   for (const h of handled) {
     const seen = max.get(h.stream) ?? 0
@@ -47,7 +53,13 @@ const inOrderPerEntity = (handled: ReadonlyArray<Handled>): boolean => {
   return true
 }
 
-const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, timeoutMillis = 30_000) =>
+/**
+ * Polls `check` (every 20 ms, real time) until it holds; dies after `timeoutMillis`.
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, timeoutMillis = 30_000) =>
   Effect.gen(function*() {
     const deadline = Date.now() + timeoutMillis
     while (!(yield* check)) {
