@@ -241,6 +241,12 @@ interface PartitionState {
 
 const trackKey = (d: Delivery) => `${d.source}:${d.id}`
 
+/** Heartbeats between an owner's routine claims of its partitions' pending lists. */
+const RECLAIM_EVERY = 10
+
+/** Failures that pass by themselves (a restart, a dropped connection, a busy or loading server). */
+const TRANSIENT = /Connection is closed|Stream isn't writeable|connect E|ECONNRESET|EPIPE|ETIMEDOUT|no reply|not ready|not sent|LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|OOM|the connection is/i
+
 interface Work {
   readonly st: PartitionState
   readonly delivery: Delivery
@@ -310,12 +316,14 @@ const engine = <C extends Contract.Any, E, R>(
     const permits = yield* Effect.makeSemaphore(concurrency)
 
     // transient backend failures (a restart, a network blip) are retried, never fatal
+    const transient = (e: { readonly _tag: string }) =>
+      e._tag === "StoreUnavailable" && TRANSIENT.test((e as { readonly reason?: string }).reason ?? "")
     const resilient = <A, E2 extends { readonly _tag: string }, R2>(what: string, effect: Effect.Effect<A, E2, R2>) =>
       effect.pipe(
-        Effect.tapError((e) => e._tag === "StoreUnavailable" ? Effect.logWarning(`subscriber ${group}: ${what} failed, retrying: ${messageOf(e)}`) : Effect.void),
+        Effect.tapError((e) => transient(e) ? Effect.logWarning(`subscriber ${group}: ${what} failed, retrying: ${messageOf(e)}`) : Effect.void),
         Effect.retry({
           schedule: Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("1 second"))),
-          while: (e) => e._tag === "StoreUnavailable"
+          while: transient
         })
       )
 
@@ -347,7 +355,14 @@ const engine = <C extends Contract.Any, E, R>(
         Effect.zipRight(Metric.incrementBy(delivered, batch.length)),
         Effect.zipRight(Effect.logDebug(`subscriber ${group}: acked ${batch.length} on partition ${st.partition} (${st.lease.token})`)),
         Effect.catchTag("LeaseLost", () => markLost(st)),
-        Effect.catchAll((e) => Effect.logError(`subscriber ${group}: ack failed: ${messageOf(e)}`))
+        Effect.catchAll((e) =>
+          Effect.zipRight(
+            // not acknowledged: let a later claim of the pending list hand them over again
+            Effect.sync(() => {
+              for (const d of batch) st.tracked.delete(trackKey(d))
+            }),
+            Effect.logError(`subscriber ${group}: ack failed: ${messageOf(e)}`)
+          ))
       )
     }
     const flushAll = Effect.suspend(() => Effect.forEach(Array.from(owned.values()), flushPartition, { discard: true, concurrency: "unbounded" }))
@@ -421,7 +436,12 @@ const engine = <C extends Contract.Any, E, R>(
             timedSpan("Subscriber.handle", () => ({ group, stream: recorded.stream, type: recorded.type, version: recorded.version, attempt }), () => handle(decoded.event, ctx), recorded.traceparent)
           )
           if (Exit.isSuccess(exit)) return { _tag: "Ack" } as const
-          if (Cause.isInterruptedOnly(exit.cause)) return { _tag: "Drop" } as const
+          if (Cause.isInterruptedOnly(exit.cause)) {
+            // shutdown interrupts the worker itself (this line is never reached then); a
+            // handler whose own effect was interrupted is a defect of the handler
+            if (stopping || st.status !== "active") return { _tag: "Drop" } as const
+            return { _tag: "DeadLetter", errorTag: "HandlerInterrupted", message: "the handler was interrupted", attempts: attempt } as const
+          }
           const failure = Cause.failureOption(exit.cause)
           if (Option.isNone(failure)) {
             const defect = Cause.squash(exit.cause)
@@ -507,9 +527,13 @@ const engine = <C extends Contract.Any, E, R>(
     // -- membership, leases, claims -------------------------------------------
     const inFlightByPartition = () => new Map(Array.from(owned.values()).map((st) => [st.partition, st.inFlight] as const))
 
+    // the partitions the reader's outstanding read covers: a lease is not given up while a
+    // read may still deliver that partition's entries to this member
+    const reading = new Set<number>()
+
     const finishRevoke = (st: PartitionState) =>
       Effect.suspend(() => {
-        if (st.status !== "revoking" || st.inFlight > 0) return Effect.void
+        if (st.status !== "revoking" || st.inFlight > 0 || reading.has(st.partition)) return Effect.void
         return flushPartition(st).pipe(
           Effect.zipRight(resilient("release", groups.release(st.lease))),
           Effect.ignore,
@@ -520,7 +544,17 @@ const engine = <C extends Contract.Any, E, R>(
         )
       })
 
+    let beats = 0
     const beat = Effect.gen(function*() {
+      beats++
+      if (stopping) {
+        // draining: keep the leases, but never announce the membership again
+        for (const st of Array.from(owned.values())) {
+          const renewed = yield* Effect.either(resilient("renew", groups.renew(st.lease, ttlMillis)))
+          if (Either.isLeft(renewed)) yield* markLost(st)
+        }
+        return
+      }
       const members = yield* resilient("heartbeat", groups.heartbeat(group, member, ttlMillis, inFlightByPartition()))
       const assignment = assign(members.includes(member) ? members : [...members, member], info.partitions)
       for (let p = 0; p < info.partitions; p++) {
@@ -537,6 +571,14 @@ const engine = <C extends Contract.Any, E, R>(
             changes.notify()
           }
           if (st.status === "revoking") yield* finishRevoke(st)
+          else if (st.status === "active" && beats % RECLAIM_EVERY === 0) {
+            // now and then, take over entries of this partition pending anywhere else (a
+            // former owner that stalled past its lease may have read some after the claim)
+            const pending = yield* Effect.either(resilient("claim", groups.claim(st.lease, member)))
+            if (Either.isLeft(pending)) {
+              if (pending.left._tag === "LeaseLost") yield* markLost(st)
+            } else yield* dispatch(st, pending.right)
+          }
         } else if (mine) {
           const lease = yield* resilient("acquire", groups.acquire(info, p, member, ttlMillis))
           if (lease === undefined) continue
@@ -565,10 +607,12 @@ const engine = <C extends Contract.Any, E, R>(
         }
         const count = Math.min(readCount, 2 * readCount - total)
         let failed = false
+        for (const st of active) reading.add(st.partition)
         const deliveries = yield* resilient("read", groups.read(active.map((st) => st.lease), member, count, blockMillis).pipe(
           Effect.tapError(() => Effect.sync(() => (failed = true)))
         )).pipe(
-          Effect.catchAll((e) => Effect.as(Effect.logError(`subscriber ${group}: read failed: ${messageOf(e)}`), []))
+          Effect.catchAll((e) => Effect.as(Effect.logError(`subscriber ${group}: read failed: ${messageOf(e)}`), [])),
+          Effect.ensuring(Effect.sync(() => reading.clear()))
         )
         if (failed) {
           // a read that failed may have delivered entries whose reply never came (a
@@ -592,9 +636,11 @@ const engine = <C extends Contract.Any, E, R>(
         }
         for (const [p, ds] of byPartition) {
           const st = owned.get(p)
-          // entries read for a partition that changed hands meanwhile stay pending for its next owner
+          // entries read for a partition being handed over stay pending: it is released only
+          // now that no read covers it, and its next owner claims them, in order
           if (st !== undefined && st.status === "active") yield* dispatch(st, ds)
         }
+        for (const st of active) if (st.status === "revoking") yield* finishRevoke(st)
       }
     })
 

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Chunk, Context, Effect, Either, Layer, Logger, Redacted, Stream } from "effect"
-import { EventStore } from "effect-chronicle"
+import { ConsumerGroups, EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { EventStoreSuite } from "effect-chronicle/testing"
 import { Redis } from "ioredis"
@@ -310,5 +310,31 @@ describe("Redis backend", () => {
       messages.length = 0
       yield* storeIn(redisStore(url, { prefix: "evict" }).pipe(Layer.provide(capture)))
       expect(messages).toEqual([])
+    }).pipe(Effect.scoped))
+})
+
+describe("Redis consumer groups: scripts under retries", () => {
+  it.live("a dead-letter call sent twice (its first reply lost) parks the entry once", () =>
+    Effect.gen(function*() {
+      const prefix = uniquePrefix("dl2")
+      const ctx = yield* Layer.build(redisStore(url, { prefix }))
+      const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
+      const store = Context.get(ctx, EventStore.EventStore)
+      yield* store.append("dl2-a", [event("Created", {})])
+      const info = yield* groups.ensureGroup("g", "dl2", "start")
+      const lease = (yield* groups.acquire(info, 0, "m:1", 5000))!
+      const [delivery] = yield* groups.read([lease], "m:1", 10, 100)
+      const reason = { errorTag: "Boom", message: "boom", attempts: 1 }
+      yield* groups.deadLetter(lease, delivery!, reason)
+      yield* groups.deadLetter(lease, delivery!, reason)
+      expect((yield* groups.deadLetters("g")).length).toBe(1)
+      const status = yield* groups.status("g")
+      expect(status.partitionStatus[0]!.pending).toBe(0)
+    }).pipe(Effect.scoped))
+
+  it.live("limits the append script cannot carry are refused when the store is built", () =>
+    Effect.gen(function*() {
+      const built = yield* Effect.either(Layer.build(redisStore(url, { prefix: uniquePrefix("lim"), limits: { maxBatchEvents: 5000 } })))
+      expect(built._tag === "Left" && (built.left as { _tag: string })._tag).toBe("InvalidArgument")
     }).pipe(Effect.scoped))
 })

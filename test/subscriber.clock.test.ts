@@ -3,7 +3,7 @@
  * by the type checker.
  */
 import { describe, expect, expectTypeOf, it } from "@effect/vitest"
-import { Effect, Fiber, Schema, TestClock } from "effect"
+import { Effect, Fiber, Layer, Schema, TestClock } from "effect"
 import { Chronicle, Contract, DeadLetters, Producer, Subscriber } from "effect-chronicle"
 
 const Orders = Contract.make("orders", { Placed: { n: Schema.Int }, Shipped: { n: Schema.Int } })
@@ -52,6 +52,25 @@ describe("Subscriber retries on the test clock", () => {
       expect(letters.map((l) => [l.errorTag, l.attempts, l.deliveries])).toEqual([["Refused", 6, 1]])
       yield* Fiber.interrupt(sub)
     }).pipe(Effect.provide(Chronicle.layerMemory)))
+
+  it.live("a handler whose own effect is interrupted is dead-lettered (HandlerInterrupted), not left pending", () =>
+    Effect.gen(function*() {
+      const sub = yield* Effect.fork(Subscriber.run(Orders, {
+        group: "self-interrupt",
+        handlers: { Placed: () => Effect.interrupt, Shipped: () => Effect.void }
+      }))
+      const producer = yield* Producer.make(Orders)
+      yield* producer.Placed({ n: 1 }, { key: "o1" })
+      yield* Subscriber.awaitIdle("self-interrupt").pipe(Effect.timeout("10 seconds"))
+      expect((yield* DeadLetters.list("self-interrupt")).map((l) => l.errorTag)).toEqual(["HandlerInterrupted"])
+      yield* Fiber.interrupt(sub)
+    }).pipe(Effect.provide(Chronicle.layerMemory)))
+
+  it.effect("limits the store cannot carry are refused when it is built", () =>
+    Effect.gen(function*() {
+      const built = yield* Effect.either(Layer.build(Chronicle.layerMemoryWith({ limits: { maxBatchEvents: 2000 } })))
+      expect(built._tag === "Left" && built.left._tag).toBe("InvalidArgument")
+    }).pipe(Effect.scoped))
 
   it("handler records are exhaustive and closed, and their services and errors are inferred", () => {
     const handlers = {

@@ -26,7 +26,7 @@ import {
 import { prepareAppend } from "./append.js"
 import { type Follow, readCategory } from "./categoryReader.js"
 import { compareEntryIds, partitionOf } from "./ids.js"
-import { partitionsFor, validateFrom, validatePageSize, validatePartitions, validateReadOptions } from "./options.js"
+import { partitionsFor, validateFrom, validatePageSize, validateLimits, validatePartitions, validateReadOptions } from "./options.js"
 import { type StoredFields, toRecorded } from "./record.js"
 
 interface Entry {
@@ -96,6 +96,8 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<{ readonl
   Effect.gen(function*() {
     const invalidPartitions = validatePartitions(options.partitions)
     if (invalidPartitions) return yield* invalidPartitions
+    const invalidLimits = validateLimits(options.limits)
+    if (invalidLimits) return yield* invalidLimits
     const categories = new Map<string, Category>()
     const limits = options.limits
 

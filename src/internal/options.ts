@@ -4,7 +4,7 @@
  * @internal
  */
 import { type CategoryCursor, isCursor } from "../Envelope.js"
-import { InvalidArgument, type PartitionsConfig, parseStream, type ReadOptions } from "../EventStore.js"
+import { InvalidArgument, type Limits, type PartitionsConfig, parseStream, type ReadOptions } from "../EventStore.js"
 
 export const maxPartitions = 1024
 
@@ -73,3 +73,19 @@ export const validateFrom = (
     : isCursor(from, partitions)
     ? from
     : new InvalidArgument({ argument: "from", reason: `a cursor of category ${category} has ${partitions} entry id(s)` })
+
+/**
+ * The largest batch the append script can take: it hands Lua 2n + 2 values at once, and
+ * Redis's Lua stack takes about 8,000 (SEMANTICS §3 keeps every unpack under 4,000).
+ */
+export const maxBatchEventsLimit = 1990
+
+export const validateLimits = (limits: Limits): InvalidArgument | undefined => {
+  const ok = (n: number, max: number) => Number.isSafeInteger(n) && n >= 1 && n <= max
+  if (!ok(limits.maxBatchEvents, maxBatchEventsLimit)) {
+    return new InvalidArgument({ argument: "limits.maxBatchEvents", reason: `${limits.maxBatchEvents} is not an integer from 1 to ${maxBatchEventsLimit}` })
+  }
+  if (!ok(limits.maxEventBytes, 64 * 1024 * 1024)) return new InvalidArgument({ argument: "limits.maxEventBytes", reason: `${limits.maxEventBytes} is not an integer from 1 to 64 MiB` })
+  if (!ok(limits.maxBatchBytes, 512 * 1024 * 1024)) return new InvalidArgument({ argument: "limits.maxBatchBytes", reason: `${limits.maxBatchBytes} is not an integer from 1 to 512 MiB` })
+  return undefined
+}

@@ -80,7 +80,7 @@ return 1
  * Ids whose entries no longer exist become dead letters (LostBeforeProcessing). Consumers
  * other than the new owner whose pending lists are now empty are deleted.
  *
- * KEYS: lease, log, redelivery, dead letters. ARGV: token, group, member, now ms.
+ * KEYS: lease, log, redelivery, dead letters, starts. ARGV: token, group, member, now ms.
  * Reply: false when the lease is gone; else a list of {source, id, entryId, fields, deliveries}
  * where source is "r" or "l" and, for redeliveries, entryId/fields are the log entry's.
  */
@@ -103,6 +103,7 @@ local function claimAll(key, source)
         redis.call('XADD', dlq, '*', 'entryId', id, 'source', source, 'eventId', '', 'stream', '', 'version', '0', 'type', '',
           'tag', 'LostBeforeProcessing', 'message', 'the entry was deleted before it was processed', 'attempts', '0', 'deliveries', '0', 'at', ARGV[4])
         redis.call('XACK', key, group, id)
+        redis.call('HDEL', KEYS[5], source .. ':' .. id)
       end
     end
   until cursor == '0-0'
@@ -175,7 +176,8 @@ return 1
 )
 
 /**
- * Parks an entry: adds the dead letter and acknowledges the entry, atomically.
+ * Parks an entry: acknowledges it and adds the dead letter, atomically; an entry already
+ * acknowledged (a retry of a call whose reply was lost) adds nothing.
  * KEYS: lease, source stream (log or redelivery), dead letters, starts. ARGV: token, group,
  * id, is-redelivery ("1"/"0"), then the dead letter's field/value pairs.
  * 1 when done, 0 when the lease is gone (nothing changed).
@@ -184,8 +186,11 @@ export const DEAD_LETTER = script(
   "dead-letter",
   `#!lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call('TYPE', KEYS[3])['ok']
+if t ~= 'stream' and t ~= 'none' then return redis.error_reply('WRONGTYPE the dead letters of this group are not a stream') end
+-- acknowledged already (a retried call whose first reply was lost): nothing more to do
+if redis.call('XACK', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 1 end
 redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5, #ARGV))
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] == '1' then
   redis.call('XDEL', KEYS[2], ARGV[3])
   redis.call('HDEL', KEYS[4], 'r:' .. ARGV[3])

@@ -77,7 +77,7 @@ export const makeRedisGroups = (
     const scope = yield* Effect.scope
     const infos = new Map<string, GroupInfo>()
     // one blocking connection per member, opened at its first read, closed when it leaves
-    const readers = new Map<string, { readonly redis: Redis; readonly id: number; readonly close: Effect.Effect<void> }>()
+    const readers = new Map<string, { readonly redis: Redis; id: number; readonly close: Effect.Effect<void> }>()
 
     const run = <A>(operation: string, f: (r: Redis) => Promise<A>) => client.call(operation, f)
 
@@ -117,6 +117,10 @@ export const makeRedisGroups = (
           )
           const id = yield* client.call("read", (r) => r.client("ID") as Promise<number>, redis).pipe(Effect.tapError(() => Scope.close(child, Exit.void)))
           const reader = { redis, id, close: Scope.close(child, Exit.void) }
+          // a reconnect gives the connection a new id: keep the one CLIENT UNBLOCK needs
+          redis.on("ready", () => {
+            redis.client("ID").then((fresh) => (reader.id = Number(fresh)), () => undefined)
+          })
           readers.set(member, reader)
           return reader
         })
@@ -160,14 +164,14 @@ export const makeRedisGroups = (
         }),
 
       leave: (group, member) =>
-        Effect.gen(function*() {
-          yield* run("leave", (r) => r.zrem(gk.members(group), member))
-          const reader = readers.get(member)
-          if (reader !== undefined) {
+        Effect.asVoid(run("leave", (r) => r.zrem(gk.members(group), member))).pipe(
+          Effect.ensuring(Effect.suspend(() => {
+            const reader = readers.get(member)
+            if (reader === undefined) return Effect.void
             readers.delete(member)
-            yield* reader.close
-          }
-        }),
+            return reader.close
+          }))
+        ),
 
       acquire: (g, partition, member, ttlMillis) =>
         run("acquire", (r) =>
@@ -187,7 +191,13 @@ export const makeRedisGroups = (
         Effect.gen(function*() {
           const { category, group, partition: p } = lease
           const reply = yield* run("claim", (r) =>
-            evalScript(r, CLAIM, [gk.lease(category, p, group), keys.log(category, p), gk.redelivery(category, p, group), gk.deadLetters(category, p, group)], [
+            evalScript(r, CLAIM, [
+              gk.lease(category, p, group),
+              keys.log(category, p),
+              gk.redelivery(category, p, group),
+              gk.deadLetters(category, p, group),
+              gk.starts(category, p, group)
+            ], [
               lease.token,
               group,
               member,
@@ -206,7 +216,8 @@ export const makeRedisGroups = (
       read: (leases, member, count, blockMillis) =>
         Effect.gen(function*() {
           if (leases.length === 0) return []
-          const { id: connectionId, redis } = yield* readerFor(member)
+          const reader = yield* readerFor(member)
+          const redis = reader.redis
           const first = leases[0]!
           const streams: Array<string> = []
           const index = new Map<string, { readonly p: number; readonly source: "log" | "redelivery"; readonly category: string }>()
@@ -226,7 +237,7 @@ export const makeRedisGroups = (
               // interrupted (a shutdown): unblock the read, which then returns at once; its
               // reply is still read off the connection, never left behind. Entries it may
               // have delivered stay pending for the partition's next owner.
-              Effect.onInterrupt(() => Effect.ignore(run("unblock", (r) => r.client("UNBLOCK", connectionId))))
+              Effect.onInterrupt(() => Effect.ignore(run("unblock", (r) => r.client("UNBLOCK", reader.id))))
             )
           if (reply === null) return []
           const out: Array<Delivery> = []

@@ -88,7 +88,12 @@ for b = 1, nb do
       if bad then
         out[b] = {'mismatch', bad, vals[bad + 2]}
       else
-        out[b] = {'replay', v0, unpack(redis.call('LRANGE', lk, v0 - 1, v0 + n - 2))}
+        local ids = redis.pcall('LRANGE', lk, v0 - 1, v0 + n - 2)
+        if ids['err'] then
+          out[b] = {'type', lk, 'list', 'another type'}
+        else
+          out[b] = {'replay', v0, unpack(ids)}
+        end
       end
     else
       local bad = nil

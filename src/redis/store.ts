@@ -40,7 +40,7 @@ import {
 import { type PreparedAppend, prepareAppend } from "../internal/append.js"
 import { type Follow, readCategory } from "../internal/categoryReader.js"
 import { partitionOf } from "../internal/ids.js"
-import { partitionsFor, validateFrom, validatePageSize, validatePartitions, validateReadOptions } from "../internal/options.js"
+import { partitionsFor, validateFrom, validatePageSize, validateLimits, validatePartitions, validateReadOptions } from "../internal/options.js"
 import { fieldsOf, toRecorded } from "../internal/record.js"
 import { isValidPrefix, type Keys, makeKeys } from "./keys.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
@@ -108,6 +108,8 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     }
     const invalid = validatePartitions(options.partitions)
     if (invalid) return yield* invalid
+    const invalidLimits = validateLimits(options.limits)
+    if (invalidLimits) return yield* invalidLimits
     const client = yield* RedisClient
     const keys: Keys = makeKeys(options.prefix)
     const limits = options.limits
