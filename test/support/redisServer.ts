@@ -66,6 +66,21 @@ export const waitFor = async (what: string, check: () => Promise<boolean>, timeo
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
 }
 
+/**
+ * Ends the server (by its PID) if this process dies without stopping it (a test runner
+ * killed mid-run, say): a small watchdog polls this process once a second, for at most
+ * six hours.
+ */
+const guard = (pid: number | undefined) => {
+  if (pid === undefined) return
+  const watchdog = spawn(
+    "sh",
+    ["-c", `i=0; while [ $i -lt 21600 ] && kill -0 ${process.pid} 2>/dev/null && kill -0 ${pid} 2>/dev/null; do sleep 1; i=$((i+1)); done; kill -9 ${pid} 2>/dev/null; exit 0`],
+    { stdio: "ignore", detached: true }
+  )
+  watchdog.unref()
+}
+
 export interface StartOptions {
   readonly port?: number
   readonly dir?: string
@@ -87,12 +102,19 @@ export const startRedisServer = async (options: StartOptions = {}): Promise<Redi
   child.stderr?.on("data", (c) => (stderr += c.toString()))
   let exited = false
   child.on("exit", () => (exited = true))
-  await waitFor(`redis-server on port ${port} to answer PING`, async () => {
-    if (exited) throw new Error(`redis-server exited at start: ${stderr}`)
-    const reply = await ping(port)
-    // a server with a password answers NOAUTH: it is up all the same
-    return reply === "+PONG" || reply.startsWith("-NOAUTH")
-  })
+  guard(child.pid)
+  try {
+    await waitFor(`redis-server on port ${port} to answer PING`, async () => {
+      if (exited) throw new Error(`redis-server exited at start: ${stderr}`)
+      const reply = await ping(port)
+      // a server with a password answers NOAUTH: it is up all the same
+      return reply === "+PONG" || reply.startsWith("-NOAUTH")
+    })
+  } catch (error) {
+    child.kill("SIGKILL")
+    if (ownsDir) rmSync(dir, { recursive: true, force: true })
+    throw error
+  }
   const stop = async () => {
     if (!exited && child.pid !== undefined) {
       child.kill("SIGTERM")
