@@ -16,7 +16,7 @@ import {
   type NewEvent,
   parseStream
 } from "../EventStore.js"
-import { isUuid, utf8Length } from "./ids.js"
+import { isUuid } from "./ids.js"
 
 /** An event ready to store: its id, type, JSON data and JSON metadata ("" when none). */
 export interface PreparedEvent {
@@ -114,7 +114,7 @@ export const prepareAppend = (
     } catch (cause) {
       return invalid(stream, type, "data", `cannot be encoded as JSON: ${cause instanceof Error ? cause.message : String(cause)}`)
     }
-    const size = typeof Buffer === "function" ? Buffer.byteLength(json, "utf8") : utf8Length(json)
+    const size = Buffer.byteLength(json, "utf8")
     if (size > limits.maxEventBytes) {
       return new EventTooLarge({ stream, eventId, type, bytes: size, limit: limits.maxEventBytes })
     }

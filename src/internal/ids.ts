@@ -70,24 +70,6 @@ export const fnv1a32 = (s: string): number => {
 export const partitionOf = (entityId: string, partitions: number): number =>
   partitions === 1 ? 0 : fnv1a32(entityId) % partitions
 
-/** The UTF-8 length of `s` in bytes, without allocating. */
-export const utf8Length = (s: string): number => {
-  let n = 0
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    if (c < 0x80) n += 1
-    else if (c < 0x800) n += 2
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1)
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        n += 4
-        i++
-      } else n += 3
-    } else n += 3
-  }
-  return n
-}
-
 /** Splits a stream entry id `ms-seq` into its two numbers; `undefined` when malformed. */
 export const parseEntryId = (id: string): readonly [number, number] | undefined => {
   const dash = id.indexOf("-")

@@ -48,8 +48,3 @@ export const timedSpan = <A, E, R>(
       (span) => Effect.withParentSpan(f(now, traceparentOf(span)), span)
     )
   })
-
-/** `Effect.withSpan` when a tracer other than the default one is installed. */
-export const withSpan = (name: string, attributes: Record<string, unknown>) =>
-<A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  timedSpan(name, () => attributes, () => self)

@@ -5,10 +5,8 @@
  *
  * @internal
  */
-import { createHash } from "node:crypto"
-import type { Script } from "./scripts.js"
+import { script } from "./scripts.js"
 
-const script = (name: string, source: string): Script => ({ name, source, sha: createHash("sha1").update(source).digest("hex") })
 
 /** The server's clock in milliseconds (members and leases expire by it, not by clients' clocks). */
 const NOW = `local t = redis.call('TIME')

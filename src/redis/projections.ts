@@ -5,16 +5,14 @@
  *
  * @internal
  */
-import { createHash } from "node:crypto"
 import { Effect } from "effect"
 import { InvalidArgument } from "../EventStore.js"
 import { type Checkpoint, CheckpointRejected, ProjectionStore } from "../Projection.js"
 import { ACQUIRE, RELEASE, RENEW } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
 import type { RedisClient } from "./RedisClient.js"
-import { evalScript, type Script } from "./scripts.js"
+import { evalScript, script } from "./scripts.js"
 
-const script = (name: string, source: string): Script => ({ name, source, sha: createHash("sha1").update(source).digest("hex") })
 
 /** KEYS: lease, state. ARGV: token, generation, cursor (JSON), resetDone, category. 1, or "lease", or "generation". */
 const SAVE = script(

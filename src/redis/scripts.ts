@@ -13,7 +13,8 @@ export interface Script {
   readonly sha: string
 }
 
-const script = (name: string, source: string): Script => ({
+/** A script and its SHA1, for EVALSHA. */
+export const script = (name: string, source: string): Script => ({
   name,
   source,
   sha: createHash("sha1").update(source).digest("hex")

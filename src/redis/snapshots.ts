@@ -4,17 +4,17 @@
  *
  * @internal
  */
-import { createHash } from "node:crypto"
 import { Effect, Option } from "effect"
 import { type InvalidArgument, parseStream, type StoreError } from "../EventStore.js"
 import { partitionOf } from "../internal/ids.js"
 import { type Snapshot, SnapshotStore } from "../Snapshots.js"
 import type { Keys } from "./keys.js"
 import type { RedisClient } from "./RedisClient.js"
-import { evalScript, type Script } from "./scripts.js"
+import { evalScript, script } from "./scripts.js"
 
-const SAVE: Script = (() => {
-  const source = `#!lua
+const SAVE = script(
+  "save-snapshot",
+  `#!lua
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, decoded = pcall(cjson.decode, cur)
@@ -25,8 +25,7 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 `
-  return { name: "save-snapshot", source, sha: createHash("sha1").update(source).digest("hex") }
-})()
+)
 
 export const snapshotKey = (keys: Keys, category: string, partitions: number, id: string) =>
   `${keys.tag(category, partitionOf(id, partitions))}:snap:${id}`
