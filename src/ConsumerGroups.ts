@@ -5,9 +5,11 @@
  *
  * A group over a category is one consumer group per partition. Members join with
  * heartbeats; partitions are assigned over live members; each partition has one owner
- * at a time, holding a fenced lease (`member:epoch`) that every ack, dead-letter and claim
- * checks. A new owner first claims the partition's whole pending list, then reads its
- * redelivery stream (replayed dead letters) before new entries.
+ * at a time, holding a fenced lease (`member:epoch`) that every read, claim, ack and
+ * dead-letter checks atomically with what it does. A new owner first claims the
+ * partition's whole pending list, page by page, then reads its redelivery stream
+ * (replayed dead letters) before new entries. Waiting for new entries has no effect on
+ * the group: only a fenced read moves entries into a member's pending list.
  *
  * @since 0.1.0
  */
@@ -57,7 +59,7 @@ export class GroupNotFound extends Schema.TaggedError<GroupNotFound>()("GroupNot
   group: Schema.String
 }) {
   override get message() {
-    return `group ${this.group} does not exist`
+    return `group ${this.group} does not exist (it was never created, or it was deleted)`
   }
 }
 
@@ -105,6 +107,15 @@ export interface Lease {
 }
 
 /**
+ * The epoch of a lease: the number after the last `:` of its token. It grows each time
+ * the partition changes hands, so it can fence side effects outside the log.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const epochOf = (lease: Lease): number => Number(lease.token.slice(lease.token.lastIndexOf(":") + 1))
+
+/**
  * One entry handed to a member: from the partition's log, or from its redelivery stream
  * (a replayed dead letter).
  *
@@ -120,6 +131,94 @@ export interface Delivery {
   readonly event: RecordedEvent | EventDecodeError
   /** How many times this entry has been delivered, this time included. */
   readonly deliveries: number
+}
+
+/**
+ * Where a drained partition's sources ended when it was last read: a member waits for
+ * entries after these ids.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Tail {
+  /** The last entry id of the partition's log ("0-0" when empty). */
+  readonly log: string
+  /** The last entry id of the partition's redelivery stream ("0-0" when empty). */
+  readonly redelivery: string
+}
+
+/**
+ * What a fenced read returned.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ReadResult {
+  /** Redelivered entries first, then new entries of the log, oldest first. */
+  readonly deliveries: ReadonlyArray<Delivery>
+  /**
+   * Set when the read took everything that was there (fewer entries than asked): where
+   * each source ended, to wait for what comes after.
+   */
+  readonly tail: Tail | undefined
+}
+
+/**
+ * A drained partition a member waits on.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Watch {
+  readonly lease: Lease
+  readonly tail: Tail
+}
+
+/**
+ * Where the next page of a claim starts: the redelivery stream's pending entries first,
+ * then the log's.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ClaimCursor {
+  readonly source: "log" | "redelivery"
+  /** The pending-list cursor within that source ("0-0" to start). */
+  readonly id: string
+}
+
+/**
+ * The cursor that starts a claim of a whole pending list.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const claimStart: ClaimCursor = { source: "redelivery", id: "0-0" }
+
+/**
+ * One page of a claim.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ClaimPage {
+  /** The claimed entries, oldest first, their delivery counted. */
+  readonly deliveries: ReadonlyArray<Delivery>
+  /** Where the next page starts; `undefined` when the pending list has been taken whole. */
+  readonly next: ClaimCursor | undefined
+}
+
+/**
+ * A group's live members and the current owner of each partition.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Membership {
+  /** Live member ids, sorted. */
+  readonly members: ReadonlyArray<string>
+  /** Per partition, the member holding its lease, if any. */
+  readonly owners: ReadonlyArray<string | undefined>
 }
 
 /**
@@ -206,13 +305,16 @@ export declare namespace ConsumerGroups {
     readonly ensureGroup: (group: string, category: string, startFrom: StartFrom) => Effect.Effect<GroupInfo, GroupError | GroupConflict>
     /** A registered group. */
     readonly info: (group: string) => Effect.Effect<GroupInfo, GroupError>
-    /** Renews a member (expiring after `ttlMillis`), publishes its in-flight counts, and returns the live members, sorted. */
+    /**
+     * Renews a member (expiring after `ttlMillis`), publishes its in-flight counts, and
+     * returns the live members with the current owner of each partition.
+     */
     readonly heartbeat: (
       group: string,
       member: string,
       ttlMillis: number,
       inFlight: ReadonlyMap<number, number>
-    ) => Effect.Effect<ReadonlyArray<string>, GroupError>
+    ) => Effect.Effect<Membership, GroupError>
     /** Removes a member (on shutdown). */
     readonly leave: (group: string, member: string) => Effect.Effect<void, GroupError>
     /** Takes the partition's lease for `member` if it is free (or renews it if already held); `undefined` when another member holds it. */
@@ -221,18 +323,25 @@ export declare namespace ConsumerGroups {
     readonly renew: (lease: Lease, ttlMillis: number) => Effect.Effect<void, GroupError | LeaseLost>
     /** Gives a lease up (when it is still held). */
     readonly release: (lease: Lease) => Effect.Effect<void, GroupError>
-    /** Moves the partition's whole pending list (log and redelivery) to `member`, oldest first, counting the delivery. */
-    readonly claim: (lease: Lease, member: string) => Effect.Effect<ReadonlyArray<Delivery>, GroupError | LeaseLost>
     /**
-     * Reads new entries of the leased partitions for `member`: each partition's redelivery
-     * stream before its log; waits up to `blockMillis` when there is nothing.
+     * Moves one page (at most `count` entries) of the partition's pending list to
+     * `member`, oldest first, counting the delivery; checked against the lease first.
+     * Pages from {@link claimStart} until `next` is `undefined` take the whole list.
      */
-    readonly read: (
-      leases: ReadonlyArray<Lease>,
-      member: string,
-      count: number,
-      blockMillis: number
-    ) => Effect.Effect<ReadonlyArray<Delivery>, GroupError>
+    readonly claim: (lease: Lease, member: string, cursor: ClaimCursor, count: number) => Effect.Effect<ClaimPage, GroupError | LeaseLost>
+    /**
+     * Reads at most `count` new entries of a leased partition for `member`: its
+     * redelivery stream before its log. Fenced: the lease is checked atomically with the
+     * read, so an entry enters a member's pending list only while it holds the lease.
+     * Never blocks.
+     */
+    readonly read: (lease: Lease, member: string, count: number) => Effect.Effect<ReadResult, GroupError | LeaseLost>
+    /**
+     * Waits, at most `blockMillis`, until one of the watched partitions has entries after
+     * its tail; returns those partitions (none when the time ran out). It has no effect
+     * on the group: what it sees is taken by a later {@link Service.read}.
+     */
+    readonly wait: (member: string, watches: ReadonlyArray<Watch>, blockMillis: number) => Effect.Effect<ReadonlyArray<number>, GroupError>
     /**
      * Records that a handler is about to run for a redelivered entry and returns how many
      * times a handler has started for it across deliveries, this one included (the first
@@ -240,9 +349,9 @@ export declare namespace ConsumerGroups {
      * were delivered but waited behind a crashing one are not mistaken for culprits.
      */
     readonly begin: (lease: Lease, delivery: Delivery) => Effect.Effect<number, GroupError | LeaseLost>
-    /** Acknowledges handled entries; `LeaseLost` (and nothing acknowledged) when the lease is gone. */
+    /** Acknowledges handled entries; `LeaseLost` (and nothing acknowledged) when the lease is gone. Safe to repeat. */
     readonly ack: (lease: Lease, deliveries: ReadonlyArray<Delivery>) => Effect.Effect<void, GroupError | LeaseLost>
-    /** Parks an entry as a dead letter and acknowledges it, atomically; `LeaseLost` when the lease is gone. */
+    /** Parks an entry as a dead letter and acknowledges it, atomically; `LeaseLost` when the lease is gone. Safe to repeat. */
     readonly deadLetter: (lease: Lease, delivery: Delivery, reason: DeadLetterReason) => Effect.Effect<void, GroupError | LeaseLost>
     /** Every dead letter of the group, oldest first per partition. */
     readonly deadLetters: (group: string) => Effect.Effect<ReadonlyArray<DeadLetter>, GroupError>
@@ -275,15 +384,3 @@ const GROUP = /^[A-Za-z0-9_.-]{1,128}$/
  * @category validation
  */
 export const isValidGroupName = (group: unknown): group is string => typeof group === "string" && GROUP.test(group)
-
-/**
- * The owner of each partition over the live members: partition `p` goes to member
- * `p mod n` of the sorted list, so the counts differ by at most one.
- *
- * @since 0.1.0
- * @category assignment
- */
-export const assign = (members: ReadonlyArray<string>, partitions: number): ReadonlyArray<string | undefined> => {
-  const sorted = members.slice().sort()
-  return Array.from({ length: partitions }, (_, p) => (sorted.length === 0 ? undefined : sorted[p % sorted.length]))
-}

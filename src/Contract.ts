@@ -555,13 +555,23 @@ export type Decoded<A> =
   | { readonly _tag: "UnknownType" }
 
 /**
+ * The decoder of stored fields of `type` written at `version` (the fields with their tag),
+ * or undefined when the contract has none: for hot paths that decode in place.
+ *
+ * @internal
+ */
+export const decoderOf = (contract: Any, type: string, version: number): ((u: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined =>
+  Object.prototype.hasOwnProperty.call(contract.events, type) ? internalOf(contract.events[type]).decoders.get(version) : undefined
+
+/**
  * Decodes stored fields of `type` written at `version` to today's event, through the
- * upcaster of that version when it is older.
+ * upcaster of that version when it is older. With `owned`, `data` is the caller's own
+ * fresh object (parsed for this call alone) and gets the tag in place.
  *
  * @since 0.1.0
  * @category decoding
  */
-export const decodeEvent = <C extends Any>(contract: C, type: string, version: number, data: unknown): Decoded<Event<C>> => {
+export const decodeEvent = <C extends Any>(contract: C, type: string, version: number, data: unknown, owned = false): Decoded<Event<C>> => {
   if (!Object.prototype.hasOwnProperty.call(contract.events, type)) return { _tag: "UnknownType" }
   const decoder = internalOf(contract.events[type]).decoders.get(version)
   if (decoder === undefined) {
@@ -570,7 +580,13 @@ export const decodeEvent = <C extends Any>(contract: C, type: string, version: n
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     return { _tag: "Invalid", message: `event ${type}: stored data is not an object`, paths: [] }
   }
-  const input = { ...(data as object), _tag: type }
+  // the decoder reads the tag from its input; data the caller owns (fresh from its JSON)
+  // takes it in place instead of being copied
+  let input: object
+  if (owned) {
+    ;(data as Record<string, unknown>)._tag = type
+    input = data
+  } else input = { ...(data as object), _tag: type }
   const result = decoder(input)
   if (Either.isLeft(result)) {
     const issues = issuesOf(result.left)

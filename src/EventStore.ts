@@ -11,6 +11,7 @@ import { Context, Effect, Schema, Stream } from "effect"
 import * as Contract from "./Contract.js"
 import type { CategoryCursor, Envelope, Position } from "./Envelope.js"
 import { uuidv7 } from "./internal/ids.js"
+import { envelopeOf } from "./internal/record.js"
 import { timedSpan } from "./internal/tracing.js"
 
 // ---------------------------------------------------------------------------
@@ -278,19 +279,42 @@ export class WrongKeyType extends Schema.TaggedError<WrongKeyType>()("WrongKeyTy
 }
 
 /**
- * The backend did not perform the operation (unreachable, out of memory, not ready).
- * Nothing was written; retrying is safe.
+ * The backend did not perform the operation, or its reply did not come (unreachable, a
+ * dropped connection, out of memory, not ready, a server error). For an append nothing
+ * was written (a lost reply is `AppendOutcomeUnknown` instead); every other operation is
+ * safe to repeat.
+ *
+ * `retryable` is the backend's judgement: true when the failure passes by itself (a
+ * restart, a dropped connection, a busy or loading server), false when repeating the
+ * same call cannot succeed (a server error such as a deleted consumer group). Background
+ * loops retry the first kind under a schedule and give up on the second.
  *
  * @since 0.1.0
  * @category errors
  */
 export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
   operation: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  retryable: Schema.optionalWith(Schema.Boolean, { default: () => true })
 }) {
   override get message() {
     return `${this.operation}: the store is unavailable: ${this.reason}`
   }
+}
+
+/**
+ * Whether a failure passes by itself, so that the same call may succeed later: a
+ * retryable `StoreUnavailable`, an `AppendOutcomeUnknown` or a `ReplicationTimeout` (both
+ * safe to retry with the same event ids). The backend decides; nothing here reads error
+ * texts.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export const isRetryable = (error: unknown): boolean => {
+  if (typeof error !== "object" || error === null) return false
+  const e = error as { readonly _tag?: unknown; readonly retryable?: unknown }
+  return (e._tag === "StoreUnavailable" && e.retryable === true) || e._tag === "AppendOutcomeUnknown" || e._tag === "ReplicationTimeout"
 }
 
 /**
@@ -667,8 +691,7 @@ export const decodeRecorded = <C extends Contract.Any>(
   const decoded = Contract.decodeEvent(contract, recorded.type, recorded.eventVersion, recorded.data)
   switch (decoded._tag) {
     case "Decoded": {
-      const { data: _, ...envelope } = recorded
-      return Effect.succeed({ ...envelope, event: decoded.event })
+      return Effect.succeed({ ...envelopeOf(recorded), event: decoded.event })
     }
     case "UnknownType":
       return Effect.fail(new UnknownEventType({ stream: recorded.stream, version: recorded.version, type: recorded.type }))

@@ -26,6 +26,7 @@ import {
   type UnknownEventType
 } from "./EventStore.js"
 import { uuidv7 } from "./internal/ids.js"
+import { envelopeOf } from "./internal/record.js"
 import { timedSpan } from "./internal/tracing.js"
 import { liveClock, messageOf } from "./internal/util.js"
 
@@ -321,7 +322,7 @@ export const run = <C extends Contract.Any, H, RR>(
             if (decoded._tag === "Decoded") {
               const handler = handlers[recorded.type]
               if (handler !== undefined) {
-                const { data: _, ...envelope } = recorded
+                const envelope = envelopeOf(recorded)
                 const ctx: ProjectionContext = { envelope, generation, key: `${recorded.stream}@${recorded.version}` }
                 yield* timedSpan("Projection.apply", () => ({ projection: name, stream: recorded.stream, type: recorded.type }), () => handler(decoded.event, ctx)).pipe(
                   Effect.retry(retry),

@@ -317,13 +317,13 @@ describe("Redis consumer groups: scripts under retries", () => {
   it.live("a dead-letter call sent twice (its first reply lost) parks the entry once", () =>
     Effect.gen(function*() {
       const prefix = uniquePrefix("dl2")
-      const ctx = yield* Layer.build(redisStore(url, { prefix }))
+      const ctx = yield* Layer.build(redisStore(url, { prefix, partitions: 1 }))
       const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
       const store = Context.get(ctx, EventStore.EventStore)
       yield* store.append("dl2-a", [event("Created", {})])
       const info = yield* groups.ensureGroup("g", "dl2", "start")
       const lease = (yield* groups.acquire(info, 0, "m:1", 5000))!
-      const [delivery] = yield* groups.read([lease], "m:1", 10, 100)
+      const [delivery] = (yield* groups.read(lease, "m:1", 10)).deliveries
       const reason = { errorTag: "Boom", message: "boom", attempts: 1 }
       yield* groups.deadLetter(lease, delivery!, reason)
       yield* groups.deadLetter(lease, delivery!, reason)

@@ -152,8 +152,10 @@ const encodeMeta = (ev: number | undefined, c: string | undefined, k: string | u
 }
 
 /** Reads stored metadata; `undefined` when it is not valid. */
+const noMeta: Meta = Object.freeze({})
+
 export const decodeMeta = (meta: string | undefined): Meta | undefined => {
-  if (meta === undefined || meta === "") return {}
+  if (meta === undefined || meta === "") return noMeta
   try {
     const parsed: unknown = JSON.parse(meta)
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined

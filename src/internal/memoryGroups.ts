@@ -7,6 +7,7 @@
  */
 import { Clock, Effect } from "effect"
 import {
+  type ClaimPage,
   ConsumerGroups,
   type DeadLetter,
   type Delivery,
@@ -16,7 +17,9 @@ import {
   type GroupStatus,
   isValidGroupName,
   type Lease,
-  LeaseLost
+  LeaseLost,
+  type ReadResult,
+  type Watch
 } from "../ConsumerGroups.js"
 import { checkCategory, InvalidArgument } from "../EventStore.js"
 import { compareEntryIds } from "./ids.js"
@@ -136,7 +139,10 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
               g.inFlight.delete(m)
             }
           }
-          return Array.from(g.members.keys()).sort()
+          return {
+            members: Array.from(g.members.keys()).sort(),
+            owners: g.partitions.map((part) => (part.lease !== undefined && part.lease.expiry > now ? part.lease.member : undefined))
+          }
         })),
 
     leave: (group, member) =>
@@ -173,72 +179,96 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
         if (part?.lease?.token === lease.token) part.lease = undefined
       }),
 
-    claim: (lease, member) =>
-      withLease(lease, (g, part) => {
-        const claimed = Array.from(part.pending.values()).sort(bySourceThenId)
-        const out: Array<Delivery> = []
-        for (const pending of claimed) {
+    claim: (lease, member, cursor, count) =>
+      withLease(lease, (g, part): ClaimPage => {
+        const source = cursor.source
+        const claimed = Array.from(part.pending.values())
+          .filter((x) => x.source === source && compareEntryIds(x.id, cursor.id) >= 0)
+          .sort(bySourceThenId)
+        const page = claimed.slice(0, count)
+        const deliveries: Array<Delivery> = []
+        for (const pending of page) {
           const event = eventOf(g, lease.partition, pending.source, pending.id)
           if (event === undefined) continue
           pending.consumer = member
           pending.deliveries++
-          out.push({ partition: lease.partition, source: pending.source, id: pending.id, event, deliveries: pending.deliveries })
+          deliveries.push({ partition: lease.partition, source: pending.source, id: pending.id, event, deliveries: pending.deliveries })
         }
-        return out
+        const rest = claimed[count]
+        return {
+          deliveries,
+          next: rest !== undefined
+            ? { source, id: rest.id }
+            : source === "redelivery"
+            ? { source: "log", id: "0-0" }
+            : undefined
+        }
       }),
 
-    read: (leases, member, count, blockMillis) => {
-      const take = (now: number, dryRun: boolean): Array<Delivery> | boolean => {
+    read: (lease, member, count) =>
+      withLease(lease, (g, part): ReadResult => {
+        const p = lease.partition
         const out: Array<Delivery> = []
-        for (const lease of leases) {
-          const g = groups.get(lease.group)
-          if (g === undefined || !held(g, lease, now)) continue
-          const part = g.partitions[lease.partition]!
-          const p = lease.partition
-          for (const r of part.redelivery) {
-            if (out.length >= count) break
-            if (compareEntryIds(r.id, part.redeliveryLast) <= 0) continue
-            if (dryRun) return true
-            part.redeliveryLast = r.id
-            const event = log.entry(g.info.category, p, r.entryId)
-            if (event === undefined) continue
-            part.pending.set(key("redelivery", r.id), { source: "redelivery", id: r.id, consumer: member, deliveries: 1 })
-            out.push({ partition: p, source: "redelivery", id: r.id, event, deliveries: 1 })
-          }
-          if (out.length >= count) continue
-          if (dryRun) {
-            if (log.countAfter(g.info.category, p, part.lastDelivered) > 0) return true
-            continue
-          }
+        for (const r of part.redelivery) {
+          if (out.length >= count) break
+          if (compareEntryIds(r.id, part.redeliveryLast) <= 0) continue
+          part.redeliveryLast = r.id
+          const event = log.entry(g.info.category, p, r.entryId)
+          if (event === undefined) continue
+          part.pending.set(key("redelivery", r.id), { source: "redelivery", id: r.id, consumer: member, deliveries: 1 })
+          out.push({ partition: p, source: "redelivery", id: r.id, event, deliveries: 1 })
+        }
+        if (out.length < count) {
           for (const e of log.entriesAfter(g.info.category, p, part.lastDelivered, count - out.length)) {
             part.lastDelivered = e.id
             part.pending.set(key("log", e.id), { source: "log", id: e.id, consumer: member, deliveries: 1 })
             out.push({ partition: p, source: "log", id: e.id, event: e.event, deliveries: 1 })
           }
         }
-        return dryRun ? false : out
+        return {
+          deliveries: out,
+          tail: out.length < count
+            ? { log: log.lastId(g.info.category, p), redelivery: part.redelivery.at(-1)?.id ?? "0-0" }
+            : undefined
+        }
+      }),
+
+    wait: (_member, watches, blockMillis) => {
+      const ready = (): Array<number> => {
+        const out: Array<number> = []
+        for (const w of watches) {
+          const g = groups.get(w.lease.group)
+          if (g === undefined) continue
+          const part = g.partitions[w.lease.partition]
+          if (part === undefined) continue
+          if (
+            log.countAfter(g.info.category, w.lease.partition, w.tail.log) > 0 ||
+            part.redelivery.some((r) => compareEntryIds(r.id, w.tail.redelivery) > 0)
+          ) out.push(w.lease.partition)
+        }
+        return out
       }
-      return Effect.clockWith((clock) => {
-        const first = take(clock.unsafeCurrentTimeMillis(), false) as Array<Delivery>
-        if (first.length > 0 || blockMillis <= 0 || leases.length === 0) return Effect.succeed(first)
-        const category = leases[0]!.category
-        // wait for an append (or a replay), or for the block time to pass; subscribe first,
-        // then look again, so that an append in between is not missed
-        const woken = Effect.async<void>((resume) => {
-          const stop = log.subscribe(category, () => {
-            stop()
+      const first = ready()
+      if (first.length > 0 || watches.length === 0) return Effect.succeed(first)
+      const categories = Array.from(new Set(watches.map((w: Watch) => w.lease.category)))
+      // subscribe first, then look again, so that an append in between is not missed
+      const woken = Effect.async<void>((resume) => {
+        const stops = categories.map((c) =>
+          log.subscribe(c, () => {
+            if (ready().length === 0) return
+            for (const stop of stops) stop()
             resume(Effect.void)
           })
-          if (take(clock.unsafeCurrentTimeMillis(), true) === true) {
-            stop()
-            resume(Effect.void)
-          }
-          return Effect.sync(stop)
-        })
-        return Effect.race(woken, Effect.sleep(blockMillis)).pipe(
-          Effect.map(() => take(clock.unsafeCurrentTimeMillis(), false) as Array<Delivery>)
         )
+        if (ready().length > 0) {
+          for (const stop of stops) stop()
+          resume(Effect.void)
+        }
+        return Effect.sync(() => {
+          for (const stop of stops) stop()
+        })
       })
+      return Effect.race(woken, Effect.sleep(blockMillis)).pipe(Effect.map(ready))
     },
 
     begin: (lease, delivery) =>

@@ -6,6 +6,7 @@
  * @internal
  */
 import { DateTime } from "effect"
+import type { Envelope } from "../Envelope.js"
 import { EventDecodeError, type RecordedEvent } from "../EventStore.js"
 import { decodeMeta } from "./append.js"
 import { entryIdMillis } from "./ids.js"
@@ -37,48 +38,104 @@ export const fieldsOf = (list: ReadonlyArray<string>): StoredFields => {
   return f
 }
 
-export const toRecorded = (
+/**
+ * A stored event as read. The commit time is computed when asked for (a prototype
+ * getter): most consumers never look at it, and a DateTime per event read is not free.
+ * Copy one with {@link envelopeOf}, not with a spread (which would leave `time` behind).
+ */
+class Stored implements RecordedEvent {
+  constructor(
+    readonly eventId: string,
+    readonly type: string,
+    readonly stream: string,
+    readonly version: number,
+    readonly position: { readonly partition: number; readonly entryId: string },
+    readonly eventVersion: number,
+    readonly correlationId: string | undefined,
+    readonly causationId: string | undefined,
+    readonly traceparent: string | undefined,
+    readonly data: unknown
+  ) {}
+  get time(): DateTime.Utc {
+    return DateTime.unsafeMake(entryIdMillis(this.position.entryId))
+  }
+  toJSON() {
+    return { ...this, time: DateTime.formatIso(this.time) }
+  }
+}
+
+/** The envelope of a stored event: everything but its data. */
+export const envelopeOf = (r: RecordedEvent): Envelope => ({
+  eventId: r.eventId,
+  type: r.type,
+  stream: r.stream,
+  version: r.version,
+  position: r.position,
+  time: r.time,
+  eventVersion: r.eventVersion,
+  correlationId: r.correlationId,
+  causationId: r.causationId,
+  traceparent: r.traceparent
+})
+
+/** A log entry as the fenced read returns it: `[id, e, i, v, t, d, m]`, null where a field is missing. */
+export type EntryValues = readonly [string, string | null, string | null, string | null, string | null, string | null, string | null]
+
+/** `toRecorded` of an entry given as its fields' values. */
+export const fromValues = (category: string, partition: number, v: EntryValues): RecordedEvent | EventDecodeError =>
+  recordOf(category, partition, v[0], v[1] ?? undefined, v[2] ?? undefined, v[3] ?? undefined, v[4] ?? undefined, v[5] ?? undefined, v[6] ?? undefined)
+
+export const toRecorded = (category: string, partition: number, entryId: string, f: StoredFields): RecordedEvent | EventDecodeError =>
+  recordOf(category, partition, entryId, f.e, f.i, f.v, f.t, f.d, f.m)
+
+const undecodable = (
   category: string,
   partition: number,
   entryId: string,
-  f: StoredFields
+  i: string | undefined,
+  version: number,
+  t: string | undefined,
+  reason: string
+) =>
+  new EventDecodeError({
+    stream: i === undefined ? undefined : `${category}-${i}`,
+    version: Number.isSafeInteger(version) ? version : undefined,
+    partition,
+    entryId,
+    type: t,
+    reason
+  })
+
+/** The event an entry holds, from its fields (`e`, `i`, `v`, `t`, `d`, `m`), or why it cannot be read. */
+export const recordOf = (
+  category: string,
+  partition: number,
+  entryId: string,
+  e: string | undefined,
+  i: string | undefined,
+  v: string | undefined,
+  t: string | undefined,
+  d: string | undefined,
+  m: string | undefined
 ): RecordedEvent | EventDecodeError => {
-  const stream = f.i === undefined ? undefined : `${category}-${f.i}`
-  const version = f.v === undefined ? NaN : Number(f.v)
-  const fail = (reason: string) =>
-    new EventDecodeError({
-      stream,
-      version: Number.isSafeInteger(version) ? version : undefined,
-      partition,
-      entryId,
-      type: f.t,
-      reason
-    })
-  if (stream === undefined || f.i === "") return fail("the entry has no entity id")
-  if (!Number.isSafeInteger(version) || version < 1) return fail(`the entry's version ${JSON.stringify(f.v)} is not a version`)
-  if (f.e === undefined || f.e === "") return fail("the entry has no event id")
-  if (f.t === undefined || f.t === "") return fail("the entry has no type")
-  if (f.d === undefined) return fail("the entry has no data")
-  const meta = decodeMeta(f.m)
-  if (meta === undefined) return fail(`the entry's metadata ${JSON.stringify(f.m?.slice(0, 80))} is not valid`)
+  const version = v === undefined ? NaN : Number(v)
+  if (i === undefined || i === "") return undecodable(category, partition, entryId, i, version, t, "the entry has no entity id")
+  if (!Number.isSafeInteger(version) || version < 1) {
+    return undecodable(category, partition, entryId, i, version, t, `the entry's version ${JSON.stringify(v)} is not a version`)
+  }
+  if (e === undefined || e === "") return undecodable(category, partition, entryId, i, version, t, "the entry has no event id")
+  if (t === undefined || t === "") return undecodable(category, partition, entryId, i, version, t, "the entry has no type")
+  if (d === undefined) return undecodable(category, partition, entryId, i, version, t, "the entry has no data")
+  const meta = decodeMeta(m)
+  if (meta === undefined) {
+    return undecodable(category, partition, entryId, i, version, t, `the entry's metadata ${JSON.stringify(m?.slice(0, 80))} is not valid`)
+  }
   let data: unknown
   try {
-    data = JSON.parse(f.d)
+    data = JSON.parse(d)
   } catch {
     // the parser's message quotes the data, which may be personal: say only what is wrong
-    return fail("the data is not JSON")
+    return undecodable(category, partition, entryId, i, version, t, "the data is not JSON")
   }
-  return {
-    eventId: f.e,
-    type: f.t,
-    stream,
-    version,
-    position: { partition, entryId },
-    time: DateTime.unsafeMake(entryIdMillis(entryId)),
-    eventVersion: meta.ev ?? 1,
-    correlationId: meta.c,
-    causationId: meta.k,
-    traceparent: meta.tp,
-    data
-  }
+  return new Stored(e, t, `${category}-${i}`, version, { partition, entryId }, meta.ev ?? 1, meta.c, meta.k, meta.tp, data)
 }

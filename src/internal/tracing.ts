@@ -13,6 +13,9 @@ import * as DefaultServices from "effect/DefaultServices"
 
 const defaultTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
+/** Whether the fiber's tracer records spans (any tracer but Effect's default one). */
+export const isTraced: Effect.Effect<boolean> = Effect.map(Effect.tracer, (tracer) => tracer !== defaultTracer)
+
 /** The W3C `traceparent` of a span. */
 export const traceparentOf = (span: Tracer.AnySpan): string =>
   `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`

@@ -129,9 +129,29 @@ export const redactUrl = (url: string): string => {
 
 const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
 
+/** Server replies that mean "not now": the same call may succeed once the server is back, loaded, promoted or less busy. */
+const PASSING = new Set(["LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "MOVED", "ASK", "NOREPLICAS", "NOSCRIPT"])
+
 /**
- * Maps a failure of a Redis call to a typed error. Replies that mean "not done" become
- * `StoreUnavailable`; NOPERM becomes `PermissionDenied`; WRONGTYPE becomes `WrongKeyType`.
+ * Whether a failed call may succeed if repeated. Failures of the connection (closed,
+ * reset, not writeable, no reply in time, ioredis giving up on a request) pass by
+ * themselves; an error the server replied with passes only when its code says so
+ * (LOADING, BUSY, READONLY, OOM, MOVED, …); any other server error does not.
+ *
+ * @since 0.2.0
+ * @category utils
+ */
+export const isPassingFailure = (cause: unknown): boolean => {
+  if (!(cause instanceof Error)) return true
+  if (cause.name !== "ReplyError") return true
+  const code = /^([A-Z]+)/.exec(cause.message)?.[1]
+  return code !== undefined && PASSING.has(code)
+}
+
+/**
+ * Maps a failure of a Redis call to a typed error. NOPERM becomes `PermissionDenied`;
+ * WRONGTYPE becomes `WrongKeyType`; anything else `StoreUnavailable`, retryable when
+ * {@link isPassingFailure} says so. This is the one place that reads Redis's error texts.
  *
  * @since 0.1.0
  * @category utils
@@ -141,7 +161,7 @@ export const mapCallError = (operation: string, cause: unknown, password?: strin
   if (password) reason = reason.split(password).join("***")
   if (reason.startsWith("NOPERM")) return new PermissionDenied({ operation, reason })
   if (reason.startsWith("WRONGTYPE")) return new WrongKeyType({ key: operation, expected: "the store's type", actual: "another type" })
-  return new StoreUnavailable({ operation, reason })
+  return new StoreUnavailable({ operation, reason, retryable: isPassingFailure(cause) })
 }
 
 const errors = new WeakMap<Redis, string>()

@@ -13,17 +13,28 @@ const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
- * Renews a member and returns the live ones.
- * KEYS: members (zset), in-flight (hash). ARGV: member, ttl ms, then pairs partition, count.
+ * Renews a member, publishes its in-flight counts (replacing what it published before,
+ * so a partition it gave up is no longer reported as its own) and returns the live members.
+ * KEYS: members (zset), in-flight (hash), both under the group's hash tag.
+ * ARGV: member, ttl ms, then pairs partition, count.
  */
 export const HEARTBEAT = script(
   "heartbeat",
-  `#!lua
+  `#!lua flags=allow-oom
 ${NOW}
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local mine = {}
 for i = 3, #ARGV, 2 do
+  mine[ARGV[i]] = true
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[1] .. '|' .. ARGV[i + 1])
+end
+local reported = redis.call('HGETALL', KEYS[2])
+local prefix = ARGV[1] .. '|'
+for i = 1, #reported, 2 do
+  if not mine[reported[i]] and string.sub(reported[i + 1], 1, #prefix) == prefix then
+    redis.call('HDEL', KEYS[2], reported[i])
+  end
 end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 `
@@ -35,7 +46,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
  */
 export const ACQUIRE = script(
   "acquire",
-  `#!lua
+  `#!lua flags=allow-oom
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
@@ -53,7 +64,7 @@ return token
 /** KEYS: lease. ARGV: token, ttl ms. 1 when renewed, 0 when lost. */
 export const RENEW = script(
   "renew",
-  `#!lua
+  `#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -65,64 +76,60 @@ return 0
 /** KEYS: lease. ARGV: token. */
 export const RELEASE = script(
   "release",
-  `#!lua
+  `#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 `
 )
 
 /**
- * A new owner takes the partition's whole pending list: the redelivery stream's, then the
- * log's, each looping XAUTOCLAIM (min-idle 0, never JUSTID, so deliveries are counted) to
- * cursor 0-0. On 7.0 XAUTOCLAIM gives no delivery counts, so they are read with XPENDING.
- * Ids whose entries no longer exist become dead letters (LostBeforeProcessing). Consumers
- * other than the new owner whose pending lists are now empty are deleted.
+ * One page of a new owner's claim of a partition's pending list: XAUTOCLAIM (min-idle 0,
+ * never JUSTID, so deliveries are counted) from a cursor, at most `count` entries, on one
+ * source (the redelivery stream or the log). On 7.0 XAUTOCLAIM gives no delivery counts,
+ * so they are read with XPENDING over the claimed range. Ids whose entries no longer
+ * exist become dead letters (LostBeforeProcessing). When a source has been taken whole,
+ * consumers other than the new owner with nothing pending are deleted (names of members
+ * that are gone).
  *
- * KEYS: lease, log, redelivery, dead letters, starts. ARGV: token, group, member, now ms.
- * Reply: false when the lease is gone; else a list of {source, id, entryId, fields, deliveries}
- * where source is "r" or "l" and, for redeliveries, entryId/fields are the log entry's.
+ * KEYS: lease, source stream, log, dead letters, starts.
+ * ARGV: token, group, member, cursor, count, source ("r" or "l"), now ms.
+ * Reply: false when the lease is gone; else {nextCursor, entries} where each entry is
+ * {id, entryId, fields|false, deliveries}; for redeliveries entryId/fields are the log
+ * entry's. nextCursor "0-0" means the source's pending list has been taken whole.
  */
 export const CLAIM = script(
   "claim",
   `#!lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-local log, red, dlq = KEYS[2], KEYS[3], KEYS[4]
-local group, member = ARGV[2], ARGV[3]
+local key, log, dlq = KEYS[2], KEYS[3], KEYS[4]
+local group, member, source = ARGV[2], ARGV[3], ARGV[6]
+local r = redis.call('XAUTOCLAIM', key, group, member, 0, ARGV[4], 'COUNT', tonumber(ARGV[5]))
+local claimed = r[2]
+if r[3] then
+  for _, id in ipairs(r[3]) do
+    redis.call('XADD', dlq, '*', 'entryId', id, 'source', source, 'eventId', '', 'stream', '', 'version', '0', 'type', '',
+      'tag', 'LostBeforeProcessing', 'message', 'the entry was deleted before it was processed', 'attempts', '0', 'deliveries', '0', 'at', ARGV[7])
+    redis.call('XACK', key, group, id)
+    redis.call('HDEL', KEYS[5], source .. ':' .. id)
+  end
+end
 local out = {}
-local function claimAll(key, source)
-  local cursor = '0-0'
-  local claimed = {}
-  repeat
-    local r = redis.call('XAUTOCLAIM', key, group, member, 0, cursor, 'COUNT', 100)
-    cursor = r[1]
-    for _, e in ipairs(r[2]) do claimed[#claimed + 1] = e end
-    if r[3] then
-      for _, id in ipairs(r[3]) do
-        redis.call('XADD', dlq, '*', 'entryId', id, 'source', source, 'eventId', '', 'stream', '', 'version', '0', 'type', '',
-          'tag', 'LostBeforeProcessing', 'message', 'the entry was deleted before it was processed', 'attempts', '0', 'deliveries', '0', 'at', ARGV[4])
-        redis.call('XACK', key, group, id)
-        redis.call('HDEL', KEYS[5], source .. ':' .. id)
-      end
-    end
-  until cursor == '0-0'
-  if #claimed == 0 then return end
+if #claimed > 0 then
   local counts = {}
-  local pending = redis.call('XPENDING', key, group, '-', '+', #claimed + 100, member)
+  local pending = redis.call('XPENDING', key, group, claimed[1][1], claimed[#claimed][1], #claimed, member)
   for _, p in ipairs(pending) do counts[p[1]] = p[4] end
   for _, e in ipairs(claimed) do
     if source == 'r' then
       local entryId = nil
       for i = 1, #e[2], 2 do if e[2][i] == 'r' then entryId = e[2][i + 1] end end
       local orig = entryId and redis.call('XRANGE', log, entryId, entryId)[1]
-      out[#out + 1] = {'r', e[1], entryId or '', orig and orig[2] or false, counts[e[1]] or 1}
+      out[#out + 1] = {e[1], entryId or '', orig and orig[2] or false, counts[e[1]] or 1}
     else
-      out[#out + 1] = {'l', e[1], e[1], e[2], counts[e[1]] or 1}
+      out[#out + 1] = {e[1], e[1], e[2], counts[e[1]] or 1}
     end
   end
 end
-claimAll(red, 'r')
-claimAll(log, 'l')
-for _, key in ipairs({red, log}) do
+if r[1] == '0-0' then
   for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, group)) do
     local name, pend = nil, nil
     for i = 1, #c, 2 do
@@ -131,7 +138,69 @@ for _, key in ipairs({red, log}) do
     if name ~= member and pend == 0 then redis.call('XGROUP', 'DELCONSUMER', key, group, name) end
   end
 end
-return out
+return {r[1], out}
+`
+)
+
+/**
+ * A fenced read (SEMANTICS §5): new entries of one partition enter the member's pending
+ * list only while it holds the lease, checked in the same atomic step. Never blocks:
+ * waiting for new entries is a plain XREAD elsewhere, with no effect on the group.
+ * The redelivery stream (replayed dead letters) is read before the log.
+ *
+ * KEYS: lease, log, redelivery. ARGV: token, group, member, count.
+ * Reply: false when the lease is gone; else {tail|false, logEntries, redeliveries} where
+ * a log entry is {id, e, i, v, t, d, m} (its fields' values, false where missing), a
+ * redelivery {id, entryId, logEntry|false}, and tail, set when fewer than count entries
+ * were there, is {last log id, last redelivery id} ("0-0" for an empty stream): what a
+ * wait starts after.
+ */
+export const READ = script(
+  "read",
+  `#!lua flags=allow-oom
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local log, red = KEYS[2], KEYS[3]
+local group, member, count = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- an entry as {id, e, i, v, t, d, m}: the values of its fields in a fixed order, half
+-- the strings of a field list for the client to take apart
+local slot = {e = 2, i = 3, v = 4, t = 5, d = 6, m = 7}
+local function values(id, f)
+  local out = {id, false, false, false, false, false, false}
+  if f then
+    for i = 1, #f, 2 do
+      local at = slot[f[i]]
+      if at then out[at] = f[i + 1] end
+    end
+  end
+  return out
+end
+local rout = {}
+local rr = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', count, 'STREAMS', red, '>')
+if rr then
+  for _, e in ipairs(rr[1][2]) do
+    local entryId = nil
+    if e[2] then
+      for i = 1, #e[2], 2 do if e[2][i] == 'r' then entryId = e[2][i + 1] end end
+    end
+    local orig = entryId and redis.call('XRANGE', log, entryId, entryId)[1]
+    rout[#rout + 1] = {e[1], entryId or '', orig and values(orig[1], orig[2]) or false}
+  end
+end
+local entries = {}
+local left = count - #rout
+if left > 0 then
+  local lr = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', left, 'STREAMS', log, '>')
+  if lr then
+    for i, e in ipairs(lr[1][2]) do entries[i] = values(e[1], e[2]) end
+  end
+end
+local tail = false
+if #rout + #entries < count then
+  local lt = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  local rt = redis.call('XREVRANGE', red, '+', '-', 'COUNT', 1)[1]
+  tail = {lt and lt[1] or '0-0', rt and rt[1] or '0-0'}
+end
+return {tail, entries, rout}
 `
 )
 
@@ -142,7 +211,7 @@ return out
  */
 export const BEGIN = script(
   "begin",
-  `#!lua
+  `#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 return redis.call('HINCRBY', KEYS[2], ARGV[2], 1) + 1
 `
@@ -156,7 +225,7 @@ return redis.call('HINCRBY', KEYS[2], ARGV[2], 1) + 1
  */
 export const ACK = script(
   "ack",
-  `#!lua
+  `#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[3])
 local starts = redis.call('EXISTS', KEYS[4]) == 1

@@ -1,19 +1,22 @@
 /**
  * Consumer groups on Redis (SEMANTICS §5–6): one Redis consumer group per partition of
  * the category log and per partition's redelivery stream; membership in a sorted set
- * scored by expiry (server time); a fenced lease per (group, partition) that the claim,
- * ack and dead-letter scripts check first.
+ * scored by expiry (server time); a fenced lease per (group, partition) that the read,
+ * claim, ack and dead-letter scripts check first, atomically with what they do.
  *
- * Reading: each member has one blocking connection of its own and issues one multi-key
- * `XREADGROUP … BLOCK` over the partitions it owns (on a single node; a cluster needs one
- * read per partition, which this version does not do yet). An interrupted read is
- * unblocked with CLIENT UNBLOCK, so its reply arrives at once and is consumed.
+ * Connections: membership, leases, acks and dead letters go over one control connection
+ * whose replies are always small, so a renewal never waits behind a page of events.
+ * Each member has a data connection for its fenced reads and claim pages, and a blocking
+ * connection for waiting (a plain multi-key XREAD BLOCK from the tails of its drained
+ * partitions, which changes nothing in the group). An interrupted wait is unblocked with
+ * CLIENT UNBLOCK, so its reply arrives at once and is consumed.
  *
  * @internal
  */
 import { Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
 import type { Redis } from "ioredis"
 import {
+  type ClaimPage,
   ConsumerGroups,
   type DeadLetter,
   type Delivery,
@@ -24,18 +27,21 @@ import {
   type GroupStatus,
   isValidGroupName,
   type Lease,
-  LeaseLost
+  LeaseLost,
+  type ReadResult
 } from "../ConsumerGroups.js"
 import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../EventStore.js"
-import { fieldsOf, toRecorded } from "../internal/record.js"
-import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
+import { type EntryValues, fieldsOf, fromValues, toRecorded } from "../internal/record.js"
+import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
-import type { RedisClient } from "./RedisClient.js"
+import type { CallError, RedisClient, RedisConnectionError } from "./RedisClient.js"
 import { evalScript } from "./scripts.js"
 
 type RawEntry = [string, Array<string>]
 
 const ACK_CHUNK = 1000
+/** Dead letters listed per call: listings are paged, never one unbounded reply. */
+const LIST_PAGE = 200
 
 export interface GroupKeys {
   readonly registry: (group: string) => string
@@ -52,8 +58,9 @@ export interface GroupKeys {
 export const makeGroupKeys = (keys: Keys): GroupKeys => ({
   registry: (g) => `${keys.prefix}:group:${g}`,
   all: `${keys.prefix}:groups`,
-  members: (g) => `${keys.prefix}:group:${g}:members`,
-  inFlight: (g) => `${keys.prefix}:group:${g}:inflight`,
+  // both under the group's hash tag: the heartbeat script touches the two at once
+  members: (g) => `${keys.prefix}:{group:${g}}:members`,
+  inFlight: (g) => `${keys.prefix}:{group:${g}}:inflight`,
   lease: (c, p, g) => `${keys.tag(c, p)}:lease:${g}`,
   epoch: (c, p, g) => `${keys.tag(c, p)}:epoch:${g}`,
   redelivery: (c, p, g) => `${keys.tag(c, p)}:redeliver:${g}`,
@@ -71,15 +78,19 @@ export const makeRedisGroups = (
   client: RedisClient.Service,
   keys: Keys,
   partitionsOf: (category: string) => Effect.Effect<number, StoreError | InvalidArgument>
-): Effect.Effect<ConsumerGroups["Type"], never, Scope.Scope> =>
+): Effect.Effect<ConsumerGroups["Type"], RedisConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
     const gk = makeGroupKeys(keys)
     const scope = yield* Effect.scope
     const infos = new Map<string, GroupInfo>()
-    // one blocking connection per member, opened at its first read, closed when it leaves
-    const readers = new Map<string, { readonly redis: Redis; id: number; readonly close: Effect.Effect<void> }>()
+    // small replies only: membership, leases, acks, dead letters
+    const control = yield* client.dedicated("control")
+    // per member: a data connection (fenced reads, claim pages) and a blocking one
+    // (waits), opened at the member's first read and closed when it leaves
+    const connections = new Map<string, MemberConnections>()
 
     const run = <A>(operation: string, f: (r: Redis) => Promise<A>) => client.call(operation, f)
+    const ctl = <A>(operation: string, f: (r: Redis) => Promise<A>) => client.call(operation, f, control)
 
     const info = (group: string): Effect.Effect<GroupInfo, GroupError> =>
       Effect.suspend(() => {
@@ -98,6 +109,14 @@ export const makeRedisGroups = (
         )
       })
 
+    /** A deleted consumer group (XGROUP DESTROY) answers NOGROUP: that is not a passing failure. */
+    const noGroup = (group: string) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | GroupNotFound> =>
+      Effect.catchIf(
+        effect,
+        (e): e is E => (e as { readonly _tag?: unknown })._tag === "StoreUnavailable" && (e as unknown as StoreUnavailable).reason.startsWith("NOGROUP"),
+        () => Effect.fail(new GroupNotFound({ group }))
+      )
+
     const decodeEntry = (category: string, p: number, entry: RawEntry | null | undefined, id: string): Delivery["event"] =>
       entry === null || entry === undefined
         ? new EventDecodeError({ partition: p, entryId: id, reason: "the log entry does not exist" })
@@ -105,24 +124,25 @@ export const makeRedisGroups = (
 
     const lost = (lease: Lease) => new LeaseLost({ group: lease.group, partition: lease.partition, token: lease.token })
 
-    const readerFor = (member: string) =>
+    const connectionsOf = (member: string): Effect.Effect<MemberConnections, CallError> =>
       Effect.suspend(() => {
-        const existing = readers.get(member)
+        const existing = connections.get(member)
         if (existing !== undefined) return Effect.succeed(existing)
         return Effect.gen(function*() {
           const child = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-          const redis = yield* Scope.extend(client.blocking(`read:${member}`), child).pipe(
+          const opened = Effect.all([client.dedicated(`data:${member}`), client.blocking(`wait:${member}`)])
+          const [data, waiter] = yield* Scope.extend(opened, child).pipe(
             Effect.tapError(() => Scope.close(child, Exit.void)),
             Effect.mapError((e) => new StoreUnavailable({ operation: "read", reason: e.message }))
           )
-          const id = yield* client.call("read", (r) => r.client("ID") as Promise<number>, redis).pipe(Effect.tapError(() => Scope.close(child, Exit.void)))
-          const reader = { redis, id, close: Scope.close(child, Exit.void) }
+          const id = yield* client.call("read", (r) => r.client("ID") as Promise<number>, waiter).pipe(Effect.tapError(() => Scope.close(child, Exit.void)))
+          const c: MemberConnections = { data, waiter, waiterId: id, close: Scope.close(child, Exit.void) }
           // a reconnect gives the connection a new id: keep the one CLIENT UNBLOCK needs
-          redis.on("ready", () => {
-            redis.client("ID").then((fresh) => (reader.id = Number(fresh)), () => undefined)
+          waiter.on("ready", () => {
+            waiter.client("ID").then((fresh) => (c.waiterId = Number(fresh)), () => undefined)
           })
-          readers.set(member, reader)
-          return reader
+          connections.set(member, c)
+          return c
         })
       })
 
@@ -157,117 +177,144 @@ export const makeRedisGroups = (
       info,
 
       heartbeat: (group, member, ttlMillis, inFlight) =>
-        Effect.flatMap(info(group), () => {
+        Effect.flatMap(info(group), (g) => {
           const args: Array<string | number> = [member, ttlMillis]
           for (const [p, n] of inFlight) args.push(p, n)
-          return run("heartbeat", (r) => evalScript(r, HEARTBEAT, [gk.members(group), gk.inFlight(group)], args) as Promise<Array<string>>)
+          // the leases are the truth about owners: read them beside the heartbeat, in one round trip
+          return ctl("heartbeat", (r) =>
+            Promise.all([
+              evalScript(r, HEARTBEAT, [gk.members(group), gk.inFlight(group)], args) as Promise<Array<string>>,
+              Promise.all(Array.from({ length: g.partitions }, (_, p) => r.get(gk.lease(g.category, p, group))))
+            ])).pipe(Effect.map(([members, leases]) => ({
+              members: members.slice().sort(),
+              owners: leases.map((token) => (token === null ? undefined : token.slice(0, token.lastIndexOf(":"))))
+            })))
         }),
 
       leave: (group, member) =>
-        Effect.asVoid(run("leave", (r) => r.zrem(gk.members(group), member))).pipe(
+        Effect.asVoid(ctl("leave", (r) => r.zrem(gk.members(group), member))).pipe(
           Effect.ensuring(Effect.suspend(() => {
-            const reader = readers.get(member)
-            if (reader === undefined) return Effect.void
-            readers.delete(member)
-            return reader.close
+            const c = connections.get(member)
+            if (c === undefined) return Effect.void
+            connections.delete(member)
+            return c.close
           }))
         ),
 
       acquire: (g, partition, member, ttlMillis) =>
-        run("acquire", (r) =>
+        ctl("acquire", (r) =>
           evalScript(r, ACQUIRE, [gk.lease(g.category, partition, g.group), gk.epoch(g.category, partition, g.group)], [member, ttlMillis]) as Promise<string | null>).pipe(
             Effect.map((token) => (token === null ? undefined : { group: g.group, category: g.category, partition, token }))
           ),
 
       renew: (lease, ttlMillis) =>
-        run("renew", (r) => evalScript(r, RENEW, [gk.lease(lease.category, lease.partition, lease.group)], [lease.token, ttlMillis])).pipe(
+        ctl("renew", (r) => evalScript(r, RENEW, [gk.lease(lease.category, lease.partition, lease.group)], [lease.token, ttlMillis])).pipe(
           Effect.flatMap((ok) => (ok === 1 ? Effect.void : Effect.fail(lost(lease))))
         ),
 
       release: (lease) =>
-        Effect.asVoid(run("release", (r) => evalScript(r, RELEASE, [gk.lease(lease.category, lease.partition, lease.group)], [lease.token]))),
+        Effect.asVoid(ctl("release", (r) => evalScript(r, RELEASE, [gk.lease(lease.category, lease.partition, lease.group)], [lease.token]))),
 
-      claim: (lease, member) =>
+      claim: (lease, member, cursor, count) =>
         Effect.gen(function*() {
           const { category, group, partition: p } = lease
-          const reply = yield* run("claim", (r) =>
+          const c = yield* connectionsOf(member)
+          const source = cursor.source === "redelivery" ? gk.redelivery(category, p, group) : keys.log(category, p)
+          const reply = yield* client.call("claim", (r) =>
             evalScript(r, CLAIM, [
               gk.lease(category, p, group),
+              source,
               keys.log(category, p),
-              gk.redelivery(category, p, group),
               gk.deadLetters(category, p, group),
               gk.starts(category, p, group)
             ], [
               lease.token,
               group,
               member,
+              cursor.id,
+              count,
+              cursor.source === "redelivery" ? "r" : "l",
               Date.now()
-            ]) as Promise<Array<[string, string, string, Array<string> | null, number]> | null>)
+            ]) as Promise<[string, Array<[string, string, Array<string> | null, number]>] | null>, c.data).pipe(noGroup(group))
           if (reply === null) return yield* lost(lease)
-          return reply.map(([source, id, entryId, fields, deliveries]): Delivery => ({
-            partition: p,
-            source: source === "r" ? "redelivery" : "log",
-            id,
-            event: decodeEntry(category, p, fields === null ? null : [entryId, fields], entryId),
-            deliveries: Number(deliveries)
-          }))
+          const [next, entries] = reply
+          const page: ClaimPage = {
+            deliveries: entries.map(([id, entryId, fields, deliveries]): Delivery => ({
+              partition: p,
+              source: cursor.source,
+              id,
+              event: decodeEntry(category, p, fields === null ? null : [entryId, fields], entryId),
+              deliveries: Number(deliveries)
+            })),
+            next: next !== "0-0"
+              ? { source: cursor.source, id: next }
+              : cursor.source === "redelivery"
+              ? { source: "log", id: "0-0" }
+              : undefined
+          }
+          return page
         }),
 
-      read: (leases, member, count, blockMillis) =>
+      read: (lease, member, count) =>
         Effect.gen(function*() {
-          if (leases.length === 0) return []
-          const reader = yield* readerFor(member)
-          const redis = reader.redis
-          const first = leases[0]!
-          const streams: Array<string> = []
-          const index = new Map<string, { readonly p: number; readonly source: "log" | "redelivery"; readonly category: string }>()
-          for (const l of leases) {
-            const key = gk.redelivery(l.category, l.partition, l.group)
-            streams.push(key)
-            index.set(key, { p: l.partition, source: "redelivery", category: l.category })
-          }
-          for (const l of leases) {
-            const key = keys.log(l.category, l.partition)
-            streams.push(key)
-            index.set(key, { p: l.partition, source: "log", category: l.category })
-          }
-          const perKey = Math.max(1, Math.floor(count / streams.length))
-          const reply = yield* client.callBlocking("read", redis, Duration.millis(blockMillis), (r) =>
-            r.xreadgroup("GROUP", first.group, member, "COUNT", perKey, "BLOCK", blockMillis, "STREAMS", ...streams, ...streams.map(() => ">")) as Promise<Array<[string, Array<RawEntry>]> | null>).pipe(
-              // interrupted (a shutdown): unblock the read, which then returns at once; its
-              // reply is still read off the connection, never left behind. Entries it may
-              // have delivered stay pending for the partition's next owner.
-              Effect.onInterrupt(() => Effect.ignore(run("unblock", (r) => r.client("UNBLOCK", reader.id))))
-            )
-          if (reply === null) return []
-          const out: Array<Delivery> = []
-          const redeliveries: Array<{ readonly p: number; readonly category: string; readonly id: string; readonly entryId: string }> = []
-          for (const [key, entries] of reply) {
-            const where = index.get(key)!
-            for (const [id, fields] of entries) {
-              if (where.source === "log") {
-                out.push({ partition: where.p, source: "log", id, event: toRecorded(where.category, where.p, id, fieldsOf(fields)), deliveries: 1 })
-              } else {
-                redeliveries.push({ p: where.p, category: where.category, id, entryId: fieldMap(fields).r ?? "" })
-              }
+          const { category, group, partition: p } = lease
+          const c = yield* connectionsOf(member)
+          const reply = yield* client.call("read", (r) =>
+            evalScript(r, READ, [gk.lease(category, p, group), keys.log(category, p), gk.redelivery(category, p, group)], [
+              lease.token,
+              group,
+              member,
+              count
+            ]) as Promise<[[string, string] | null, Array<EntryValues>, Array<[string, string, EntryValues | null]>] | null>, c.data).pipe(noGroup(group))
+          if (reply === null) return yield* lost(lease)
+          const [tail, entries, redelivered] = reply
+          const deliveries: Array<Delivery> = new Array(redelivered.length + entries.length)
+          let i = 0
+          for (const [id, entryId, values] of redelivered) {
+            deliveries[i++] = {
+              partition: p,
+              source: "redelivery",
+              id,
+              event: values === null
+                ? new EventDecodeError({ partition: p, entryId, reason: "the log entry does not exist" })
+                : fromValues(category, p, values),
+              deliveries: 1
             }
           }
-          if (redeliveries.length === 0) return out
-          // replayed dead letters: the event itself lives in the log
-          const originals = yield* run("read", (r) =>
-            Promise.all(redeliveries.map((x) => (x.entryId === "" ? Promise.resolve([]) : r.xrange(keys.log(x.category, x.p), x.entryId, x.entryId) as Promise<Array<RawEntry>>))))
-          const replayed = redeliveries.map((x, i): Delivery => ({
-            partition: x.p,
-            source: "redelivery",
-            id: x.id,
-            event: decodeEntry(x.category, x.p, originals[i]![0], x.entryId),
-            deliveries: 1
-          }))
-          return [...replayed, ...out]
+          for (const values of entries) {
+            deliveries[i++] = { partition: p, source: "log", id: values[0], event: fromValues(category, p, values), deliveries: 1 }
+          }
+          const result: ReadResult = { deliveries, tail: tail === null ? undefined : { log: tail[0], redelivery: tail[1] } }
+          return result
+        }),
+
+      wait: (member, watches, blockMillis) =>
+        Effect.gen(function*() {
+          if (watches.length === 0) return []
+          const c = yield* connectionsOf(member)
+          const streams: Array<string> = []
+          const ids: Array<string> = []
+          const partitionOfKey = new Map<string, number>()
+          for (const { lease, tail } of watches) {
+            const log = keys.log(lease.category, lease.partition)
+            const red = gk.redelivery(lease.category, lease.partition, lease.group)
+            streams.push(log, red)
+            ids.push(tail.log, tail.redelivery)
+            partitionOfKey.set(log, lease.partition)
+            partitionOfKey.set(red, lease.partition)
+          }
+          const reply = yield* client.callBlocking("wait", c.waiter, Duration.millis(blockMillis), (r) =>
+            r.xread("COUNT", 1, "BLOCK", blockMillis, "STREAMS", ...streams, ...ids) as Promise<Array<[string, Array<RawEntry>]> | null>).pipe(
+              // interrupted (something changed locally, or a shutdown): unblock the wait, whose
+              // reply then comes at once and is read off the connection, never left behind
+              Effect.onInterrupt(() => Effect.ignore(ctl("unblock", (r) => r.client("UNBLOCK", c.waiterId))))
+            )
+          if (reply === null) return []
+          return Array.from(new Set(reply.map(([key]) => partitionOfKey.get(key)!)))
         }),
 
       begin: (lease, delivery) =>
-        run("begin", (r) =>
+        ctl("begin", (r) =>
           evalScript(r, BEGIN, [gk.lease(lease.category, lease.partition, lease.group), gk.starts(lease.category, lease.partition, lease.group)], [
             lease.token,
             `${delivery.source === "log" ? "l" : "r"}:${delivery.id}`
@@ -277,7 +324,7 @@ export const makeRedisGroups = (
         Effect.forEach(chunks(deliveries, ACK_CHUNK), (chunk) => {
           const logIds = chunk.filter((d) => d.source === "log").map((d) => d.id)
           const redeliveredIds = chunk.filter((d) => d.source === "redelivery").map((d) => d.id)
-          return run("ack", (r) =>
+          return ctl("ack", (r) =>
             evalScript(r, ACK, [
               gk.lease(lease.category, lease.partition, lease.group),
               keys.log(lease.category, lease.partition),
@@ -310,43 +357,48 @@ export const makeRedisGroups = (
           "at", String(Date.now())
         ]
         const source = delivery.source === "log" ? keys.log(category, p) : gk.redelivery(category, p, group)
-        return run("deadLetter", (r) =>
+        return ctl("deadLetter", (r) =>
           evalScript(r, DEAD_LETTER, [gk.lease(category, p, group), source, gk.deadLetters(category, p, group), gk.starts(category, p, group)], [
             lease.token,
             group,
             delivery.id,
             delivery.source === "log" ? "0" : "1",
             ...fields
-          ])).pipe(Effect.flatMap((ok) => (ok === 1 ? Effect.void : Effect.fail(lost(lease)))))
+          ])).pipe(noGroup(group), Effect.flatMap((ok) => (ok === 1 ? Effect.void : Effect.fail(lost(lease)))))
       },
 
       deadLetters: (group) =>
         Effect.flatMap(info(group), (g) =>
-          run("deadLetters", (r) =>
-            Promise.all(Array.from({ length: g.partitions }, (_, p) => r.xrange(gk.deadLetters(g.category, p, group), "-", "+") as Promise<Array<RawEntry>>))).pipe(
-              Effect.map((perPartition) =>
-                perPartition.flatMap((entries, p) =>
-                  entries.map(([id, list]): DeadLetter => {
-                    const f = fieldMap(list)
-                    return {
-                      id: `${p}:${id}`,
-                      group,
-                      partition: p,
-                      entryId: f.entryId ?? "",
-                      eventId: f.eventId ?? "",
-                      stream: f.stream ?? "",
-                      version: Number(f.version ?? 0),
-                      type: f.type ?? "",
-                      errorTag: f.tag ?? "",
-                      message: f.message ?? "",
-                      attempts: Number(f.attempts ?? 0),
-                      deliveries: Number(f.deliveries ?? 0),
-                      at: Number(f.at ?? 0)
-                    }
+          Effect.forEach(Array.from({ length: g.partitions }, (_, p) => p), (p) =>
+            Effect.gen(function*() {
+              // paged: a long list never comes back as one reply
+              const out: Array<DeadLetter> = []
+              let after = "-"
+              for (;;) {
+                const page = yield* run("deadLetters", (r) =>
+                  r.xrange(gk.deadLetters(g.category, p, group), after, "+", "COUNT", LIST_PAGE) as Promise<Array<RawEntry>>)
+                for (const [id, list] of page) {
+                  const f = fieldMap(list)
+                  out.push({
+                    id: `${p}:${id}`,
+                    group,
+                    partition: p,
+                    entryId: f.entryId ?? "",
+                    eventId: f.eventId ?? "",
+                    stream: f.stream ?? "",
+                    version: Number(f.version ?? 0),
+                    type: f.type ?? "",
+                    errorTag: f.tag ?? "",
+                    message: f.message ?? "",
+                    attempts: Number(f.attempts ?? 0),
+                    deliveries: Number(f.deliveries ?? 0),
+                    at: Number(f.at ?? 0)
                   })
-                )
-              )
-            )),
+                }
+                if (page.length < LIST_PAGE) return out
+                after = `(${page[page.length - 1]![0]}`
+              }
+            })).pipe(Effect.map((perPartition) => perPartition.flat()))),
 
       replay: (group, ids) =>
         Effect.flatMap(info(group), (g) =>
@@ -413,6 +465,13 @@ export const makeRedisGroups = (
     }
     return ConsumerGroups.of(service)
   })
+
+interface MemberConnections {
+  readonly data: Redis
+  readonly waiter: Redis
+  waiterId: number
+  readonly close: Effect.Effect<void>
+}
 
 const ignoreBusyGroup = (error: unknown) =>
   error instanceof Error && error.message.startsWith("BUSYGROUP") ? "OK" : Promise.reject(error)

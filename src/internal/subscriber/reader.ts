@@ -1,0 +1,165 @@
+/**
+ * Reading (SEMANTICS §5): for each owned partition, first its pending list, claimed page
+ * by page, then new entries by fenced reads. Each partition's next read goes as soon as
+ * its last one is back and there is room, so pages arrive while the workers still have
+ * work (no round waits for its slowest partition). In flight never exceeds 2 × readCount:
+ * reads start once in flight (dispatched, plus asked for and not yet back) falls below
+ * `refill` and ask for what is left of the window, shared among the partitions to read.
+ *
+ * A drained partition (its last read took everything) is read again when something
+ * arrives: while every partition is drained, one wait (a blocking XREAD from their tails,
+ * which changes nothing in the group, cut short by any local change); while others are
+ * busy, at most every few milliseconds.
+ *
+ * A read or claim that fails for a passing reason may still have moved entries to this
+ * member (its reply was lost): the partition claims its pending list again, so those
+ * entries are handled, in order, instead of stranded.
+ *
+ * @internal
+ */
+import { Effect, Either } from "effect"
+import type { ClaimPage, Delivery, ReadResult, Watch } from "../../ConsumerGroups.js"
+import type { Lanes } from "./lanes.js"
+import { type PartitionState, reclaim } from "./partition.js"
+import type { Resilience } from "./resilience.js"
+import { type EngineState, nowOf } from "./state.js"
+
+type Task =
+  | { readonly _tag: "claim"; readonly st: PartitionState }
+  | { readonly _tag: "read"; readonly st: PartitionState }
+
+/** How often a drained partition is read again while other partitions keep the reader busy. */
+export const POLL_DRAINED_MS = 5
+
+/**
+ * What to do next, from the owned partitions and the room left: pure.
+ * `inFlight` counts deliveries dispatched and entries asked for and not yet back.
+ */
+export const plan = (
+  owned: Iterable<PartitionState>,
+  inFlight: number,
+  readCount: number,
+  refill: number,
+  now: number
+): {
+  readonly tasks: ReadonlyArray<Task>
+  readonly count: number
+  readonly watches: ReadonlyArray<PartitionState>
+  /** Reads or claims are under way (the reader waits for them, not on the server). */
+  readonly busy: boolean
+  /** Drained partitions wait to be looked at again while the reader is busy. */
+  readonly polling: boolean
+} => {
+  const tasks: Array<Task> = []
+  const drained: Array<PartitionState> = []
+  let busy = false
+  for (const st of owned) {
+    if (st.busy) {
+      busy = true
+      continue
+    }
+    if (st.phase === "claiming" && st.claim !== undefined) tasks.push({ _tag: "claim", st })
+    else if (st.phase === "active" && st.readable) tasks.push({ _tag: "read", st })
+    else if (st.phase === "active" && st.tail !== undefined) drained.push(st)
+  }
+  if (inFlight >= refill) return { tasks: [], count: 0, watches: [], busy: true, polling: false }
+  // the reader is busy anyway: look at drained partitions now and then instead of waiting
+  if (tasks.length > 0 || busy) {
+    for (const st of drained) if (now - st.drainedAt >= POLL_DRAINED_MS) tasks.push({ _tag: "read", st })
+  }
+  const room = 2 * readCount - inFlight
+  const count = tasks.length === 0 ? 0 : Math.max(1, Math.min(readCount, Math.floor(room / tasks.length)))
+  const active = busy || tasks.length > 0
+  return { tasks, count, watches: active ? [] : drained, busy: active, polling: active && drained.length > tasks.filter((t) => t.st.tail !== undefined).length }
+}
+
+export const makeReader = (
+  state: EngineState,
+  lanes: Lanes,
+  resilience: Resilience,
+  markLost: (st: PartitionState) => Effect.Effect<void>
+): Effect.Effect<void> => {
+  const { config, groups, member } = state
+  let requested = 0
+
+  const deliver = (st: PartitionState, deliveries: ReadonlyArray<Delivery>) => {
+    // entries read for a partition being handed over (or lost) stay pending for its next owner
+    if (st.phase === "active" || st.phase === "claiming") lanes.dispatch(st, deliveries)
+  }
+
+  const claimed = (st: PartitionState, page: ClaimPage) => {
+    deliver(st, page.deliveries)
+    if (st.phase !== "claiming") return
+    st.claim = page.next
+    if (page.next === undefined) {
+      st.phase = "active"
+      st.readable = true
+    }
+  }
+
+  const read = (st: PartitionState, result: ReadResult) => {
+    deliver(st, result.deliveries)
+    if (st.phase !== "active") return
+    st.readable = result.tail === undefined
+    st.tail = result.tail
+    if (result.tail !== undefined) st.drainedAt = nowOf(state)
+  }
+
+  /** One read or claim page, in a fiber of its own; the reader hears when it is back. */
+  const runTask = (task: Task, count: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const st = task.st
+      const loop = task._tag === "read" ? "reads" : "claims"
+      const call = task._tag === "claim"
+        ? Effect.map(groups.claim(st.lease, member, st.claim!, count), (page) => claimed(st, page))
+        : Effect.map(groups.read(st.lease, member, count), (result) => read(st, result))
+      return Effect.either(call).pipe(
+        Effect.flatMap((r): Effect.Effect<unknown> => {
+          requested -= count
+          if (Either.isRight(r)) return resilience.succeeded(loop)
+          if (r.left._tag === "LeaseLost") return markLost(st)
+          // its reply may have been lost after entries moved to this member: take them back
+          if (task._tag === "read") reclaim(st)
+          // the partition waits out the backoff (the others go on)
+          return resilience.failed(loop, r.left)
+        }),
+        Effect.ensuring(Effect.sync(() => {
+          st.busy = false
+          state.changed.unsafeOpen()
+        }))
+      )
+    })
+
+  const waitFor = (sts: ReadonlyArray<PartitionState>) => {
+    const watches: Array<Watch> = sts.map((st) => ({ lease: st.lease, tail: st.tail! }))
+    return Effect.raceFirst(
+      Effect.either(groups.wait(member, watches, config.maxWait)).pipe(
+        Effect.flatMap((r) => {
+          if (Either.isLeft(r)) return Effect.asVoid(resilience.failed("waits", r.left))
+          for (const p of r.right) {
+            const st = state.owned.get(p)
+            if (st !== undefined && st.phase === "active") st.readable = true
+          }
+          return resilience.succeeded("waits")
+        })
+      ),
+      state.changed.await
+    )
+  }
+
+  return Effect.gen(function*() {
+    while (!state.stopping) {
+      state.changed.unsafeClose()
+      const next = plan(state.owned.values(), state.total + requested, config.readCount, config.refill, nowOf(state))
+      for (const task of next.tasks) {
+        task.st.busy = true
+        requested += next.count
+        yield* Effect.fork(runTask(task, next.count))
+      }
+      if (next.tasks.length > 0) continue
+      if (next.watches.length > 0) yield* waitFor(next.watches)
+      else if (next.polling) yield* Effect.raceFirst(state.changed.await, Effect.sleep(POLL_DRAINED_MS))
+      else yield* state.changed.await
+    }
+  })
+}
