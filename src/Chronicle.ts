@@ -7,7 +7,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { ConsumerGroups } from "./ConsumerGroups.js"
-import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "./EventStore.js"
+import { defaultLimits, defaultPartitions, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "./EventStore.js"
 import { makeMemoryGroups } from "./internal/memoryGroups.js"
 import { makeMemoryStore } from "./internal/memoryStore.js"
 import { makeMemoryStore as makeMemoryProjections, ProjectionStore } from "./Projection.js"
@@ -18,7 +18,7 @@ import { makeMemory as makeMemorySnapshots, SnapshotStore } from "./Snapshots.js
  * @category models
  */
 export interface MemoryOptions {
-  /** Partitions per category: a number, or `{ default, byCategory }`. Default 1. */
+  /** Partitions per category: a number, or `{ default, byCategory }`. Default 8 (`EventStore.defaultPartitions`), as on Redis. */
   readonly partitions?: PartitionsConfig | undefined
   /** Append limits (SEMANTICS §3); each defaults to `EventStore.defaultLimits`. */
   readonly limits?: Partial<Limits> | undefined
@@ -47,7 +47,7 @@ export type Services = EventStore | ConsumerGroups | SnapshotStore | ProjectionS
 export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<Services, InvalidArgument> =>
   Layer.effectContext(
     Effect.map(
-      makeMemoryStore({ partitions: options.partitions ?? 1, limits: { ...defaultLimits, ...options.limits } }),
+      makeMemoryStore({ partitions: options.partitions ?? defaultPartitions, limits: { ...defaultLimits, ...options.limits } }),
       ({ log, store }) =>
         Context.make(EventStore, store).pipe(
           Context.add(ConsumerGroups, makeMemoryGroups(log)),
@@ -58,7 +58,7 @@ export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<Servic
   )
 
 /**
- * Every service in memory, one partition per category (one total order per category).
+ * Every service in memory, with the default of 8 partitions per category (as on Redis).
  *
  * @example
  * ```ts
@@ -71,4 +71,4 @@ export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<Servic
  * @since 0.1.0
  * @category layers
  */
-export const layerMemory: Layer.Layer<Services> = Layer.orDie(layerMemoryWith({ partitions: 1 }))
+export const layerMemory: Layer.Layer<Services> = Layer.orDie(layerMemoryWith())

@@ -565,13 +565,12 @@ export const decoderOf = (contract: Any, type: string, version: number): ((u: un
 
 /**
  * Decodes stored fields of `type` written at `version` to today's event, through the
- * upcaster of that version when it is older. With `owned`, `data` is the caller's own
- * fresh object (parsed for this call alone) and gets the tag in place.
+ * upcaster of that version when it is older.
  *
  * @since 0.1.0
  * @category decoding
  */
-export const decodeEvent = <C extends Any>(contract: C, type: string, version: number, data: unknown, owned = false): Decoded<Event<C>> => {
+export const decodeEvent = <C extends Any>(contract: C, type: string, version: number, data: unknown): Decoded<Event<C>> => {
   if (!Object.prototype.hasOwnProperty.call(contract.events, type)) return { _tag: "UnknownType" }
   const decoder = internalOf(contract.events[type]).decoders.get(version)
   if (decoder === undefined) {
@@ -580,14 +579,7 @@ export const decodeEvent = <C extends Any>(contract: C, type: string, version: n
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     return { _tag: "Invalid", message: `event ${type}: stored data is not an object`, paths: [] }
   }
-  // the decoder reads the tag from its input; data the caller owns (fresh from its JSON)
-  // takes it in place instead of being copied
-  let input: object
-  if (owned) {
-    ;(data as Record<string, unknown>)._tag = type
-    input = data
-  } else input = { ...(data as object), _tag: type }
-  const result = decoder(input)
+  const result = decoder({ ...(data as object), _tag: type })
   if (Either.isLeft(result)) {
     const issues = issuesOf(result.left)
     return {

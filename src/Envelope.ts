@@ -50,6 +50,7 @@ export interface Position {
  * - `eventId`: a UUID, unique per stream and permanent (idempotency key)
  * - `type`: the event's tag in its contract
  * - `stream`: `category-id`
+ * - `entityId`: the entity the stream belongs to (the `id` of `category-id`)
  * - `version`: 1 for a stream's first event
  * - `position`: partition and entry id in the category log
  * - `time`: commit time (the entry id's milliseconds)
@@ -63,6 +64,7 @@ export const Envelope = Schema.Struct({
   eventId: Schema.UUID,
   type: Schema.String,
   stream: Schema.String,
+  entityId: Schema.String,
   version: Schema.Int.pipe(Schema.greaterThanOrEqualTo(1)),
   position: Position,
   time: Schema.DateTimeUtc,

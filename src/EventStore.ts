@@ -503,6 +503,17 @@ export const defaultLimits: Limits = {
 }
 
 /**
+ * The partition count of a category when none is configured: 8, so that the consumers of
+ * a group share its work (each partition has one owner at a time). One partition gives
+ * one total order per category, for whoever needs it, at the price of one active
+ * consumer per group.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const defaultPartitions = 8
+
+/**
  * Partition counts: one number for every category, or a default with exceptions.
  *
  * @since 0.1.0

@@ -22,6 +22,7 @@ import {
   isCaughtUp,
   type ReadError,
   type RecordedEvent,
+  isRetryable,
   type StoreError,
   type UnknownEventType
 } from "./EventStore.js"
@@ -339,7 +340,7 @@ export const run = <C extends Contract.Any, H, RR>(
         const checkpoint = Effect.suspend(() => {
           if (unsaved === 0) return Effect.void
           unsaved = 0
-          return saveOrRestart(token, { generation, cursor, resetDone: state.resetDone, category: contract.name })
+          return Effect.zipRight(saveOrRestart(token, { generation, cursor, resetDone: state.resetDone, category: contract.name }), recovered)
         })
         yield* store.readCategory(contract.name, { from: cursor, live: true }).pipe(
           Stream.runForEachChunk((chunk) =>
@@ -357,23 +358,62 @@ export const run = <C extends Contract.Any, H, RR>(
           e.reason === "GenerationChanged" ? Effect.fail(new Restart()) : Effect.fail(e))
       )
 
+    // failures of the store: retried while the backend says they pass (a dropped
+    // connection, a restart), a few times more slowly otherwise, each change reported once
+    let failures = 0
+    let failingSince: string | undefined
+    const failed = (error: unknown) =>
+      Effect.gen(function*() {
+        const passing = isRetryable(error)
+        failures++
+        if (failingSince === undefined) {
+          failingSince = messageOf(error)
+          yield* Effect.logWarning(`projection ${name}: the store failed, retrying: ${failingSince}`)
+        }
+        if (!passing && failures >= 4) return true
+        yield* Effect.sleep(passing ? Math.min(1000, 20 * 2 ** Math.min(failures - 1, 10)) : 1000 * 2 ** (failures - 1))
+        return false
+      })
+    const recovered = Effect.suspend(() => {
+      if (failingSince === undefined) return Effect.void
+      failingSince = undefined
+      const n = failures
+      failures = 0
+      return Effect.logInfo(`projection ${name}: the store is back after ${n} failure(s)`)
+    })
+
     for (;;) {
-      const token = yield* checkpoints.acquire(name, member, ttl)
+      const acquired = yield* Effect.either(checkpoints.acquire(name, member, ttl))
+      if (Either.isLeft(acquired)) {
+        if (yield* failed(acquired.left)) return yield* Effect.fail(acquired.left)
+        continue
+      }
+      const token = acquired.right
       if (token === undefined) {
         yield* Effect.sleep(Math.max(10, Math.floor(ttl / 3)))
         continue
       }
       building = -1
-      const renewals = yield* Effect.fork(
-        Effect.repeat(
-          Effect.gen(function*() {
+      // renewals tolerate passing failures until the lease would lapse: past that, another
+      // runner may hold it, so this one stops applying
+      const every = Math.max(10, Math.min(1000, Math.floor(ttl / 3)))
+      const renewals = yield* Effect.fork(Effect.gen(function*() {
+        let renewedAt = Date.now()
+        for (;;) {
+          yield* Effect.sleep(every)
+          const r = yield* Effect.either(Effect.gen(function*() {
             if (!(yield* checkpoints.renew(name, token, ttl))) return yield* Effect.fail(LOST)
             const current = (yield* checkpoints.load(name)).generation
             if (building >= 0 && current !== building) return yield* Effect.fail(REBUILT)
-          }),
-          Schedule.spaced(Math.max(10, Math.min(1000, Math.floor(ttl / 3))))
-        )
-      )
+          }))
+          if (Either.isRight(r)) {
+            renewedAt = Date.now()
+            continue
+          }
+          if (r.left === LOST || r.left === REBUILT) return yield* Effect.fail(r.left)
+          if (!isRetryable(r.left) || Date.now() - renewedAt > ttl * 0.8) return yield* Effect.fail(LOST)
+        }
+      }))
       // runs until the generation changes (Restart) or the lease is lost
       type Stop = Effect.Effect.Error<ReturnType<typeof build>> | typeof LOST | typeof REBUILT
       const outcome = yield* Effect.raceFirst(
@@ -387,8 +427,17 @@ export const run = <C extends Contract.Any, H, RR>(
           yield* Effect.logInfo(`projection ${name}: ${reason === REBUILT || reason instanceof Restart ? "generation changed: resetting and replaying" : "lease lost"}`)
           continue
         }
-        yield* checkpoints.release(name, token).pipe(Effect.ignore)
-        return yield* Effect.fail(reason)
+        if (reason instanceof ProjectionFailed || reason._tag === "InvalidArgument" || reason._tag === "EventDecodeError") {
+          yield* checkpoints.release(name, token).pipe(Effect.ignore)
+          return yield* Effect.fail(reason)
+        }
+        // the store failed under it (a dropped connection, a restart): take the lease
+        // again and go on from the checkpoint
+        if (yield* failed(reason)) {
+          yield* checkpoints.release(name, token).pipe(Effect.ignore)
+          return yield* Effect.fail(reason)
+        }
+        continue
       }
     }
   }).pipe(Effect.withSpan("Projection.run", { attributes: { projection: projection.name } }))

@@ -42,7 +42,7 @@ describe("Redis backend", () => {
     Effect.gen(function*() {
       const raw = yield* rawRedis(url)
       const prefix = uniquePrefix("types")
-      const store = yield* storeIn(redisStore(url, { prefix }))
+      const store = yield* storeIn(redisStore(url, { prefix, partitions: 1 }))
       const snapshot = async () => {
         const keys = (await raw.keys(`${prefix}:*`)).sort()
         const types = await Promise.all(keys.map((k) => raw.type(k)))
@@ -82,7 +82,7 @@ describe("Redis backend", () => {
     Effect.gen(function*() {
       const raw = yield* rawRedis(url)
       const prefix = uniquePrefix("coal")
-      const store = yield* storeIn(redisStore(url, { prefix }))
+      const store = yield* storeIn(redisStore(url, { prefix, partitions: 1 }))
       yield* store.partitions("hb")
       yield* store.append("hb-c", [event("Created", { n: 0 })])
       yield* Effect.promise(() => raw.set(`${prefix}:{hb:0}:s:b`, "blocker"))
@@ -108,7 +108,7 @@ describe("Redis backend", () => {
   it.live("one script call per append, and concurrent appends to one partition share calls; a batch over 512 events goes alone", () =>
     Effect.gen(function*() {
       const raw = yield* rawRedis(url)
-      const store = yield* storeIn(redisStore(url, { prefix: uniquePrefix("rt") }))
+      const store = yield* storeIn(redisStore(url, { prefix: uniquePrefix("rt"), partitions: 1 }))
       yield* store.partitions("rt")
       const c0 = yield* scripts(raw)
       for (let i = 0; i < 20; i++) yield* store.append("rt-seq", [event("Created", { i })], { expectedVersion: i })
@@ -152,7 +152,7 @@ describe("Redis backend", () => {
     Effect.gen(function*() {
       const raw = yield* rawRedis(url)
       const prefix = uniquePrefix("corrupt")
-      const store = yield* storeIn(redisStore(url, { prefix }))
+      const store = yield* storeIn(redisStore(url, { prefix, partitions: 1 }))
       yield* store.append("cor-x", [event("Created", { ok: true })])
       const log = `${prefix}:{cor:0}:log`
       const id = yield* Effect.promise(() =>
@@ -199,7 +199,7 @@ describe("Redis backend", () => {
     Effect.gen(function*() {
       const server = yield* privateServer()
       const raw = yield* rawRedis(server.url)
-      const store = yield* storeIn(redisStore(server.url, { prefix: "flush" }))
+      const store = yield* storeIn(redisStore(server.url, { prefix: "flush", partitions: 1 }))
       yield* store.append("f-1", [event("Created", {})])
       yield* Effect.promise(() => raw.script("FLUSH"))
       const r = yield* store.append("f-1", [event("Created", {})], { expectedVersion: 1 })
@@ -215,7 +215,7 @@ describe("Redis backend", () => {
     Effect.gen(function*() {
       const server = yield* privateServer()
       const raw = yield* rawRedis(server.url)
-      const store = yield* storeIn(redisStore(server.url, { prefix: "oom" }))
+      const store = yield* storeIn(redisStore(server.url, { prefix: "oom", partitions: 1 }))
       yield* store.append("m-1", [event("Created", {})])
       yield* Effect.promise(() => raw.config("SET", "maxmemory", "1"))
       const error = yield* Effect.flip(store.append("m-1", Array.from({ length: 50 }, (_, i) => event("Created", { i }))))
@@ -231,7 +231,7 @@ describe("Redis backend", () => {
       const server = yield* privateServer()
       const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy(server.port)), (p) => Effect.promise(() => p.close()))
       const raw = yield* rawRedis(server.url)
-      const store = yield* storeIn(redisStore(proxy.url, { prefix: "lost" }))
+      const store = yield* storeIn(redisStore(proxy.url, { prefix: "lost", partitions: 1 }))
       yield* store.append("l-1", [event("Created", { n: 0 })])
       const batch = [event("Created", { n: 1 }), event("Created", { n: 2 })]
       const cut = proxy.cutAfterRequest((request) => request.toUpperCase().includes("EVALSHA"))

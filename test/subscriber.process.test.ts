@@ -187,7 +187,7 @@ describe("consumers in their own processes (Redis)", () => {
         const groups = yield* ConsumerGroups.ConsumerGroups
         yield* groups.ensureGroup(group, category, "start")
         const entryIds = yield* produce(category, 3, 30)
-        const env = { LEASE_TTL_MS: "1000", HEARTBEAT_MS: "250", MAX_DELIVERIES: "3" }
+        const env = { LEASE_TTL_MS: "1000", HEARTBEAT_MS: "250", MAX_DELIVERIES: "3", PARTITIONS: "1" }
         let crashes = 0
         for (let run = 0; run < 8; run++) {
           const c = startChild([prefix, category, group, `c${run}`, "0", "crash:13"], env)

@@ -6,7 +6,7 @@
  * @internal
  */
 import { DateTime } from "effect"
-import type { Envelope } from "../Envelope.js"
+import type { Envelope, Position } from "../Envelope.js"
 import { EventDecodeError, type RecordedEvent } from "../EventStore.js"
 import { decodeMeta } from "./append.js"
 import { entryIdMillis } from "./ids.js"
@@ -39,28 +39,38 @@ export const fieldsOf = (list: ReadonlyArray<string>): StoredFields => {
 }
 
 /**
- * A stored event as read. The commit time is computed when asked for (a prototype
- * getter): most consumers never look at it, and a DateTime per event read is not free.
- * Copy one with {@link envelopeOf}, not with a spread (which would leave `time` behind).
+ * A stored event as read. Its stream name, position and commit time are made when asked
+ * for (prototype getters): many consumers never look at them, and three objects per
+ * event read are not free. Copy one with {@link envelopeOf}, not with a spread (which
+ * would leave the getters behind).
  */
 class Stored implements RecordedEvent {
+  private position_: Position | undefined
   constructor(
     readonly eventId: string,
     readonly type: string,
-    readonly stream: string,
+    private readonly category: string,
+    readonly entityId: string,
     readonly version: number,
-    readonly position: { readonly partition: number; readonly entryId: string },
+    private readonly partition: number,
+    private readonly entryId: string,
     readonly eventVersion: number,
     readonly correlationId: string | undefined,
     readonly causationId: string | undefined,
     readonly traceparent: string | undefined,
     readonly data: unknown
   ) {}
+  get stream(): string {
+    return `${this.category}-${this.entityId}`
+  }
+  get position(): Position {
+    return (this.position_ ??= { partition: this.partition, entryId: this.entryId })
+  }
   get time(): DateTime.Utc {
-    return DateTime.unsafeMake(entryIdMillis(this.position.entryId))
+    return DateTime.unsafeMake(entryIdMillis(this.entryId))
   }
   toJSON() {
-    return { ...this, time: DateTime.formatIso(this.time) }
+    return { ...envelopeOf(this), time: DateTime.formatIso(this.time), data: this.data }
   }
 }
 
@@ -69,6 +79,7 @@ export const envelopeOf = (r: RecordedEvent): Envelope => ({
   eventId: r.eventId,
   type: r.type,
   stream: r.stream,
+  entityId: r.entityId,
   version: r.version,
   position: r.position,
   time: r.time,
@@ -137,5 +148,5 @@ export const recordOf = (
     // the parser's message quotes the data, which may be personal: say only what is wrong
     return undecodable(category, partition, entryId, i, version, t, "the data is not JSON")
   }
-  return new Stored(e, t, `${category}-${i}`, version, { partition, entryId }, meta.ev ?? 1, meta.c, meta.k, meta.tp, data)
+  return new Stored(e, t, category, i, version, partition, entryId, meta.ev ?? 1, meta.c, meta.k, meta.tp, data)
 }

@@ -6,7 +6,7 @@
  */
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import { ConsumerGroups } from "../ConsumerGroups.js"
-import { defaultLimits, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "../EventStore.js"
+import { defaultLimits, defaultPartitions, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "../EventStore.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
 import { ProjectionStore } from "../Projection.js"
 import { SnapshotStore } from "../Snapshots.js"
@@ -26,7 +26,8 @@ export interface Options {
   /**
    * Partitions per category: a number, or `{ default, byCategory }`. A category's count is
    * fixed when it is first written; a process configured otherwise fails with
-   * `PartitionCountMismatch` when it first touches it. Default 1.
+   * `PartitionCountMismatch` when it first touches it. Default 8 (`EventStore.defaultPartitions`):
+   * a group's consumers share the work; 1 gives one total order per category.
    */
   readonly partitions?: PartitionsConfig | undefined
   /** Append limits (SEMANTICS §3); each defaults to `EventStore.defaultLimits`. */
@@ -97,7 +98,7 @@ export const layer = (
       const durability = yield* checkDurability(options.durability)
       const store = yield* makeRedisStore({
         prefix,
-        partitions: options.partitions ?? 1,
+        partitions: options.partitions ?? defaultPartitions,
         limits: { ...defaultLimits, ...options.limits },
         maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
         maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),

@@ -165,6 +165,10 @@ local group, member, count = ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- the strings of a field list for the client to take apart
 local slot = {e = 2, i = 3, v = 4, t = 5, d = 6, m = 7}
 local function values(id, f)
+  -- the append script writes e, i, v, t, d, m in this order: take them as they stand
+  if f and #f == 12 and f[1] == 'e' and f[3] == 'i' and f[5] == 'v' and f[7] == 't' and f[9] == 'd' and f[11] == 'm' then
+    return {id, f[2], f[4], f[6], f[8], f[10], f[12]}
+  end
   local out = {id, false, false, false, false, false, false}
   if f then
     for i = 1, #f, 2 do

@@ -211,6 +211,16 @@ export interface Expected {
 }
 
 /**
+ * An event the group dead-lettered, and when (Unix ms, as `DeadLetters.list` gives it).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Parked extends Expected {
+  readonly at?: number | undefined
+}
+
+/**
  * A handler start that came before the previous version of its entity was handled.
  *
  * @since 0.2.0
@@ -255,11 +265,12 @@ export const check = (
   options: {
     /** Every event the group should have handled. */
     readonly expected: ReadonlyArray<Expected>
-    /** Events the group dead-lettered (as `DeadLetters.list` gives them). */
-    readonly deadLettered?: ReadonlyArray<Expected> | undefined
+    /** Events the group dead-lettered (as `DeadLetters.list` gives them, with `at`). */
+    readonly deadLettered?: ReadonlyArray<Parked> | undefined
   }
 ): Report => {
-  const dead = new Set((options.deadLettered ?? []).map((e) => eventKey(e.stream, e.version)))
+  const deadAt = new Map((options.deadLettered ?? []).map((e) => [eventKey(e.stream, e.version), e.at] as const))
+  const dead = new Set(deadAt.keys())
   const byEvent = new Map<string, Array<Invocation>>()
   for (const inv of history) {
     const k = eventKey(inv.stream, inv.version)
@@ -271,8 +282,12 @@ export const check = (
   for (const inv of history) {
     if (inv.version <= 1 || inv.replayed) continue
     const previous = byEvent.get(eventKey(inv.stream, inv.version - 1)) ?? []
-    const prevDead = dead.has(eventKey(inv.stream, inv.version - 1))
-    const done = previous.some((p) =>
+    const prevKey = eventKey(inv.stream, inv.version - 1)
+    const prevDead = dead.has(prevKey)
+    const parkedAt = deadAt.get(prevKey)
+    // a version dead-lettered before this start counts as handled (it is parked, by design,
+    // possibly without a handler run: MaxDeliveries)
+    const done = (prevDead && parkedAt !== undefined && parkedAt <= inv.start) || previous.some((p) =>
       p.end !== undefined && p.end <= inv.start && (p.outcome === "success" || (prevDead && p.outcome !== "interrupted" && p.outcome !== "running"))
     )
     if (!done) {

@@ -27,7 +27,8 @@ import {
  * @category models
  */
 export interface BackendConfig {
-  readonly partitions: PartitionsConfig
+  /** Partition counts; the backend's default when absent. */
+  readonly partitions?: PartitionsConfig | undefined
   readonly limits?: Partial<Limits> | undefined
 }
 

@@ -18,7 +18,7 @@ const STREAMS_PER_WRITER = 10
 const crashRun = (fsync: "always" | "everysec") =>
   Effect.gen(function*() {
     const server = yield* restartableServer(["--appendonly", "yes", "--appendfsync", fsync, "--save", ""])
-    const layer = RedisChronicle.layer({ prefix: "crash" }).pipe(
+    const layer = RedisChronicle.layer({ prefix: "crash", partitions: 1 }).pipe(
       Layer.provide(RedisClient.layer({ url: server.url, commandTimeout: "2 seconds", connectTimeout: "2 seconds" }))
     )
     const ctx = yield* Layer.build(layer)

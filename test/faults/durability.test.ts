@@ -41,7 +41,7 @@ describe("faults: durability", () => {
       const replicaPort = yield* Effect.promise(() => freePort())
       const replica = yield* replicaOf(primary, replicaPort)
       yield* inSync(primary.url, replica.url)
-      const layer = RedisChronicle.layer({ prefix: "dur", durability: { replicas: 1, timeout: "500 millis" } }).pipe(
+      const layer = RedisChronicle.layer({ prefix: "dur", partitions: 1, durability: { replicas: 1, timeout: "500 millis" } }).pipe(
         Layer.provide(RedisClient.layer({ url: primary.url, commandTimeout: "3 seconds" }))
       )
       const ctx = yield* Layer.build(layer)

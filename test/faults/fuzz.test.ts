@@ -32,7 +32,7 @@ describe("faults: stored-data fuzz", () => {
       const server = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (s) => Effect.promise(() => s.stop()))
       const raw = new Redis(server.url)
       yield* Effect.addFinalizer(() => Effect.promise(() => raw.quit()))
-      const ctx = yield* Layer.build(RedisChronicle.layer({ prefix: "fz" }).pipe(Layer.provide(RedisClient.layer({ url: server.url }))))
+      const ctx = yield* Layer.build(RedisChronicle.layer({ prefix: "fz", partitions: 1 }).pipe(Layer.provide(RedisClient.layer({ url: server.url }))))
       // register the category the way a first append does
       yield* Effect.promise(() => raw.set("fz:category:fuzz", "1").then(() => raw.sadd("fz:categories", "fuzz")))
       const counts: Record<Kind, number> = { valid: 0, old: 0, corrupt: 0, unknown: 0, missing: 0, binary: 0, wrongShape: 0 }

@@ -23,7 +23,7 @@ describe("faults: replies lost on the way back", () => {
       const server = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (s) => Effect.promise(() => s.stop()))
       const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy(server.port)), (p) => Effect.promise(() => p.close()))
       proxy.cutRandomly(0.01, 20261126, (request) => request.includes(APPEND.sha))
-      const layer = RedisChronicle.layer({ prefix: "lost" }).pipe(
+      const layer = RedisChronicle.layer({ prefix: "lost", partitions: 1 }).pipe(
         Layer.provide(RedisClient.layer({ url: proxy.url, commandTimeout: `${TIMEOUT_MS} millis` }))
       )
       const ctx = yield* Layer.build(layer)

@@ -34,13 +34,13 @@ describe("faults: security", () => {
       yield* Effect.addFinalizer(() => Effect.promise(() => admin.quit()))
       yield* Effect.promise(() => admin.call("ACL", "SETUSER", "tenantA", "on", ">pw-of-tenant-a", "~tenantA:*", "&*", "+@all"))
       const asTenantA = (prefix: string) =>
-        RedisChronicle.layer({ prefix }).pipe(
+        RedisChronicle.layer({ prefix, partitions: 1 }).pipe(
           Layer.provide(RedisClient.layer({ url: server.url, username: "tenantA", password: Redacted.make("pw-of-tenant-a") }))
         )
       const own = Context.get(yield* Layer.build(asTenantA("tenantA")), EventStore.EventStore)
       expect((yield* own.append("orders-1", [event()])).lastVersion).toBe(1)
       // tenantB's data exists; tenantA must not see or change it
-      const b = Context.get(yield* Layer.build(RedisChronicle.layer({ prefix: "tenantB" }).pipe(Layer.provide(RedisClient.layer({ url: server.url })))), EventStore.EventStore)
+      const b = Context.get(yield* Layer.build(RedisChronicle.layer({ prefix: "tenantB", partitions: 1 }).pipe(Layer.provide(RedisClient.layer({ url: server.url })))), EventStore.EventStore)
       yield* b.append("orders-1", [event()])
       const before = (yield* Effect.promise(() => admin.keys("tenantB:*"))).sort()
       const other = yield* Effect.either(Layer.build(asTenantA("tenantB")))

@@ -43,7 +43,7 @@ const program = Subscriber.run(Events, {
   }
 })
 
-const layer = RedisChronicle.layer({ prefix, partitions: Number(process.env.PARTITIONS ?? 1) }).pipe(Layer.provide(RedisClient.layer({ url })))
+const layer = RedisChronicle.layer({ prefix, partitions: process.env.PARTITIONS === undefined ? undefined : Number(process.env.PARTITIONS) }).pipe(Layer.provide(RedisClient.layer({ url })))
 console.log("starting")
 Effect.runPromise(
   program.pipe(

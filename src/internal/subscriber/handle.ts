@@ -122,9 +122,6 @@ class Context implements HandlerContext {
   }
 }
 
-const settled = Effect.succeed<Step>("settled")
-const parked = Effect.succeed<Step>("park")
-
 /**
  * Runs deliveries to their end and applies each outcome to the group: the workers' step.
  * Each worker gets a runner of its own, which holds the delivery it runs now and
@@ -165,77 +162,89 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
       )
     )
 
-  /** What an outcome does to the group: the ack queued, the dead letter written, or nothing. */
-  const apply = (st: PartitionState, d: Delivery, o: Outcome): Effect.Effect<Step> => {
+  /**
+   * What an outcome does to the group (the ack queued, the dead letter written, or
+   * nothing), then the worker's continuation `k`: called directly on the common path, so
+   * a delivery that is acknowledged costs no further step of the fiber.
+   */
+  const apply = <R2>(st: PartitionState, d: Delivery, o: Outcome, k: (step: Step) => Effect.Effect<void, never, R2>): Effect.Effect<void, never, R2> => {
     switch (o._tag) {
       case "Ack":
         if (isLive(st) || st.phase === "revoking") env.acknowledge(st, d)
-        return settled
+        return k("settled")
       case "Park":
-        return parked
+        return k("park")
       case "Drop":
         st.tracked.delete(trackKey(d))
-        return settled
+        return k("settled")
       case "DeadLetter":
-        return park_(st, d, o.reason)
+        return Effect.flatMap(park_(st, d, o.reason), k)
     }
   }
 
-  return (): ((st: PartitionState, d: Delivery) => Effect.Effect<Step, never, R>) => {
-    // the delivery this worker runs now
+  return (k: (step: Step) => Effect.Effect<void, never, R>): ((st: PartitionState, d: Delivery) => Effect.Effect<void, never, R>) => {
+    // the delivery this worker runs now; `k` is what the worker does after each
     let st: PartitionState
     let d: Delivery
     let recorded: RecordedEvent
     let event: unknown
     let n = 1
     let driver: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
+    // the decoder of the last type and version seen: a category's events are mostly of a few
+    let lastType = ""
+    let lastVersion = -1
+    let lastDecoder: ReturnType<typeof Contract.decoderOf>
 
-    const failed = (cause: Cause.Cause<unknown>): Effect.Effect<Step, never, R> => {
+    const failed = (cause: Cause.Cause<unknown>): Effect.Effect<void, never, R> => {
       const end = ended(Exit.failCause(cause))
       switch (end._tag) {
         case "Success":
-          return apply(st, d, ack)
+          return apply(st, d, ack, k)
         case "Interrupted":
           // a revoked or lost partition's worker is interrupted from outside (its
           // interruption ends the worker before this line); a handler whose own effect
           // was interrupted is a defect of the handler
-          return apply(st, d, !isLive(st) || state.stopping ? drop : deadLetter("HandlerInterrupted", "the handler was interrupted", n))
+          return apply(st, d, !isLive(st) || state.stopping ? drop : deadLetter("HandlerInterrupted", "the handler was interrupted", n), k)
         case "Defect":
-          return apply(st, d, deadLetter("HandlerDefect", end.message, n))
+          return apply(st, d, deadLetter("HandlerDefect", end.message, n), k)
         case "Failure":
           return Effect.gen(function*() {
             driver ??= (yield* Schedule.driver(config.retry)) as Schedule.ScheduleDriver<unknown, unknown, never>
             const delay = yield* Effect.either(driver.next(end.error))
-            if (Either.isLeft(delay)) return yield* apply(st, d, deadLetter(errorTagOf(end.error), messageOf(end.error), n))
+            if (Either.isLeft(delay)) return yield* apply(st, d, deadLetter(errorTagOf(end.error), messageOf(end.error), n), k)
             yield* Metric.increment(metrics.retried)
             n++
             return yield* start()
           })
       }
     }
-    const onEnd = { onSuccess: () => apply(st, d, ack), onFailure: failed }
+    const onEnd = { onSuccess: () => apply(st, d, ack, k), onFailure: failed }
 
-    /** One attempt of the current delivery. */
-    const start = (): Effect.Effect<Step, never, R> => {
-      if (!canStart(st, nowOf(state))) return isLive(st) ? parked : apply(st, d, drop)
+    /**
+     * One attempt of the current delivery. The first attempt of a first delivery is started
+     * by the worker in the same step as its own check of the deadline, so it skips this one.
+     */
+    const start = (checked = false): Effect.Effect<void, never, R> => {
+      if (!checked && !canStart(st, nowOf(state))) return isLive(st) ? k("park") : apply(st, d, drop, k)
       const ctx = new Context(d.deliveries > 1 || d.source === "redelivery", d.source === "redelivery", d.deliveries, n, group, state.member, st.partition, st.epoch, recorded, state.store)
       return Effect.matchCauseEffect(call(recorded, event, ctx), onEnd)
     }
 
     /** A redelivery: count it as a handler start only now, when its turn has come, so entries that waited behind a crashing one are not taken for the culprit. */
-    const redelivered = (): Effect.Effect<Step, never, R> =>
+    const redelivered = (): Effect.Effect<void, never, R> =>
       Effect.gen(function*() {
         const started = yield* Effect.either(surely(st, "begin", groups.begin(st.lease, d)))
         if (Either.isLeft(started)) {
           if (started.left._tag === "LeaseLost") yield* env.markLost(st)
-          return yield* apply(st, d, drop)
+          return yield* apply(st, d, drop, k)
         }
         if (started.right > config.maxDeliveries) {
-          return yield* apply(st, d, deadLetter("MaxDeliveries", `its handler was started ${started.right - 1} times without finishing (maxDeliveries ${config.maxDeliveries})`, 0))
+          return yield* apply(st, d, deadLetter("MaxDeliveries", `its handler was started ${started.right - 1} times without finishing (maxDeliveries ${config.maxDeliveries})`, 0), k)
         }
         return yield* start()
       })
 
+    /** Runs a delivery the worker has just checked it may start (its partition's deadline not passed). */
     return (st_, d_) => {
       st = st_
       d = d_
@@ -243,21 +252,25 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
       driver = undefined
       const raw = d.event
       if (raw instanceof Error) {
-        return apply(st, d, deadLetter("DecodeError", raw.stream === undefined ? "the stored entry cannot be read" : `the stored entry of ${raw.stream} v${raw.version} cannot be read`, 0))
+        return apply(st, d, deadLetter("DecodeError", raw.stream === undefined ? "the stored entry cannot be read" : `the stored entry of ${raw.stream} v${raw.version} cannot be read`, 0), k)
       }
-      // decoded in place: the delivery's data was parsed for it alone and is never shown to the handler
-      const decoder = Contract.decoderOf(contract, raw.type, raw.eventVersion)
+      if (raw.type !== lastType || raw.eventVersion !== lastVersion) {
+        lastType = raw.type
+        lastVersion = raw.eventVersion
+        lastDecoder = Contract.decoderOf(contract, raw.type, raw.eventVersion)
+      }
+      const decoder = lastDecoder
       const data = raw.data
       if (decoder !== undefined && typeof data === "object" && data !== null && !Array.isArray(data)) {
-        ;(data as Record<string, unknown>)._tag = raw.type
-        const result = decoder(data)
+        // a fresh literal with the tag decodes faster than the parsed object given one
+        const result = decoder({ ...data, _tag: raw.type })
         if (Either.isRight(result)) {
           recorded = raw
           event = result.right
-          return d.deliveries > 1 ? redelivered() : start()
+          return d.deliveries > 1 ? redelivered() : start(true)
         }
       }
-      return apply(st, d, undecodable(contract, raw, config.onUnknownType) ?? deadLetter("DecodeError", `${raw.type} v${raw.eventVersion} does not decode`, 0))
+      return apply(st, d, undecodable(contract, raw, config.onUnknownType) ?? deadLetter("DecodeError", `${raw.type} v${raw.eventVersion} does not decode`, 0), k)
     }
   }
 }

@@ -35,8 +35,11 @@ export interface Lane {
 /** What became of one delivery: settled (acknowledged, dead-lettered or left pending), or parked. */
 export type Step = "settled" | "park"
 
-/** The lane of a delivery: its stream; an entry that cannot be read is a lane of its own. */
-const entityKey = (d: Delivery): string => (d.event instanceof Error ? `#${d.partition}:${d.source}:${d.id}` : d.event.stream)
+/**
+ * The lane of a delivery: its entity (a subscriber reads one category, so the entity id
+ * alone names the stream); an entry that cannot be read is a lane of its own.
+ */
+const entityKey = (d: Delivery): string => (d.event instanceof Error ? `\u0000${d.partition}:${d.source}:${d.id}` : d.event.entityId)
 
 const enqueue = (state: EngineState, lane: Lane) => {
   if (lane.queued || lane.running) return
@@ -96,21 +99,23 @@ interface Slot<R> {
   lane: Lane | undefined
   /** The partition whose handler this worker is running. */
   current: PartitionState | undefined
-  /** This worker's runner (see handle.ts). */
-  readonly run: (st: PartitionState, d: Delivery) => Effect.Effect<Step, never, R>
-  /** The continuation after each delivery, made once. */
-  readonly next: (step: Step) => Effect.Effect<void, never, R>
+  /** This worker's runner (see handle.ts): runs a delivery, then continues with `stepped`. */
+  run: (st: PartitionState, d: Delivery) => Effect.Effect<void, never, R>
+  /** Waits for a ready lane, then goes on: made once. */
+  idle: Effect.Effect<void, never, R>
 }
 
 export const makeLanes = <R>(
   state: EngineState,
-  makeRunner: () => (st: PartitionState, d: Delivery) => Effect.Effect<Step, never, R>
+  makeRunner: (k: (step: Step) => Effect.Effect<void, never, R>) => (st: PartitionState, d: Delivery) => Effect.Effect<void, never, R>
 ): Effect.Effect<Lanes, never, R> =>
   Effect.map(Effect.context<R>(), (context) => {
     const parked = new Set<Lane>()
     const slots: Array<Slot<R>> = []
     const makeSlot = (): Slot<R> => {
-      const slot: Slot<R> = { fiber: undefined, lane: undefined, current: undefined, run: makeRunner(), next: (step) => stepped(slot, step) }
+      const slot: Slot<R> = { fiber: undefined, lane: undefined, current: undefined, run: undefined as never, idle: undefined as never }
+      slot.run = makeRunner((step) => stepped(slot, step))
+      slot.idle = Effect.flatMap(state.work.await, () => next(slot))
       return slot
     }
     const pool: Array<Lane> = []
@@ -139,28 +144,43 @@ export const makeLanes = <R>(
     }
 
     /**
-     * Runs a lane's deliveries one after the other: a loop of continuations made once per
-     * worker, not a generator step per delivery.
+     * A worker's loop: take a ready lane, run its deliveries one after the other, take the
+     * next lane; wait when there is none. Written as continuations made once per worker
+     * (not a generator step per delivery): a delivery acknowledged on its first attempt
+     * costs two steps of the fiber, its handler's and the one that starts it.
      */
-    const runLane = (lane: Lane, slot: Slot<R>): Effect.Effect<void, never, R> => {
-      while (lane.head < lane.items.length) {
-        const d = lane.items[lane.head]!
-        const st = lane.owners[lane.head]!
-        if (!isLive(st)) {
-          lane.head++
-          release(state, st, d)
-          continue
+    const next = (slot: Slot<R>): Effect.Effect<void, never, R> => {
+      for (;;) {
+        let lane = slot.lane
+        if (lane === undefined) {
+          lane = takeReady(state)
+          if (lane === undefined) {
+            state.work.unsafeClose()
+            if (state.readyHead >= state.ready.length) return slot.idle
+            continue
+          }
+          lane.running = true
+          slot.lane = lane
         }
-        if (!canStart(st, nowOf(state))) {
-          park(lane, st)
-          return Effect.void
+        while (lane.head < lane.items.length) {
+          const d = lane.items[lane.head]!
+          const st = lane.owners[lane.head]!
+          if (!isLive(st)) {
+            lane.head++
+            release(state, st, d)
+            continue
+          }
+          if (!canStart(st, nowOf(state))) break
+          slot.current = st
+          return slot.run(st, d)
         }
-        slot.current = st
-        return Effect.flatMap(slot.run(st, d), slot.next)
+        slot.lane = undefined
+        if (lane.head < lane.items.length) park(lane, lane.owners[lane.head]!)
+        else {
+          lane.running = false
+          finish(lane)
+        }
       }
-      lane.running = false
-      finish(lane)
-      return Effect.void
     }
 
     /** What a worker does once a delivery of its lane is done with. */
@@ -169,12 +189,13 @@ export const makeLanes = <R>(
       const st = slot.current!
       slot.current = undefined
       if (step === "park") {
+        slot.lane = undefined
         park(lane, st)
-        return Effect.void
+      } else {
+        lane.head++
+        settle(state, st)
       }
-      lane.head++
-      settle(state, st)
-      return runLane(lane, slot)
+      return next(slot)
     }
 
     /** After an interruption: the delivery being run stays pending; the rest of the lane goes on. */
@@ -193,23 +214,11 @@ export const makeLanes = <R>(
     }
 
     const worker = (slot: Slot<R>): Effect.Effect<void, never, R> =>
-      Effect.gen(function*() {
-        for (;;) {
-          const lane = takeReady(state)
-          if (lane === undefined) {
-            state.work.unsafeClose()
-            if (state.readyHead >= state.ready.length) yield* state.work.await
-            continue
-          }
-          lane.running = true
-          slot.lane = lane
-          yield* runLane(lane, slot)
-          slot.lane = undefined
-        }
-      }).pipe(Effect.onInterrupt(() => Effect.sync(() => abandon(slot))))
+      Effect.suspend(() => next(slot)).pipe(Effect.onInterrupt(() => Effect.sync(() => abandon(slot))))
 
     const spawn = (slot: Slot<R>) =>
-      Effect.map(Effect.forkIn(Effect.provide(worker(slot), context), scope!), (fiber) => {
+      // interruptible whatever region spawns it (a hand-over at shutdown runs in a finalizer)
+      Effect.map(Effect.forkIn(Effect.interruptible(Effect.provide(worker(slot), context)), scope!), (fiber) => {
         slot.fiber = fiber
       })
 

@@ -77,7 +77,9 @@ export const makeOwnership = (
   const startHandOver = (st: PartitionState, timeout: number) =>
     Effect.suspend(() => {
       if (revoking.has(st) || !isLive(st)) return Effect.void
-      return Effect.map(Effect.forkIn(handOver(st, timeout), scope), (fiber) => {
+      // interruptible: a shutdown forks hand-overs from a finalizer, whose fibers would
+      // otherwise inherit its uninterruptibility (and a timeout could not stop what it waits on)
+      return Effect.map(Effect.forkIn(Effect.interruptible(handOver(st, timeout)), scope), (fiber) => {
         revoking.set(st, fiber)
       })
     })

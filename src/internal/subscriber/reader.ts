@@ -19,6 +19,7 @@
  */
 import { Effect, Either } from "effect"
 import type { ClaimPage, Delivery, ReadResult, Watch } from "../../ConsumerGroups.js"
+import { isRetryable } from "../../EventStore.js"
 import type { Lanes } from "./lanes.js"
 import { type PartitionState, reclaim } from "./partition.js"
 import type { Resilience } from "./resilience.js"
@@ -118,8 +119,9 @@ export const makeReader = (
           requested -= count
           if (Either.isRight(r)) return resilience.succeeded(loop)
           if (r.left._tag === "LeaseLost") return markLost(st)
-          // its reply may have been lost after entries moved to this member: take them back
-          if (task._tag === "read") reclaim(st)
+          // a reply lost on the way (a passing failure) may have moved entries to this
+          // member: take them back from the pending list
+          if (task._tag === "read" && isRetryable(r.left)) reclaim(st)
           // the partition waits out the backoff (the others go on)
           return resilience.failed(loop, r.left)
         }),

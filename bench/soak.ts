@@ -1,0 +1,27 @@
+/**
+ * The consumer fault scenario (test/support/scenario.ts) for as long as asked:
+ * `npm run soak -- --seconds 120`. Prints progress on stderr and one JSON line at the end;
+ * exits 1 unless `verified`.
+ */
+import { runScenario } from "../test/support/scenario.js"
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback
+}
+
+runScenario({
+  seconds: arg("seconds", 120),
+  faults: !process.argv.includes("--no-faults"),
+  seed: process.argv.includes("--seed") ? arg("seed", 1) : undefined,
+  log: (line) => console.error(line)
+}).then(
+  (report) => {
+    console.log(JSON.stringify(report))
+    process.exit(report.verified ? 0 : 1)
+  },
+  (error) => {
+    console.error(error)
+    process.exit(1)
+  }
+)

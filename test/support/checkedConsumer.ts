@@ -1,0 +1,66 @@
+/**
+ * A consumer in a process of its own whose every handler invocation is recorded by the
+ * delivery checker into a file (one JSON line per start and per end, written before the
+ * handler goes on, so what it did survives a SIGKILL).
+ *
+ * Settings come from the environment: URL, PREFIX, CATEGORY, GROUP, CONSUMER, RECORD (the
+ * file), PARTITIONS, LEASE_TTL_MS, HEARTBEAT_MS, HANDLER_MS ("3", or "1-5": 1 + n mod 5),
+ * CONCURRENCY, READ_COUNT, MAX_DELIVERIES, COMMAND_TIMEOUT_MS. Logs go to stdout.
+ */
+import { Duration, Effect, Layer, Logger, LogLevel, Schema } from "effect"
+import { Contract, Subscriber } from "effect-chronicle"
+import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
+// the checker alone: the testing entry also loads the suites, which need vitest
+import * as DeliveryChecker from "../../src/testing/DeliveryChecker.js"
+
+const env = (name: string, fallback?: string): string => {
+  const v = process.env[name] ?? fallback
+  if (v === undefined) {
+    console.error(`missing ${name}`)
+    process.exit(2)
+  }
+  return v
+}
+
+const Events = Contract.make(env("CATEGORY"), { Happened: { n: Schema.Int }, Followed: { n: Schema.Int } })
+const recorder = DeliveryChecker.file(env("RECORD"))
+const spec = env("HANDLER_MS", "0")
+const handlerMs = (n: number) => {
+  const [lo, hi] = spec.split("-").map(Number) as [number, number | undefined]
+  return hi === undefined ? lo : lo + (n % (hi - lo + 1))
+}
+
+const program = Subscriber.run(Events, {
+  group: env("GROUP"),
+  consumer: env("CONSUMER"),
+  leaseTtl: Duration.millis(Number(env("LEASE_TTL_MS", "2000"))),
+  heartbeat: Duration.millis(Number(env("HEARTBEAT_MS", "500"))),
+  maxDeliveries: Number(env("MAX_DELIVERIES", "1000")),
+  readCount: Number(env("READ_COUNT", "100")),
+  concurrency: Number(env("CONCURRENCY", "4")),
+  handlers: DeliveryChecker.recording(recorder, {
+    Happened: (event: { readonly n: number }) => {
+      const ms = handlerMs(event.n)
+      return ms > 0 ? Effect.sleep(ms) : Effect.void
+    },
+    Followed: () => Effect.void
+  })
+})
+
+const layer = RedisChronicle.layer({ prefix: env("PREFIX"), partitions: Number(env("PARTITIONS", "8")) }).pipe(
+  Layer.provide(RedisClient.layer({ url: env("URL"), commandTimeout: Duration.millis(Number(env("COMMAND_TIMEOUT_MS", "1000"))) }))
+)
+console.log("starting")
+Effect.runPromise(
+  program.pipe(
+    Effect.provide(layer),
+    Effect.provide(Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => console.log(Array.isArray(message) ? message.join(" ") : String(message))))),
+    Logger.withMinimumLogLevel(LogLevel.Info)
+  )
+).then(
+  () => process.exit(0),
+  (error) => {
+    console.error("stopped:", error)
+    process.exit(1)
+  }
+)

@@ -1,0 +1,305 @@
+/**
+ * The consumer fault scenario, for the fault test in `npm test` and for `npm run soak`:
+ * a group of consumers in processes of their own over a category with a steady backlog,
+ * while a nemesis, every 1–3 s, does one of: freeze a consumer past its lease (SIGSTOP,
+ * then SIGCONT), kill one (SIGKILL) and start it again, drop every client connection
+ * (CLIENT KILL TYPE normal), pause the server longer than the command timeout (CLIENT
+ * PAUSE), restart redis-server (AOF). Then the producer stops, the group drains, and the
+ * delivery checker reads every consumer's history: order per entity, nothing lost, no
+ * handler started past its lease deadline; every consumer still running; pending lists empty.
+ */
+import { Effect, Fiber, Layer, Schema } from "effect"
+import { Contract, DeadLetters, EventStore, Subscriber } from "effect-chronicle"
+import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
+// the checker alone: the testing entry also loads the suites, which need vitest
+import * as DeliveryChecker from "../../src/testing/DeliveryChecker.js"
+import { Redis } from "ioredis"
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { freePort, ping, type RedisServer, startRedisServer, waitFor } from "./redisServer.js"
+
+const script = fileURLToPath(new URL("./checkedConsumer.ts", import.meta.url))
+
+export interface ScenarioOptions {
+  /** How long the nemesis runs (the producer keeps the backlog up meanwhile). */
+  readonly seconds: number
+  /** Without faults: the control run. */
+  readonly faults: boolean
+  readonly consumers?: number
+  readonly partitions?: number
+  readonly entities?: number
+  /** The backlog the producer keeps (events appended and not yet handled). */
+  readonly backlog?: number
+  /** At most this many events in all. */
+  readonly maxEvents?: number
+  readonly seed?: number | undefined
+  readonly log?: (line: string) => void
+}
+
+export interface ScenarioReport {
+  readonly bench: "soak"
+  readonly seconds: number
+  readonly faults_on: boolean
+  readonly events: number
+  readonly handled: number
+  readonly redeliveries: number
+  readonly faults: Record<string, number>
+  readonly order_violations: number
+  readonly lost: number
+  readonly late_starts: number
+  readonly dead_letters: number
+  readonly consumers_alive: number
+  readonly consumers: number
+  readonly pending_end: number
+  readonly drained_ms: number
+  /** Appends that had to be tried again (an unknown outcome or an unavailable store), same ids. */
+  readonly append_retries: number
+  readonly seed: number
+  readonly verified: boolean
+  /** The first problems found, when any. */
+  readonly examples: ReadonlyArray<string>
+}
+
+const LEASE_MS = 2000
+const HEARTBEAT_MS = 500
+const COMMAND_TIMEOUT_MS = 1000
+
+/** A small seeded generator, so that a failing run can be told apart and repeated. */
+const rng = (seed: number) => {
+  let s = seed >>> 0 || 1
+  return () => {
+    s ^= s << 13
+    s ^= s >>> 17
+    s ^= s << 5
+    return (s >>> 0) / 0x100000000
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+interface Consumer {
+  readonly name: string
+  process: ChildProcess
+  exited: boolean
+  readonly output: Array<string>
+}
+
+export const runScenario = async (options: ScenarioOptions): Promise<ScenarioReport> => {
+  const consumers = options.consumers ?? 3
+  const partitions = options.partitions ?? 8
+  const entities = options.entities ?? 200
+  const backlog = options.backlog ?? 20_000
+  const maxEvents = options.maxEvents ?? 1_000_000
+  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31)
+  const random = rng(seed)
+  const log = options.log ?? (() => undefined)
+  const dir = mkdtempSync(join(tmpdir(), "chronicle-scenario-"))
+  const port = await freePort()
+  const args = ["--appendonly", "yes", "--appendfsync", "everysec"]
+  let server: RedisServer = await startRedisServer({ port, dir, args })
+  const url = `redis://127.0.0.1:${port}`
+  const prefix = "scn"
+  const category = "scn"
+  const group = "g"
+  const faults: Record<string, number> = {}
+  const fleet: Array<Consumer> = []
+  let generation = 0
+
+  const startConsumer = (index: number): Consumer => {
+    const name = `c${index}-${generation++}`
+    const child = spawn(process.execPath, ["--import", "tsx", script], {
+      env: {
+        ...process.env,
+        URL: url,
+        PREFIX: prefix,
+        CATEGORY: category,
+        GROUP: group,
+        CONSUMER: name,
+        RECORD: join(dir, `${name}.jsonl`),
+        PARTITIONS: String(partitions),
+        LEASE_TTL_MS: String(LEASE_MS),
+        HEARTBEAT_MS: String(HEARTBEAT_MS),
+        COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS),
+        HANDLER_MS: "1-5",
+        CONCURRENCY: "8",
+        READ_COUNT: "100"
+      },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    const c: Consumer = { name, process: child, exited: false, output: [] }
+    const keep = (chunk: Buffer) => {
+      for (const line of chunk.toString("utf8").split("\n")) if (line) c.output.push(line)
+      if (c.output.length > 2000) c.output.splice(0, c.output.length - 2000)
+    }
+    child.stdout!.on("data", keep)
+    child.stderr!.on("data", keep)
+    child.on("exit", () => (c.exited = true))
+    return c
+  }
+
+  const layer = RedisChronicle.layer({ prefix, partitions }).pipe(
+    Layer.provide(RedisClient.layer({ url, commandTimeout: `${COMMAND_TIMEOUT_MS} millis` }))
+  )
+  const Events = Contract.make(category, { Happened: { n: Schema.Int }, Followed: { n: Schema.Int } })
+  const expected: Array<DeliveryChecker.Expected> = []
+  let produced = 0
+  let producing = true
+  let appendFailures = 0
+
+  const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const ctx = yield* Layer.build(layer)
+    const typed = yield* EventStore.forContract(Events).pipe(Effect.provide(ctx))
+
+    /** Appends one event to an entity, retrying the same id until the outcome is known. */
+    const appendOne = (entity: number, n: number) =>
+      Effect.gen(function*() {
+        const eventId = crypto.randomUUID()
+        for (let attempt = 0; attempt < 600; attempt++) {
+          const r = yield* Effect.either(typed.append(`e${entity}`, [Events.make.Happened({ n })], { eventIds: [eventId] }))
+          if (r._tag === "Right") {
+            expected.push({ stream: `${category}-e${entity}`, version: r.right.firstVersion })
+            return
+          }
+          appendFailures++
+          yield* Effect.sleep("50 millis")
+        }
+        return yield* Effect.dieMessage(`e${entity}: no settled append outcome`)
+      })
+
+    const backlogNow = Subscriber.status(group).pipe(
+      Effect.provide(ctx),
+      Effect.map((s) => s.partitionStatus.reduce((n, p) => n + p.lag + p.pending, 0)),
+      Effect.orElseSucceed(() => backlog)
+    )
+
+    // the initial backlog, then the consumers
+    yield* Effect.forEach(Array.from({ length: Math.min(backlog, maxEvents) }, (_, i) => i), (i) => appendOne(i % entities, produced++), { concurrency: 64, discard: true })
+    for (let i = 0; i < consumers; i++) fleet.push(startConsumer(i))
+    log(`scenario: ${produced} events in backlog, ${consumers} consumers starting (seed ${seed})`)
+
+    const producer = yield* Effect.fork(Effect.gen(function*() {
+      while (producing && produced < maxEvents) {
+        const current = yield* backlogNow
+        const missing = Math.min(2000, backlog - current, maxEvents - produced)
+        if (missing > 0) {
+          yield* Effect.forEach(Array.from({ length: missing }, () => produced++), (n) => appendOne(n % entities, n), { concurrency: 64, discard: true })
+        }
+        yield* Effect.sleep("100 millis")
+      }
+    }))
+
+    // the nemesis
+    const started = Date.now()
+    const kinds = ["stop", "kill", "client-kill", "pause", "restart"] as const
+    while (Date.now() - started < options.seconds * 1000) {
+      yield* Effect.promise(() => sleep(1000 + Math.floor(random() * 2000)))
+      if (!options.faults) continue
+      const kind = kinds[Math.floor(random() * kinds.length)]!
+      faults[kind] = (faults[kind] ?? 0) + 1
+      log(`nemesis: ${kind}`)
+      yield* Effect.promise(async () => {
+        const alive = fleet.filter((c) => !c.exited)
+        const victim = alive[Math.floor(random() * alive.length)]
+        switch (kind) {
+          case "stop":
+            if (victim === undefined) break
+            victim.process.kill("SIGSTOP")
+            await sleep(LEASE_MS + 1000)
+            victim.process.kill("SIGCONT")
+            break
+          case "kill": {
+            if (victim === undefined) break
+            victim.process.kill("SIGKILL")
+            await waitFor("the killed consumer to exit", async () => victim.exited, 5000)
+            const index = fleet.indexOf(victim)
+            fleet[index] = startConsumer(index)
+            break
+          }
+          case "client-kill": {
+            const r = new Redis(url, { maxRetriesPerRequest: 0, lazyConnect: true })
+            await r.connect().catch(() => undefined)
+            await r.client("KILL", "TYPE", "normal").catch(() => undefined)
+            r.disconnect()
+            break
+          }
+          case "pause": {
+            const r = new Redis(url, { maxRetriesPerRequest: 0, lazyConnect: true })
+            await r.connect().catch(() => undefined)
+            await r.client("PAUSE", COMMAND_TIMEOUT_MS + 500).catch(() => undefined)
+            r.disconnect()
+            await sleep(COMMAND_TIMEOUT_MS + 500)
+            break
+          }
+          case "restart": {
+            const old = server.process
+            old.kill("SIGTERM")
+            await new Promise((r) => (old.exitCode !== null || old.signalCode !== null ? r(undefined) : old.once("exit", r)))
+            await waitFor(`port ${port} to close`, async () => (await ping(port, 200)) === "", 5000).catch(() => undefined)
+            server = await startRedisServer({ port, dir, args })
+            break
+          }
+        }
+      })
+    }
+    producing = false
+    yield* Effect.promise(() => sleep(200))
+    yield* Fiber.join(producer)
+    log(`scenario: ${produced} events produced; draining`)
+
+    // drain: every acknowledged event handled, nothing pending
+    const drainStart = Date.now()
+    const idle = yield* Subscriber.awaitIdle(group, { pollInterval: "200 millis" }).pipe(
+      Effect.provide(ctx),
+      Effect.timeout("180 seconds"),
+      Effect.option
+    )
+    const drainedMs = Date.now() - drainStart
+    const status = yield* Subscriber.status(group).pipe(Effect.provide(ctx))
+    const pending = status.partitionStatus.reduce((n, p) => n + p.pending + p.lag, 0)
+    const letters = yield* DeadLetters.list(group).pipe(Effect.provide(ctx))
+    return { idle: idle._tag === "Some", drainedMs, pending, letters }
+  })))
+
+  const alive = fleet.filter((c) => !c.exited).length
+  for (const c of fleet) if (!c.exited) c.process.kill("SIGTERM")
+  await sleep(500)
+  for (const c of fleet) if (!c.exited) c.process.kill("SIGKILL")
+  const files = Array.from({ length: generation }, (_, g) => g).flatMap((g) => Array.from({ length: consumers }, (_, i) => join(dir, `c${i}-${g}.jsonl`)))
+  const history = DeliveryChecker.readFile(...files)
+  const report = DeliveryChecker.check(history, {
+    expected,
+    deadLettered: result.letters.map((l) => ({ stream: l.stream, version: l.version, at: l.at }))
+  })
+  await server.stop()
+  rmSync(dir, { recursive: true, force: true })
+  const examples = [
+    ...report.orderViolations.slice(0, 3).map((v) => `order: ${v.invocation.stream} v${v.invocation.version} by ${v.invocation.member}: ${v.reason}`),
+    ...report.lost.slice(0, 3).map((e) => `lost: ${e.stream} v${e.version}`),
+    ...report.lateStarts.slice(0, 3).map((i) => `late start: ${i.stream} v${i.version} by ${i.member} under epoch ${i.epoch} of partition ${i.partition}`),
+    ...(alive < consumers ? fleet.filter((c) => c.exited).map((c) => `${c.name} exited: ${c.output.slice(-3).join(" | ")}`) : [])
+  ]
+  return {
+    bench: "soak",
+    seconds: options.seconds,
+    faults_on: options.faults,
+    events: expected.length,
+    handled: report.handled,
+    redeliveries: report.redeliveries,
+    faults,
+    order_violations: report.orderViolations.length,
+    lost: report.lost.length,
+    late_starts: report.lateStarts.length,
+    dead_letters: result.letters.length,
+    consumers_alive: alive,
+    consumers,
+    pending_end: result.pending,
+    drained_ms: result.drainedMs,
+    append_retries: appendFailures,
+    seed,
+    verified: report.ok && alive === consumers && result.pending === 0 && result.letters.length === 0 && report.handled === expected.length,
+    examples
+  }
+}
