@@ -13,6 +13,7 @@
 import { Config, type ConfigError, Context, Duration, Effect, Layer, Redacted, Schema, type Scope } from "effect"
 import { Redis, type RedisOptions as IORedisOptions } from "ioredis"
 import { PermissionDenied, StoreUnavailable, WrongKeyType } from "../EventStore.js"
+import { liveClock } from "../internal/util.js"
 
 /**
  * TLS settings for `rediss://` URLs.
@@ -166,6 +167,11 @@ export const mapCallError = (operation: string, cause: unknown, password?: strin
 
 const errors = new WeakMap<Redis, string>()
 
+/** Failures to connect that pass by themselves: nothing listening yet, a reset, a server loading or stopping. */
+const isPassingConnectFailure = (reason: string): boolean =>
+  /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|Connection is closed|LOADING|no connection within|socket hang up/i.test(reason) &&
+  !/WRONGPASS|NOAUTH|NOPERM|invalid password|certificate|CERT_|self.signed|ENOTFOUND|EAI_AGAIN/i.test(reason)
+
 /**
  * Builds the client from options.
  *
@@ -210,32 +216,49 @@ export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, 
         : {})
     }
 
+    /** One attempt: a connected client, or why not (the server's own words, scrubbed). */
+    const attempt = (role: string, autoPipelining: boolean, budget: Duration.Duration) =>
+      Effect.suspend(() => {
+        const redis = new Redis(rawUrl, {
+          ...base,
+          enableAutoPipelining: autoPipelining,
+          ...(options.connectionName !== undefined ? { connectionName: `${options.connectionName}:${role}` } : {})
+        })
+        redis.on("error", (e: unknown) => {
+          errors.set(redis, scrub(messageOf(e)))
+        })
+        return Effect.tryPromise({
+          try: () => redis.connect(),
+          catch: (cause) => cause
+        }).pipe(
+          Effect.timeoutFail({ duration: budget, onTimeout: () => new Error(`no connection within ${Duration.format(connectTimeout)}`) }),
+          Effect.as(redis),
+          Effect.catchAll((cause) => {
+            const seen = errors.get(redis)
+            const direct = scrub(messageOf(cause))
+            redis.disconnect()
+            return Effect.fail({ reason: seen !== undefined && seen !== direct ? `${seen} (${direct})` : direct, passing: isPassingConnectFailure(seen ?? direct) })
+          })
+        )
+      })
+
+    /**
+     * A connection, tried again while the failure is one that passes (the server
+     * restarting, not listening yet, loading) until `connectTimeout` is spent; a wrong
+     * password, a refused certificate or an unknown host fails at once.
+     */
     const connect = (role: string, autoPipelining: boolean, graceful = true) =>
       Effect.acquireRelease(
-        Effect.suspend(() => {
-          const redis = new Redis(rawUrl, {
-            ...base,
-            enableAutoPipelining: autoPipelining,
-            ...(options.connectionName !== undefined ? { connectionName: `${options.connectionName}:${role}` } : {})
-          })
-          redis.on("error", (e: unknown) => {
-            errors.set(redis, scrub(messageOf(e)))
-          })
-          return Effect.tryPromise({
-            try: () => redis.connect(),
-            catch: (cause) => cause
-          }).pipe(
-            Effect.timeoutFail({ duration: connectTimeout, onTimeout: () => new Error(`no connection within ${Duration.format(connectTimeout)}`) }),
-            Effect.as(redis),
-            Effect.catchAll((cause) => {
-              const seen = errors.get(redis)
-              const direct = scrub(messageOf(cause))
-              redis.disconnect()
-              return Effect.fail(
-                new RedisConnectionError({ url, reason: seen !== undefined && seen !== direct ? `${seen} (${direct})` : direct })
-              )
-            })
-          )
+        Effect.gen(function*() {
+          const deadline = Date.now() + Duration.toMillis(connectTimeout)
+          for (let n = 0;; n++) {
+            const left = Math.max(1, deadline - Date.now())
+            const r = yield* Effect.either(attempt(role, autoPipelining, Duration.millis(left)))
+            if (r._tag === "Right") return r.right
+            const wait = Math.min(1000, 50 * 2 ** Math.min(n, 10))
+            if (!r.left.passing || Date.now() + wait >= deadline) return yield* new RedisConnectionError({ url, reason: r.left.reason })
+            yield* Effect.sleep(Duration.millis(wait)).pipe(Effect.withClock(liveClock))
+          }
         }),
         (redis) =>
           graceful

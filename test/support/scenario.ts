@@ -279,7 +279,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     ...report.orderViolations.slice(0, 3).map((v) => `order: ${v.invocation.stream} v${v.invocation.version} by ${v.invocation.member}: ${v.reason}`),
     ...report.lost.slice(0, 3).map((e) => `lost: ${e.stream} v${e.version}`),
     ...report.lateStarts.slice(0, 3).map((i) => `late start: ${i.stream} v${i.version} by ${i.member} under epoch ${i.epoch} of partition ${i.partition}`),
-    ...(alive < consumers ? fleet.filter((c) => c.exited).map((c) => `${c.name} exited: ${c.output.slice(-3).join(" | ")}`) : [])
+    ...(alive < consumers ? fleet.filter((c) => c.exited).map((c) => `${c.name} exited (${c.process.exitCode ?? c.process.signalCode}): ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-12).join(" | ")}`) : [])
   ]
   return {
     bench: "soak",

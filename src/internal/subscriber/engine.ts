@@ -11,7 +11,7 @@
  *
  * @internal
  */
-import { Clock, Deferred, Effect, Either, ExecutionStrategy, Exit, Fiber, Metric, MetricLabel, Scope } from "effect"
+import { Clock, Deferred, Effect, Either, ExecutionStrategy, Exit, Fiber, Metric, MetricLabel, Schedule, Scope } from "effect"
 import { ConsumerGroups, type GroupConflict, type GroupError } from "../../ConsumerGroups.js"
 import type * as Contract from "../../Contract.js"
 import { EventStore, type InvalidArgument, InvalidContract, isRetryable } from "../../EventStore.js"
@@ -57,7 +57,16 @@ export const run = <E, R>(
     const config = yield* makeConfig(options)
     const groups = yield* ConsumerGroups
     const store = yield* EventStore
-    const info = yield* groups.ensureGroup(config.group, contract.name, config.startFrom)
+    // a store that is briefly away at start (a restart, a failover) is waited for
+    let warned = false
+    const info = yield* groups.ensureGroup(config.group, contract.name, config.startFrom).pipe(
+      Effect.tapError((e) =>
+        isRetryable(e) && !warned
+          ? Effect.zipRight(Effect.sync(() => (warned = true)), Effect.logWarning(`subscriber ${config.group}: the store is not reachable yet, retrying: ${e.message}`))
+          : Effect.void
+      ),
+      Effect.retry({ while: isRetryable, schedule: Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("1 second"))) })
+    )
     const clock = yield* Effect.clock
     const member = `${config.consumer}:${uuidv7(yield* Clock.currentTimeMillis)}`
     const traced = yield* isTraced
