@@ -8,7 +8,7 @@
  */
 import { Effect, Either, Metric, type Scope } from "effect"
 import type { Delivery } from "../../ConsumerGroups.js"
-import { checkIdle, isHeld, type PartitionState, trackKey } from "./partition.js"
+import { checkIdle, isHeld, type PartitionState } from "./partition.js"
 import type { Resilience } from "./resilience.js"
 import type { EngineState } from "./state.js"
 
@@ -33,9 +33,10 @@ export const makeAcks = (
       while (st.acks.length > 0 && isHeld(st)) {
         const batch = st.acks
         st.acks = []
+        st.sending = batch
         const result = yield* Effect.either(resilience.retrying("acknowledge", groups.ack(st.lease, batch), () => isHeld(st)))
+        st.sending = undefined
         if (Either.isRight(result)) {
-          for (const d of batch) st.tracked.delete(trackKey(d))
           yield* Metric.incrementBy(metrics.delivered, batch.length)
         } else if (result.left._tag === "LeaseLost") {
           yield* markLost(st)
@@ -46,6 +47,7 @@ export const makeAcks = (
       }
     }).pipe(Effect.ensuring(Effect.sync(() => {
       st.acking = false
+      st.sending = undefined
       if (!isHeld(st)) st.acks = []
       checkIdle(st)
       if (st.acks.length > 0) {

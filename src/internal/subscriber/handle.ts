@@ -18,7 +18,7 @@ import { messageOf } from "../util.js"
 import * as Producer from "../../Producer.js"
 import type { HandlerContext } from "../../Subscriber.js"
 import type { Step } from "./lanes.js"
-import { canStart, isLive, type PartitionState, trackKey } from "./partition.js"
+import { canStart, isLive, type PartitionState } from "./partition.js"
 import type { Resilience } from "./resilience.js"
 import { type EngineState, nowOf } from "./state.js"
 
@@ -151,7 +151,6 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
 
   const park_ = (st: PartitionState, d: Delivery, reason: DeadLetterReason): Effect.Effect<Step> =>
     surely(st, "dead-letter", groups.deadLetter(st.lease, d, reason)).pipe(
-      Effect.zipRight(Effect.sync(() => st.tracked.delete(trackKey(d)))),
       Effect.zipRight(Metric.increment(metrics.deadLettered)),
       Effect.zipRight(Effect.logWarning(`subscriber ${group}: dead-lettered ${d.event instanceof Error ? d.id : `${d.event.stream} v${d.event.version}`}: ${reason.errorTag}: ${reason.message}`)),
       Effect.as("settled" as const),
@@ -175,7 +174,6 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
       case "Park":
         return k("park")
       case "Drop":
-        st.tracked.delete(trackKey(d))
         return k("settled")
       case "DeadLetter":
         return Effect.flatMap(park_(st, d, o.reason), k)

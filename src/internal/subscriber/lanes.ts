@@ -72,9 +72,8 @@ export const settle = (state: EngineState, st: PartitionState): void => {
   if (state.total === state.config.refill - 1) state.changed.unsafeOpen()
 }
 
-/** Forgets a delivery that stays pending in the backend (its partition was revoked or lost). */
-const release = (state: EngineState, st: PartitionState, d: Delivery): void => {
-  st.tracked.delete(trackKey(d))
+/** Lets a delivery go: it stays pending in the backend (its partition was revoked or lost). */
+const release = (state: EngineState, st: PartitionState, _d: Delivery): void => {
   settle(state, st)
 }
 
@@ -82,8 +81,10 @@ const release = (state: EngineState, st: PartitionState, d: Delivery): void => {
 const POOL = 4096
 
 export interface Lanes {
-  /** Hands deliveries of `st` to their lanes; those already tracked (claimed again) are skipped. */
+  /** Hands deliveries of `st` to their lanes; those already in hand (claimed again) are skipped. */
   readonly dispatch: (st: PartitionState, deliveries: ReadonlyArray<Delivery>) => void
+  /** The deliveries of `st` this member has in hand: in its lanes, or waiting for an ack. */
+  readonly inHand: (st: PartitionState) => Set<string>
   /** Takes the queued, not yet started deliveries of `st` out of every lane (they stay pending). */
   readonly drop: (st: PartitionState) => void
   /** Lanes parked on `st` go back to the workers (its deadline moved). */
@@ -225,10 +226,9 @@ export const makeLanes = <R>(
     const lanes: Lanes = {
       dispatch: (st, deliveries) => {
         let added = 0
+        const skip = st.inHand
         for (const d of deliveries) {
-          const k = trackKey(d)
-          if (st.tracked.has(k)) continue
-          st.tracked.add(k)
+          if (skip !== undefined && skip.has(trackKey(d))) continue
           st.inFlight++
           added++
           const key = entityKey(d)
@@ -247,6 +247,16 @@ export const makeLanes = <R>(
           state.total += added
           st.idle.unsafeClose()
         }
+      },
+
+      inHand: (st) => {
+        const held = new Set<string>()
+        for (const lane of state.lanes.values()) {
+          for (let i = lane.head; i < lane.items.length; i++) if (lane.owners[i] === st) held.add(trackKey(lane.items[i]!))
+        }
+        for (const d of st.acks) held.add(trackKey(d))
+        for (const d of st.sending ?? []) held.add(trackKey(d))
+        return held
       },
 
       drop: (st) => {

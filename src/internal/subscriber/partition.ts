@@ -38,10 +38,16 @@ export interface PartitionState {
   busy: boolean
   /** Deliveries dispatched and not settled (queued or running). */
   inFlight: number
-  /** Deliveries dispatched and not yet acknowledged, dead-lettered or dropped ("source:id"). */
-  readonly tracked: Set<string>
+  /**
+   * While the partition claims its pending list again (after a read whose reply may have
+   * been lost): the deliveries this member already has in hand, which the claim skips.
+   * Computed once when the claim starts; nothing is tracked per delivery otherwise.
+   */
+  inHand: Set<string> | undefined
   /** Handled deliveries waiting for their acknowledgement. */
   acks: Array<Delivery>
+  /** The acknowledgement call under way, if any. */
+  sending: ReadonlyArray<Delivery> | undefined
   /** An acknowledgement call is under way. */
   acking: boolean
   /** Opened whenever the partition has nothing in flight and nothing left to acknowledge. */
@@ -60,8 +66,9 @@ export const make = (lease: Lease, deadline: number): PartitionState => ({
   drainedAt: 0,
   busy: false,
   inFlight: 0,
-  tracked: new Set(),
+  inHand: undefined,
   acks: [],
+  sending: undefined,
   acking: false,
   idle: Effect.unsafeMakeLatch(true)
 })
@@ -85,13 +92,17 @@ export const renewed = (st: PartitionState, sentAt: number, leaseTtl: number, ma
   if (next > st.deadline) st.deadline = next
 }
 
-/** Back to claiming: a read's reply may have been lost after it moved entries to this member. */
-export const reclaim = (st: PartitionState): void => {
+/**
+ * Back to claiming: a read's reply may have been lost after it moved entries to this
+ * member. `inHand` is what the member already has (in its lanes or waiting for an ack).
+ */
+export const reclaim = (st: PartitionState, inHand: Set<string>): void => {
   if (st.phase !== "active" && st.phase !== "claiming") return
   st.phase = "claiming"
   st.claim = claimStart
   st.readable = false
   st.tail = undefined
+  st.inHand = inHand
 }
 
 /** Updates the idle latch after a change of in-flight work or acknowledgements. */

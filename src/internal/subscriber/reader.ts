@@ -95,6 +95,7 @@ export const makeReader = (
     if (page.next === undefined) {
       st.phase = "active"
       st.readable = true
+      st.inHand = undefined
     }
   }
 
@@ -121,7 +122,7 @@ export const makeReader = (
           if (r.left._tag === "LeaseLost") return markLost(st)
           // a reply lost on the way (a passing failure) may have moved entries to this
           // member: take them back from the pending list
-          if (task._tag === "read" && isRetryable(r.left)) reclaim(st)
+          if (task._tag === "read" && isRetryable(r.left)) reclaim(st, lanes.inHand(st))
           // the partition waits out the backoff (the others go on)
           return resilience.failed(loop, r.left)
         }),
