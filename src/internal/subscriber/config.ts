@@ -7,22 +7,11 @@
 import { Duration, Either, Schedule } from "effect"
 import type { StartFrom } from "../../ConsumerGroups.js"
 import { InvalidArgument } from "../../EventStore.js"
+import type { Options } from "../../Subscriber.js"
 
-/** What a subscriber can be given, besides its handlers (the public `Subscriber.Options`). */
-export interface EngineOptions {
-  readonly group: string
-  readonly consumer?: string | undefined
+/** What a subscriber can be given, besides its handlers: the public `Subscriber.Options`. */
+export type EngineOptions = Omit<Options<unknown>, "handlers" | "retry"> & {
   readonly retry?: Schedule.Schedule<unknown, any> | undefined
-  readonly maxDeliveries?: number | undefined
-  readonly concurrency?: number | undefined
-  readonly startFrom?: StartFrom | undefined
-  readonly leaseTtl?: Duration.DurationInput | undefined
-  readonly heartbeat?: Duration.DurationInput | undefined
-  readonly maxWait?: Duration.DurationInput | undefined
-  readonly readCount?: number | undefined
-  readonly onUnknownType?: "dead-letter" | "skip" | undefined
-  readonly shutdownTimeout?: Duration.DurationInput | undefined
-  readonly revokeTimeout?: Duration.DurationInput | undefined
 }
 
 export interface Config {
