@@ -1,7 +1,18 @@
 #!/usr/bin/env node
-// The chronicle command: runs src/bin/chronicle.ts through tsx (the package ships its
-// TypeScript sources).
-import { register } from "tsx/esm/api"
-
-register()
-await import("../src/bin/chronicle.ts")
+// The chronicle command: the built CLI (dist/bin/chronicle.js), run with plain node. It
+// needs the optional peers @effect/cli, @effect/platform and @effect/platform-node, and
+// ioredis; without them it says so in one line.
+const needed = ["@effect/cli", "@effect/platform", "@effect/platform-node", "ioredis"]
+const missing = []
+for (const name of needed) {
+  try {
+    await import(name)
+  } catch {
+    missing.push(name)
+  }
+}
+if (missing.length > 0) {
+  console.error(`chronicle: needs ${missing.join(", ")} beside effect-chronicle: npm install ${missing.join(" ")}`)
+  process.exit(1)
+}
+await import("../dist/bin/chronicle.js")

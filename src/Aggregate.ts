@@ -2,7 +2,7 @@
  * Aggregates, as deciders: state is rebuilt from events (`initialState`, `evolve`),
  * commands are decided against it (`decide`), and the resulting events are appended with
  * the loaded version as expected version, so two writers cannot both act on the same
- * state. Snapshots keep loading flat as streams grow (SEMANTICS §2, §8).
+ * state. Snapshots keep loading flat as streams grow (docs/semantics.md §2, §8).
  *
  * @since 0.1.0
  */
@@ -165,12 +165,12 @@ const checkContract = (agg: Any) =>
  */
 export const load = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
   agg: Aggregate<C, S, SI, Cmd, CmdI, E, R>,
-  id: string
+  entityId: string
 ): Effect.Effect<Loaded<S>, LoadError, EventStore | SnapshotStore> =>
   Effect.gen(function*() {
     yield* checkContract(agg)
     const store = yield* EventStore
-    const stream = streamOf(agg, id)
+    const stream = streamOf(agg, entityId)
     let state = agg.initialState
     let version = 0
     if (agg.snapshotEvery !== undefined && agg.stateSchema !== undefined) {
@@ -187,7 +187,7 @@ export const load = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
     const fromSnapshot = version
     const typed = typedStore(store, agg.contract)
     const folded = yield* Stream.runFold(
-      typed.read(id, { from: version + 1 }),
+      typed.read(entityId, { from: version + 1 }),
       { state, version },
       (acc, recorded) => ({ state: agg.evolve(acc.state, recorded.event), version: recorded.version })
     )
@@ -196,10 +196,10 @@ export const load = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
     if (fromSnapshot > 0 && folded.version === fromSnapshot) {
       const tail = yield* Stream.runCollect(store.read(stream, { direction: "backward", limit: 1 }))
       const last = Option.getOrUndefined(Option.map(Option.fromIterable(tail), (r) => r.version)) ?? 0
-      if (last < fromSnapshot) return yield* load({ ...agg, snapshotEvery: undefined }, id)
+      if (last < fromSnapshot) return yield* load({ ...agg, snapshotEvery: undefined }, entityId)
     }
     return { ...folded, fromSnapshot }
-  }).pipe(Effect.withSpan("Aggregate.load", { attributes: { aggregate: agg.contract.name, id } }))
+  }).pipe(Effect.withSpan("Aggregate.load", { attributes: { aggregate: agg.contract.name, entityId } }))
 
 /**
  * @since 0.1.0
@@ -238,7 +238,7 @@ export interface Handled<A, S> {
  */
 export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
   agg: Aggregate<C, S, SI, Cmd, CmdI, E, R>,
-  id: string,
+  entityId: string,
   command: CmdI,
   options: HandleOptions = {}
 ): Effect.Effect<
@@ -258,15 +258,15 @@ export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
     }
     const store = yield* EventStore
     const typed = typedStore(store, agg.contract)
-    const stream = streamOf(agg, id)
+    const stream = streamOf(agg, entityId)
     const attempt = Effect.gen(function*() {
-      const loaded = yield* load(agg, id)
+      const loaded = yield* load(agg, entityId)
       const events = yield* agg.decide(decoded.right, loaded.state)
       if (events.length === 0) {
         return { events, version: loaded.version, state: loaded.state, replayed: false } as Handled<Contract.Event<C>, S>
       }
       const eventIds = options.commandId === undefined ? undefined : events.map((_, i) => uuidv5(JSON.stringify([options.commandId, stream, i])))
-      const result = yield* typed.append(id, events, { expectedVersion: loaded.version, eventIds })
+      const result = yield* typed.append(entityId, events, { expectedVersion: loaded.version, eventIds })
       if (result.replayed) {
         return { events, version: loaded.version, state: loaded.state, replayed: true } as Handled<Contract.Event<C>, S>
       }
@@ -278,7 +278,7 @@ export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
       schedule: options.retry ?? Schedule.recurs(3),
       while: (e) => (e as { _tag?: unknown })._tag === "WrongExpectedVersion"
     })
-  }).pipe(Effect.withSpan("Aggregate.handle", { attributes: { aggregate: agg.contract.name, id } }))
+  }).pipe(Effect.withSpan("Aggregate.handle", { attributes: { aggregate: agg.contract.name, entityId } }))
 
 /** After a successful append that crossed a multiple of `snapshotEvery`, store a snapshot; failures are logged, never fatal. */
 const maybeSnapshot = <S, SI>(

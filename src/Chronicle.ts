@@ -20,7 +20,7 @@ import { makeMemory as makeMemorySnapshots, SnapshotStore } from "./Snapshots.js
 export interface MemoryOptions {
   /** Partitions per category: a number, or `{ default, byCategory }`. Default 8 (`EventStore.defaultPartitions`), as on Redis. */
   readonly partitions?: PartitionsConfig | undefined
-  /** Append limits (SEMANTICS §3); each defaults to `EventStore.defaultLimits`. */
+  /** Append limits (docs/semantics.md §3); each defaults to `EventStore.defaultLimits`. */
   readonly limits?: Partial<Limits> | undefined
 }
 

@@ -1,6 +1,6 @@
 /**
  * Consumer groups: what a backend provides so that subscribers can share a category's
- * log. Every backend implements this service with the same semantics (SEMANTICS §5–6);
+ * log. Every backend implements this service with the same semantics (docs/semantics.md §5–6);
  * `Subscriber` and `DeadLetters` are written once, on top of it.
  *
  * A group over a category is one consumer group per partition. Members join with

@@ -56,6 +56,7 @@ export interface Position {
  * - `time`: commit time (the entry id's milliseconds)
  * - `eventVersion`: the version of the event's schema it was written with
  * - `correlationId`, `causationId`, `traceparent`: causality and W3C trace context
+ * - `personalFields`: the fields of the data marked `Contract.personal`, when any
  *
  * @since 0.1.0
  * @category schemas
@@ -71,7 +72,8 @@ export const Envelope = Schema.Struct({
   eventVersion: Schema.Int.pipe(Schema.greaterThanOrEqualTo(1)),
   correlationId: Schema.optional(Schema.String),
   causationId: Schema.optional(Schema.String),
-  traceparent: Schema.optional(Schema.String)
+  traceparent: Schema.optional(Schema.String),
+  personalFields: Schema.optional(Schema.Array(Schema.String))
 }).annotations({ identifier: "Envelope" })
 
 /**

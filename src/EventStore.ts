@@ -388,6 +388,12 @@ export interface NewEvent {
   readonly correlationId?: string | undefined
   readonly causationId?: string | undefined
   readonly traceparent?: string | undefined
+  /**
+   * The names of the fields that hold personal data (the typed path fills it from the
+   * contract's `Contract.personal` marks), stored with the event so that tools which show
+   * events (the `chronicle` command) can mask them.
+   */
+  readonly personalFields?: ReadonlyArray<string> | undefined
 }
 
 /**
@@ -479,7 +485,7 @@ export interface ReadCategoryOptions {
 }
 
 /**
- * Limits on what one append can carry, checked before any I/O (SEMANTICS §3).
+ * Limits on what one append can carry, checked before any I/O (docs/semantics.md §3).
  *
  * @since 0.1.0
  * @category models
@@ -536,7 +542,7 @@ export declare namespace EventStore {
   export interface Service {
     /**
      * Appends a batch to a stream, atomically: all of it or nothing. The batch is
-     * checked against `expectedVersion` and the stream's permanent id map (SEMANTICS §1–2).
+     * checked against `expectedVersion` and the stream's permanent id map (docs/semantics.md §1–2).
      */
     readonly append: (
       stream: string,
@@ -674,14 +680,14 @@ export interface TypedAppendOptions extends AppendOptions {
  */
 export interface TypedStore<C extends Contract.Any> {
   readonly contract: C
-  /** Appends events to the stream of entity `id` in the contract's category. */
+  /** Appends events to the stream of `entityId` in the contract's category. */
   readonly append: (
-    id: string,
+    entityId: string,
     events: ReadonlyArray<Contract.Event<C>>,
     options?: TypedAppendOptions
   ) => Effect.Effect<AppendResult, AppendError | UnknownEventType>
-  /** Reads the stream of entity `id`. */
-  readonly read: (id: string, options?: ReadOptions) => Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
+  /** Reads the stream of `entityId`. */
+  readonly read: (entityId: string, options?: ReadOptions) => Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
   /** Reads the contract's category. */
   readonly readCategory: {
     (options: ReadCategoryOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, ReadError | UnknownEventType>
@@ -753,6 +759,7 @@ export const encodeEvents = <C extends Contract.Any>(
         reason: encoded.issues.map((x) => (x.path && x.path !== first?.path ? `${x.path}: ${x.message}` : x.message)).join("; ")
       })
     }
+    const personal = contract.events[encoded.type]?.personalFields
     out[i] = {
       eventId: ids?.[i] ?? uuidv7(now),
       type: encoded.type,
@@ -760,7 +767,8 @@ export const encodeEvents = <C extends Contract.Any>(
       eventVersion: encoded.version,
       correlationId: options?.correlationId,
       causationId: options?.causationId,
-      traceparent: options?.traceparent
+      traceparent: options?.traceparent,
+      personalFields: personal !== undefined && personal.length > 0 ? personal : undefined
     }
   }
   return out

@@ -17,14 +17,14 @@ import {
 } from "./EventStore.js"
 
 /**
- * Per-call options of a producer method. Only `key`, the entity id, is required.
+ * Per-call options of a producer method. Only `entityId` is required.
  *
  * @since 0.1.0
  * @category models
  */
 export interface ProduceOptions {
-  /** The entity: the event goes to the stream `<contract name>-<key>`. */
-  readonly key: string
+  /** The entity: the event goes to the stream `<contract name>-<entityId>`. */
+  readonly entityId: string
   /** Default `"any"`. */
   readonly expectedVersion?: ExpectedVersion | undefined
   /** The event's id (a UUID); minted (UUIDv7) when absent. Pass one to make a retry idempotent. */
@@ -42,7 +42,7 @@ export interface ProduceOptions {
 export type ProduceError = AppendError | UnknownEventType
 
 /**
- * One method per event of the contract: `producer.OrderPlaced(fields, { key })`.
+ * One method per event of the contract: `producer.OrderPlaced(fields, { entityId })`.
  *
  * @since 0.1.0
  * @category models
@@ -79,9 +79,9 @@ export const fromStore = <C extends Contract.Any>(store: TypedStore<C>, derivati
     const make = store.contract.make[tag] as (fields: object) => Contract.Event<C>
     producer[tag] = (fields, options) =>
       Effect.suspend(() => {
-        const eventId = options.eventId ?? derivation?.eventId(`${store.contract.name}-${options.key}`)
+        const eventId = options.eventId ?? derivation?.eventId(`${store.contract.name}-${options.entityId}`)
         return Effect.map(
-          store.append(options.key, [make(fields)], {
+          store.append(options.entityId, [make(fields)], {
             expectedVersion: options.expectedVersion,
             eventIds: eventId === undefined ? undefined : [eventId],
             correlationId: options.correlationId ?? derivation?.correlationId,
@@ -97,14 +97,14 @@ export const fromStore = <C extends Contract.Any>(store: TypedStore<C>, derivati
 
 /**
  * A producer for a contract: each method validates its event with the contract's schema,
- * appends it to the entity stream of `key` (expected version `"any"` unless given) and
+ * appends it to the stream of `entityId` (expected version `"any"` unless given) and
  * returns its position.
  *
  * @example
  * ```ts
  * const program = Effect.gen(function*() {
  *   const producer = yield* Producer.make(Shipments)
- *   yield* producer.OrderPlaced({ product: "book", quantity: 1 }, { key: "order-1" })
+ *   yield* producer.OrderPlaced({ product: "book", quantity: 1 }, { entityId: "order-1" })
  * })
  *
  * // or as a service of the application

@@ -1,13 +1,13 @@
 /**
  * Projections: read models built from a category's events, that can be rebuilt at any
- * time (SEMANTICS §7).
+ * time (docs/semantics.md §7).
  *
  * A projection runs single-active under a lease; it reads its category from its
  * checkpoint (one entry id per partition, plus a generation), catches up, then follows
  * live. `rebuild` bumps the generation: the running instance (or the next one) runs the
  * projection's `reset`, then replays from the start. Delivery is at least once: a
  * runner that stops between applying an event and saving its checkpoint applies it
- * again; key idempotent updates on `ctx.key` (stream and version).
+ * again; key idempotent updates on `ctx.idempotencyKey` (stream and version).
  *
  * @since 0.1.0
  */
@@ -182,8 +182,11 @@ export interface ProjectionContext {
   readonly envelope: Envelope
   /** The generation being built. */
   readonly generation: number
-  /** `stream@version`: a key for idempotent updates (an event may be applied twice). */
-  readonly key: string
+  /**
+   * `stream@version`: the same for every application of this event, so that an update
+   * keyed on it is idempotent (delivery to a projection is at least once).
+   */
+  readonly idempotencyKey: string
 }
 
 /**
@@ -324,7 +327,7 @@ export const run = <C extends Contract.Any, H, RR>(
               const handler = handlers[recorded.type]
               if (handler !== undefined) {
                 const envelope = envelopeOf(recorded)
-                const ctx: ProjectionContext = { envelope, generation, key: `${recorded.stream}@${recorded.version}` }
+                const ctx: ProjectionContext = { envelope, generation, idempotencyKey: `${recorded.stream}@${recorded.version}` }
                 yield* timedSpan("Projection.apply", () => ({ projection: name, stream: recorded.stream, type: recorded.type }), () => handler(decoded.event, ctx)).pipe(
                   Effect.retry(retry),
                   Effect.mapError((e) => new ProjectionFailed({ projection: name, stream: recorded.stream, version: recorded.version, reason: messageOf(e) }))

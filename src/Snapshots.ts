@@ -1,6 +1,6 @@
 /**
  * Snapshots: an aggregate's state at a version, so loading reads only the events after it
- * (SEMANTICS §8). A snapshot records its version and the `stateVersion` of the code that
+ * (docs/semantics.md §8). A snapshot records its version and the `stateVersion` of the code that
  * made it; a snapshot is never written over a newer one.
  *
  * @since 0.1.0

@@ -6,7 +6,7 @@
  * partition has one owner at a time, so one entity's events are handled in order even
  * with many consumers; inside a consumer, different entities run in parallel. A handler
  * that fails is retried on a `Schedule`, then parked as a dead letter: never lost, never
- * silently dropped (SEMANTICS §5–6).
+ * silently dropped (docs/semantics.md §5–6).
  *
  * @since 0.1.0
  */
@@ -198,7 +198,7 @@ export const inFlightGauge = Engine.inFlightGauge
  * const transit = Subscriber.run(Shipments, {
  *   group: "transit",
  *   handlers: {
- *     OrderPlaced: (event, ctx) => ctx.produce(Shipments).Packing({ station: "A" }, { key: event.orderId }),
+ *     OrderPlaced: (event, ctx) => ctx.produce(Shipments).Packing({ station: "A" }, { entityId: event.orderId }),
  *     Packing: () => Effect.void,
  *     OnDelivery: () => Effect.void,
  *     OnReceived: () => Effect.void

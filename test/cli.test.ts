@@ -11,12 +11,14 @@ import { redisStore, redisUrl, uniquePrefix, withoutRedisUrl } from "./support/r
 import { startRedisServer } from "./support/redisServer.js"
 
 const url = redisUrl()
-const bin = fileURLToPath(new URL("../bin/chronicle.mjs", import.meta.url))
+// from the sources (the package test runs the built command)
+const bin = fileURLToPath(new URL("../src/bin/chronicle.ts", import.meta.url))
 
 const chronicle = (args: ReadonlyArray<string>) =>
   Effect.promise(() =>
     new Promise<{ readonly code: number | null; readonly stdout: string; readonly stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [bin, ...args], { env: { ...withoutRedisUrl(), NO_COLOR: "1" } })
+      // no terminal: plain text, as when piped
+      const child = spawn(process.execPath, ["--import", "tsx", bin, ...args], { env: withoutRedisUrl() })
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (c) => (stdout += c.toString()))
@@ -25,7 +27,15 @@ const chronicle = (args: ReadonlyArray<string>) =>
     })
   )
 
-const Orders = Contract.make("clio", { Placed: { n: Schema.Int }, Shipped: { n: Schema.Int } })
+const Orders = Contract.make("clio", { Placed: { n: Schema.Int, email: Contract.personal(Schema.String) }, Shipped: { n: Schema.Int } })
+
+/** One line on stderr, nothing on stdout, status 1: how every failure of the command looks. */
+const failsInOneLine = (r: { readonly code: number | null; readonly stdout: string; readonly stderr: string }, pattern: RegExp) => {
+  expect(r.code).toBe(1)
+  expect(r.stderr.trim().split("\n")).toHaveLength(1)
+  expect(r.stderr).toMatch(pattern)
+  expect(r.stdout).toBe("")
+}
 
 describe("chronicle (CLI)", () => {
   it.live("streams, read, groups, dlq and projection rebuild on a seeded store, as text and as JSON", () =>
@@ -35,7 +45,7 @@ describe("chronicle (CLI)", () => {
       const base = ["--url", url, "--prefix", prefix]
       yield* Effect.gen(function*() {
         const producer = yield* Producer.make(Orders)
-        for (let i = 0; i < 6; i++) yield* producer.Placed({ n: i }, { key: `o${i % 3}` })
+        for (let i = 0; i < 6; i++) yield* producer.Placed({ n: i, email: `person${i}@example.com` }, { entityId: `o${i % 3}` })
         // a group with one dead letter
         const sub = yield* Effect.fork(Subscriber.run(Orders, {
           group: "shipping",
@@ -69,9 +79,15 @@ describe("chronicle (CLI)", () => {
         const read = yield* chronicle([...base, "read", "clio-o1"])
         expect(read.code).toBe(0)
         expect(read.stdout.trim().split("\n").map((l) => l.split("  ").slice(0, 1)[0])).toEqual(["v1", "v2"])
-        expect(read.stdout).toContain(`Placed  {"n":4}`)
+        // personal fields masked unless asked for
+        expect(read.stdout).toContain(`Placed  {"n":4,"email":"***"}`)
+        expect(read.stdout).not.toContain("@example.com")
+        const shown = yield* chronicle([...base, "read", "clio-o1", "--show-personal"])
+        expect(shown.stdout).toContain(`Placed  {"n":4,"email":"person4@example.com"}`)
         const readJson = (yield* chronicle(["--json", ...base, "read", "clio-o1"])).stdout.trim().split("\n").map((l) => JSON.parse(l))
         expect(readJson.map((e: { data: { n: number } }) => e.data.n)).toEqual([1, 4])
+        expect(readJson.every((e: { data: { email: string }; personalFields: Array<string> }) => e.data.email === "***" && e.personalFields[0] === "email")).toBe(true)
+        failsInOneLine(yield* chronicle([...base, "read", "clio-nope"]), /no such stream: clio-nope/)
 
         const groups = yield* chronicle([...base, "groups"])
         expect(groups.code).toBe(0)
@@ -87,14 +103,20 @@ describe("chronicle (CLI)", () => {
         const replay = yield* chronicle([...base, "dlq", "replay", "shipping", letters[0].id])
         expect(replay.stdout).toContain("1 dead letter(s) handed back to shipping")
         yield* Subscriber.awaitIdle("shipping").pipe(Effect.timeout("30 seconds"))
-        const purged = JSON.parse((yield* chronicle(["--json", ...base, "dlq", "purge", "shipping"])).stdout)
+        // purging everything needs --all
+        failsInOneLine(yield* chronicle([...base, "dlq", "purge", "shipping"]), /--all/)
+        const purged = JSON.parse((yield* chronicle(["--json", ...base, "dlq", "purge", "shipping", "--all"])).stdout)
         expect(purged).toEqual({ group: "shipping", purged: 1 })
 
+        failsInOneLine(yield* chronicle([...base, "projection", "rebuild", "placed-cuont"]), /no such projection: placed-cuont/)
         const rebuild = yield* chronicle([...base, "projection", "rebuild", "placed-count"])
         expect(rebuild.code).toBe(0)
         expect(rebuild.stdout).toContain("generation 1 started")
         expect(rebuild.stdout).toContain("100%")
         expect(rebuild.stdout).toContain("caught up")
+        // without a terminal: sparse progress lines, no colours
+        expect(rebuild.stdout.split("\n").filter((l) => l.startsWith("[")).length).toBeLessThanOrEqual(12)
+        expect(rebuild.stdout).not.toMatch(/\u001b\[/)
         const again = JSON.parse((yield* chronicle(["--json", ...base, "projection", "rebuild", "placed-count"])).stdout)
         expect(again).toEqual({ projection: "placed-count", generation: 2, caughtUp: true })
         yield* Projection.awaitCaughtUp(counter).pipe(Effect.timeout("30 seconds"))
@@ -103,6 +125,18 @@ describe("chronicle (CLI)", () => {
         yield* Fiber.interrupt(sub)
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 120_000)
+
+  it.live("bad input: one line, status 1, never a password", () =>
+    Effect.gen(function*() {
+      failsInOneLine(yield* chronicle(["--url", "not a url", "streams"]), /is not a URL/)
+      failsInOneLine(yield* chronicle(["--url", "", "streams"]), /--url is empty/)
+      failsInOneLine(yield* chronicle(["--url", "http://127.0.0.1:1", "streams"]), /http:\/\/ URLs are not Redis URLs/)
+      failsInOneLine(yield* chronicle(["--url", "redis://:pw-in-url@", "streams"]), /no host|not a URL/)
+      const help = yield* chronicle(["--help"])
+      expect(help.code).toBe(0)
+      expect(help.stdout).toContain("usage: chronicle")
+      expect(help.stdout).not.toMatch(/user-defined piece of text|--wizard|\u001b\[/)
+    }), 60_000)
 
   it.live("a wrong URL or password: one line, a non-zero exit, and no password in the output", () =>
     Effect.gen(function*() {

@@ -42,19 +42,50 @@ describe("examples", () => {
       expect(run.stdout).toContain("every order was received")
     }), 60_000)
 
-  it.live("the README's quick start compiles and runs as written", () =>
+  it.live("every TypeScript block of the README is a complete program that compiles and runs, or an excerpt found as is in an example a test runs", () =>
     Effect.gen(function*() {
       const readme = readFileSync(`${root}/README.md`, "utf8")
-      const section = readme.slice(readme.indexOf("## Quick start"))
-      const code = /```ts\n([\s\S]*?)```/.exec(section)![1]!
-      mkdirSync(`${root}/.tmp`, { recursive: true })
-      writeFileSync(`${root}/.tmp/quickstart.ts`, code)
-      writeFileSync(`${root}/.tmp/tsconfig.quickstart.json`, JSON.stringify({ extends: "../tsconfig.json", include: ["quickstart.ts"], compilerOptions: { noUnusedLocals: false } }))
-      const typecheck = spawnSync(process.execPath, [`${root}/node_modules/typescript/bin/tsc`, "-p", `${root}/.tmp/tsconfig.quickstart.json`], { cwd: root, encoding: "utf8" })
+      const blocks = Array.from(readme.matchAll(/(?:<!-- excerpt: (\S+) -->\n)?```ts\n([\s\S]*?)```/g), (m) => ({ excerptOf: m[1], code: m[2]! }))
+      expect(blocks.length).toBeGreaterThan(5)
+      // the examples the tests below (and this one) run
+      const exercised = ["examples/shipment-tracking/roles.ts", "examples/inventory/domain.ts", "examples/inventory/main.ts", "examples/inventory/readModels.ts", "examples/delivery-checker/main.ts"]
+      const complete: Array<string> = []
+      for (const { code, excerptOf } of blocks) {
+        if (excerptOf !== undefined) {
+          expect(exercised, `${excerptOf} is run by a test`).toContain(excerptOf)
+          expect(readFileSync(`${root}/${excerptOf}`, "utf8").includes(code), `an excerpt of ${excerptOf} as it stands:\n${code}`).toBe(true)
+        } else complete.push(code)
+      }
+      mkdirSync(`${root}/.tmp/readme`, { recursive: true })
+      complete.forEach((code, i) => writeFileSync(`${root}/.tmp/readme/block${i}.ts`, code))
+      writeFileSync(`${root}/.tmp/readme/tsconfig.json`, JSON.stringify({ extends: "../../tsconfig.json", include: ["*.ts"], compilerOptions: { noUnusedLocals: false } }))
+      const typecheck = spawnSync(process.execPath, [`${root}/node_modules/typescript/bin/tsc`, "-p", `${root}/.tmp/readme/tsconfig.json`], { cwd: root, encoding: "utf8" })
       expect(typecheck.stdout + typecheck.stderr).toBe("")
       expect(typecheck.status).toBe(0)
-      const run = yield* Effect.promise(() => finished(tsx(".tmp/quickstart.ts")))
+      const outputs: Array<string> = []
+      for (let i = 0; i < complete.length; i++) {
+        const run = yield* Effect.promise(() => finished(tsx(`.tmp/readme/block${i}.ts`)))
+        expect(run.code, run.stderr).toBe(0)
+        outputs.push(run.stdout)
+      }
+      // the quick start prints what it read
+      expect(outputs[0]).toBe("shipments-order-1 v1: OrderPlaced\nshipments-order-1 v2: Packing\n")
+    }), 120_000)
+
+  it.live("the delivery checker example finds every event handled, in order", () =>
+    Effect.gen(function*() {
+      const run = yield* Effect.promise(() => finished(tsx("examples/delivery-checker/main.ts")))
       expect(run.code, run.stderr).toBe(0)
+      expect(run.stdout).toBe("handled 200 of 200; order violations 0, lost 0, late starts 0\n")
+    }), 60_000)
+
+  it.live("the inventory example runs commands and prints its read models", () =>
+    Effect.gen(function*() {
+      const run = yield* Effect.promise(() => finished(tsx("examples/inventory/main.ts")))
+      expect(run.code, run.stderr).toBe(0)
+      expect(run.stdout).toContain("removing 100 lamps: NotEnoughStock")
+      expect(run.stdout).toContain("lamp: Desk lamp, 7 in stock, version 3")
+      expect(run.stdout).toContain("chair: Office chair (deactivated), 0 in stock, version 3")
     }), 60_000)
 
   it.live("on Redis, producer, transit and reporter run as separate processes; transit killed with SIGKILL and restarted loses nothing", () =>

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Effect, Either, Layer, Logger, Redacted, Stream } from "effect"
+import { Cause, Chunk, Context, Effect, Either, Layer, Logger, Option, Redacted, Stream } from "effect"
 import { ConsumerGroups, EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { EventStoreSuite } from "effect-chronicle/testing"
@@ -38,6 +38,17 @@ const collect = <A, E, R>(s: Stream.Stream<A, E, R>) => Effect.map(Stream.runCol
 const scripts = (redis: Redis) => Effect.zipWith(callsOf(redis, "evalsha"), callsOf(redis, "eval"), (a, b) => a + b)
 
 describe("Redis backend", () => {
+  it.live("a malformed URL, another scheme or no host is a typed RedisConnectionError, never a defect", () =>
+    Effect.gen(function*() {
+      for (const [given, reason] of [["not a url", /not a URL/], ["http://127.0.0.1:1", /not a Redis URL scheme/], ["", /not a URL/]] as const) {
+        const exit = yield* Effect.exit(Effect.scoped(Layer.build(RedisClient.layer({ url: given }))))
+        expect(exit._tag).toBe("Failure")
+        const failure = exit._tag === "Failure" ? Cause.failureOption(exit.cause) : Option.none()
+        expect(Option.map(failure, (e) => e._tag)).toEqual(Option.some("RedisConnectionError"))
+        expect(Option.map(failure, (e) => reason.test(e.message))).toEqual(Option.some(true))
+      }
+    }))
+
   it.live("a key of another type is a typed error, and no key is written or changed", () =>
     Effect.gen(function*() {
       const raw = yield* rawRedis(url)

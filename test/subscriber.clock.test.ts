@@ -32,7 +32,7 @@ describe("Subscriber retries on the test clock", () => {
         }
       }))
       const producer = yield* Producer.make(Orders)
-      yield* producer.Placed({ n: 1 }, { key: "o1" })
+      yield* producer.Placed({ n: 1 }, { entityId: "o1" })
       yield* eventually(() => calls === 1)
       // the first retry waits about 100 ms (80 to 120 with jitter)
       yield* TestClock.adjust("50 millis")
@@ -60,7 +60,7 @@ describe("Subscriber retries on the test clock", () => {
         handlers: { Placed: () => Effect.interrupt, Shipped: () => Effect.void }
       }))
       const producer = yield* Producer.make(Orders)
-      yield* producer.Placed({ n: 1 }, { key: "o1" })
+      yield* producer.Placed({ n: 1 }, { entityId: "o1" })
       yield* Subscriber.awaitIdle("self-interrupt").pipe(Effect.timeout("10 seconds"))
       expect((yield* DeadLetters.list("self-interrupt")).map((l) => l.errorTag)).toEqual(["HandlerInterrupted"])
       yield* Fiber.interrupt(sub)

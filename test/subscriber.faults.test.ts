@@ -22,6 +22,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { startRedisServer } from "./support/redisServer.js"
+import { figures } from "./support/figures.js"
 
 const { waitUntil } = SubscriberSuite
 const consumerScript = fileURLToPath(new URL("./support/checkedConsumer.ts", import.meta.url))
@@ -56,7 +57,7 @@ const produce = (n: number, from: number, entities = 10) =>
     for (let i = from; i < from + n; i++) {
       // retried until it settles: the server may be paused, or the connection just dropped
       for (let attempt = 0;; attempt++) {
-        const r = yield* Effect.either(producer.Happened({ n: i }, { key: `e${i % entities}`, eventId: uuidFor(i) }))
+        const r = yield* Effect.either(producer.Happened({ n: i }, { entityId: `e${i % entities}`, eventId: uuidFor(i) }))
         if (r._tag === "Right") break
         if (attempt > 200) return yield* Effect.dieMessage(`append ${i} never settled`)
         yield* Effect.sleep("50 millis")
@@ -143,7 +144,7 @@ describe("consumers under Redis faults", () => {
         yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("30 seconds"))
         const history = DeliveryChecker.readFile(join(dir, "a.jsonl"), join(dir, "b.jsonl"))
         const report = DeliveryChecker.check(history, { expected })
-        console.log(JSON.stringify({
+        figures(({
           test: "stalled-owner",
           events: expected.length,
           invocations: report.invocations,
@@ -244,7 +245,7 @@ describe("consumers under Redis faults", () => {
         const after = yield* calls()
         const perSecond = (after - before) / 3
         const exit = yield* Fiber.await(sub).pipe(Effect.timeout("20 seconds"))
-        console.log(JSON.stringify({ test: "group-destroyed", calls_per_sec: +perSecond.toFixed(1), ended: Exit.isExit(exit) }))
+        figures(({ test: "group-destroyed", calls_per_sec: +perSecond.toFixed(1), ended: Exit.isExit(exit) }))
         expect(perSecond).toBeGreaterThan(0)
         expect(perSecond).toBeLessThan(5)
         expect(Exit.isExit(exit) && Exit.isFailure(exit)).toBe(true)

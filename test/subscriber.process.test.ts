@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { SubscriberSuite } from "effect-chronicle/testing"
 import { rawRedis, redisStore, redisUrl, uniquePrefix } from "./support/redis.js"
+import { figures } from "./support/figures.js"
 
 const { inOrderPerEntity, waitUntil } = SubscriberSuite
 
@@ -94,7 +95,7 @@ const produce = (category: string, entities: number, total: number) =>
     const producer = yield* Producer.make(contractFor(category))
     const ids: Array<string> = []
     for (let n = 0; n < total; n++) {
-      const position = yield* producer.Happened({ n }, { key: `e${n % entities}` })
+      const position = yield* producer.Happened({ n }, { entityId: `e${n % entities}` })
       ids.push(position.entryId)
     }
     return ids
@@ -130,7 +131,7 @@ describe("consumers in their own processes (Redis)", () => {
         expect(handled.some((h) => h.consumer === "k")).toBe(true)
         const status = yield* Subscriber.status(group)
         expect(status.partitionStatus.every((p) => p.pending === 0 && p.lag === 0)).toBe(true)
-        console.log(JSON.stringify({ test: "sigkill", moved_ms: moved, handled: handled.length, redeliveries: handled.length - 600 }))
+        figures(({ test: "sigkill", moved_ms: moved, handled: handled.length, redeliveries: handled.length - 600 }))
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 90_000)
 
@@ -172,7 +173,7 @@ describe("consumers in their own processes (Redis)", () => {
         expect(inOrderPerEntity(handled)).toBe(true)
         const status = yield* Subscriber.status(group)
         expect(status.partitionStatus.every((p) => p.pending === 0 && p.lag === 0)).toBe(true)
-        console.log(JSON.stringify({ test: "sigstop", lost_leases: lost.length, handled: handled.length, redeliveries: handled.length - 600 }))
+        figures(({ test: "sigstop", lost_leases: lost.length, handled: handled.length, redeliveries: handled.length - 600 }))
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 90_000)
 
@@ -207,7 +208,7 @@ describe("consumers in their own processes (Redis)", () => {
         expect(crashes).toBe(3)
         const handled = (yield* Effect.promise(() => raw.lrange(`${prefix}:handled`, 0, -1))).map(parse)
         expect(new Set(handled.map((h) => h.eventId)).size).toBe(29)
-        console.log(JSON.stringify({ test: "crash-loop", crashes, dead_letters: letters.length }))
+        figures(({ test: "crash-loop", crashes, dead_letters: letters.length }))
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 90_000)
 })

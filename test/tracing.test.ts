@@ -36,7 +36,7 @@ describe("tracing", () => {
         }
       }))
       const producer = yield* Producer.make(Orders)
-      yield* producer.Placed({ n: 1 }, { key: "o1" }).pipe(Effect.withSpan("request"))
+      yield* producer.Placed({ n: 1 }, { entityId: "o1" }).pipe(Effect.withSpan("request"))
       yield* Subscriber.awaitIdle("traced")
       const request = spans.find((s) => s.name === "request")!
       const append = spans.find((s) => s.name === "EventStore.append")!
@@ -54,7 +54,7 @@ describe("tracing", () => {
   it.effect("without a tracer, no span is made and no traceparent is stored", () =>
     Effect.gen(function*() {
       const producer = yield* Producer.make(Orders)
-      yield* producer.Placed({ n: 1 }, { key: "o2" })
+      yield* producer.Placed({ n: 1 }, { entityId: "o2" })
       const typed = yield* EventStore.forContract(Orders)
       const stored = Chunk.toReadonlyArray(yield* Stream.runCollect(typed.read("o2")))[0]!
       expect(stored.traceparent).toBeUndefined()

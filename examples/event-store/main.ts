@@ -44,7 +44,7 @@ const program = Effect.gen(function*() {
   yield* shipments.read("order-1").pipe(
     Stream.runForEach((r) => Console.log(`  v${r.version} ${r.event._tag}`))
   )
-  yield* Console.log("the shipments category, in commit order:")
+  yield* Console.log("the shipments category (each partition in commit order, partitions interleaved):")
   yield* shipments.readCategory().pipe(
     Stream.runForEach((r) => Console.log(`  ${r.stream} v${r.version} ${r.event._tag}`))
   )

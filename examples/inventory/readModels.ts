@@ -37,23 +37,22 @@ export const makeReadModels = Effect.map(
         if (item !== undefined && l !== undefined) m.list.set(id, { ...item, ...l(item) })
         return m
       })
-    const idOf = (stream: string) => stream.slice("inventory-".length)
     const projection = Projection.make({
       name: "inventory-read-models",
       contract: Inventory,
       handlers: {
         ItemCreated: (e, ctx) =>
           Ref.update(ref, (m) => {
-            const id = idOf(ctx.envelope.stream)
+            const id = ctx.envelope.entityId
             if (m.details.has(id)) return m
             m.details.set(id, { id, name: e.name, count: 0, version: ctx.envelope.version })
             m.list.set(id, { id, name: e.name, active: true })
             return m
           }),
-        ItemsCheckedIn: (e, ctx) => update(idOf(ctx.envelope.stream), ctx.envelope.version, (d) => ({ count: d.count + e.count })),
-        ItemsRemoved: (e, ctx) => update(idOf(ctx.envelope.stream), ctx.envelope.version, (d) => ({ count: d.count - e.count })),
-        ItemRenamed: (e, ctx) => update(idOf(ctx.envelope.stream), ctx.envelope.version, () => ({ name: e.name }), () => ({ name: e.name })),
-        ItemDeactivated: (_, ctx) => update(idOf(ctx.envelope.stream), ctx.envelope.version, () => ({}), () => ({ active: false }))
+        ItemsCheckedIn: (e, ctx) => update(ctx.envelope.entityId, ctx.envelope.version, (d) => ({ count: d.count + e.count })),
+        ItemsRemoved: (e, ctx) => update(ctx.envelope.entityId, ctx.envelope.version, (d) => ({ count: d.count - e.count })),
+        ItemRenamed: (e, ctx) => update(ctx.envelope.entityId, ctx.envelope.version, () => ({ name: e.name }), () => ({ name: e.name })),
+        ItemDeactivated: (_, ctx) => update(ctx.envelope.entityId, ctx.envelope.version, () => ({}), () => ({ active: false }))
       },
       reset: Ref.set(ref, { list: new Map(), details: new Map() })
     })

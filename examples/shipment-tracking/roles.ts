@@ -18,7 +18,7 @@ export const placeOrders = (count: number, pauseMillis = 0) =>
       // the event id derives from the order: placing the same order again is a no-op
       yield* producer.OrderPlaced(
         { orderId, product: i % 2 === 0 ? "lamp" : "book", quantity: i, email: `customer${i}@example.com` },
-        { key: orderId, eventId: orderEventId(i) }
+        { entityId: orderId, eventId: orderEventId(i) }
       )
       if (pauseMillis > 0) yield* Effect.sleep(pauseMillis)
     }
@@ -33,9 +33,9 @@ export const transit = Subscriber.layer(Shipments, {
   leaseTtl: "2 seconds",
   heartbeat: "500 millis",
   handlers: {
-    OrderPlaced: (event, ctx) => ctx.produce(Shipments).Packing({ orderId: event.orderId, station: "A" }, { key: event.orderId }),
-    Packing: (event, ctx) => ctx.produce(Shipments).OnDelivery({ orderId: event.orderId, carrier: "bike" }, { key: event.orderId }),
-    OnDelivery: (event, ctx) => ctx.produce(Shipments).OnReceived({ orderId: event.orderId, signedBy: "the customer" }, { key: event.orderId }),
+    OrderPlaced: (event, ctx) => ctx.produce(Shipments).Packing({ orderId: event.orderId, station: "A" }, { entityId: event.orderId }),
+    Packing: (event, ctx) => ctx.produce(Shipments).OnDelivery({ orderId: event.orderId, carrier: "bike" }, { entityId: event.orderId }),
+    OnDelivery: (event, ctx) => ctx.produce(Shipments).OnReceived({ orderId: event.orderId, signedBy: "the customer" }, { entityId: event.orderId }),
     OnReceived: () => Effect.void
   }
 })

@@ -46,6 +46,8 @@ export interface Meta {
   readonly c?: string
   readonly k?: string
   readonly tp?: string
+  /** The names of the fields marked personal (for tools that show events). */
+  readonly pf?: ReadonlyArray<string>
 }
 
 const MAX_META_STRING = 1024
@@ -126,7 +128,11 @@ export const prepareAppend = (
     if (!optionalString(e.correlationId)) return invalid(stream, type, "correlationId", "must be a string of at most 1024 characters")
     if (!optionalString(e.causationId)) return invalid(stream, type, "causationId", "must be a string of at most 1024 characters")
     if (!optionalString(e.traceparent)) return invalid(stream, type, "traceparent", "must be a string of at most 1024 characters")
-    out[i] = { eventId, type, data: json, dataBytes: size, meta: encodeMeta(ev, e.correlationId, e.causationId, e.traceparent) }
+    const pf = e.personalFields
+    if (pf !== undefined && (!Array.isArray(pf) || !pf.every((f) => typeof f === "string" && f.length > 0 && f.length <= 128) || pf.length > 256)) {
+      return invalid(stream, type, "personalFields", "must be a list of field names")
+    }
+    out[i] = { eventId, type, data: json, dataBytes: size, meta: encodeMeta(ev, e.correlationId, e.causationId, e.traceparent, pf) }
   }
   if (bytes > limits.maxBatchBytes) {
     return new BatchTooLarge({ stream, events: events.length, bytes, maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes })
@@ -141,13 +147,21 @@ export const prepareAppend = (
   }
 }
 
-const encodeMeta = (ev: number | undefined, c: string | undefined, k: string | undefined, tp: string | undefined): string => {
-  if ((ev === undefined || ev === 1) && c === undefined && k === undefined && tp === undefined) return ""
-  const meta: { ev?: number; c?: string; k?: string; tp?: string } = {}
+const encodeMeta = (
+  ev: number | undefined,
+  c: string | undefined,
+  k: string | undefined,
+  tp: string | undefined,
+  pf: ReadonlyArray<string> | undefined
+): string => {
+  const personal = pf !== undefined && pf.length > 0
+  if ((ev === undefined || ev === 1) && c === undefined && k === undefined && tp === undefined && !personal) return ""
+  const meta: { ev?: number; c?: string; k?: string; tp?: string; pf?: ReadonlyArray<string> } = {}
   if (ev !== undefined && ev !== 1) meta.ev = ev
   if (c !== undefined) meta.c = c
   if (k !== undefined) meta.k = k
   if (tp !== undefined) meta.tp = tp
+  if (personal) meta.pf = pf
   return JSON.stringify(meta)
 }
 
@@ -162,6 +176,7 @@ export const decodeMeta = (meta: string | undefined): Meta | undefined => {
     const m = parsed as Record<string, unknown>
     if (m.ev !== undefined && (typeof m.ev !== "number" || !Number.isSafeInteger(m.ev) || m.ev < 1)) return undefined
     for (const key of ["c", "k", "tp"]) if (m[key] !== undefined && typeof m[key] !== "string") return undefined
+    if (m.pf !== undefined && (!Array.isArray(m.pf) || !m.pf.every((f) => typeof f === "string"))) return undefined
     return m as Meta
   } catch {
     return undefined

@@ -113,7 +113,7 @@ export const uuidv5 = (name: string, namespace: Buffer = FOLLOW_UP_NAMESPACE): s
 
 /**
  * The id of the `index`-th event a handler of `group` produces to `targetStream` while
- * handling the event `causeEventId` of `causeStream` (SEMANTICS §2): the same on every
+ * handling the event `causeEventId` of `causeStream` (docs/semantics.md §2): the same on every
  * rerun. An event id is unique only within its stream, so the cause is named by both.
  */
 export const followUpId = (group: string, causeStream: string, causeEventId: string, targetStream: string, index: number): string =>

@@ -1,6 +1,6 @@
 /**
  * Consumer groups in memory, over the in-memory log: the same rules as the Redis groups
- * (SEMANTICS §5–6). Leases and memberships expire by the Effect `Clock`, so `TestClock`
+ * (docs/semantics.md §5–6). Leases and memberships expire by the Effect `Clock`, so `TestClock`
  * drives them in tests.
  *
  * @internal

@@ -1,5 +1,5 @@
 /**
- * The in-memory event store: the same rules as the Redis store (SEMANTICS §1–4), with
+ * The in-memory event store: the same rules as the Redis store (docs/semantics.md §1–4), with
  * state in a closure. Appends are synchronous, so each is atomic; entry ids follow
  * Redis's `ms-seq` scheme from the Effect `Clock`, so `TestClock` controls commit times.
  *

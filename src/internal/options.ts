@@ -76,7 +76,7 @@ export const validateFrom = (
 
 /**
  * The largest batch the append script can take: it hands Lua 2n + 2 values at once, and
- * Redis's Lua stack takes about 8,000 (SEMANTICS §3 keeps every unpack under 4,000).
+ * Redis's Lua stack takes about 8,000 (docs/semantics.md §3 keeps every unpack under 4,000).
  */
 export const maxBatchEventsLimit = 1990
 

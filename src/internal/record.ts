@@ -58,6 +58,7 @@ class Stored implements RecordedEvent {
     readonly correlationId: string | undefined,
     readonly causationId: string | undefined,
     readonly traceparent: string | undefined,
+    readonly personalFields: ReadonlyArray<string> | undefined,
     readonly data: unknown
   ) {}
   get stream(): string {
@@ -86,7 +87,8 @@ export const envelopeOf = (r: RecordedEvent): Envelope => ({
   eventVersion: r.eventVersion,
   correlationId: r.correlationId,
   causationId: r.causationId,
-  traceparent: r.traceparent
+  traceparent: r.traceparent,
+  personalFields: r.personalFields
 })
 
 /** A log entry as the fenced read returns it: `[id, e, i, v, t, d, m]`, null where a field is missing. */
@@ -148,5 +150,5 @@ export const recordOf = (
     // the parser's message quotes the data, which may be personal: say only what is wrong
     return undecodable(category, partition, entryId, i, version, t, "the data is not JSON")
   }
-  return new Stored(e, t, category, i, version, partition, entryId, meta.ev ?? 1, meta.c, meta.k, meta.tp, data)
+  return new Stored(e, t, category, i, version, partition, entryId, meta.ev ?? 1, meta.c, meta.k, meta.tp, meta.pf, data)
 }

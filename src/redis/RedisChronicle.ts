@@ -30,7 +30,7 @@ export interface Options {
    * a group's consumers share the work; 1 gives one total order per category.
    */
   readonly partitions?: PartitionsConfig | undefined
-  /** Append limits (SEMANTICS §3); each defaults to `EventStore.defaultLimits`. */
+  /** Append limits (docs/semantics.md §3); each defaults to `EventStore.defaultLimits`. */
   readonly limits?: Partial<Limits> | undefined
   /** Tuning of append coalescing. */
   readonly coalescing?: {
@@ -42,7 +42,7 @@ export interface Options {
   /** How long one live read blocks before it is issued again (default 5 seconds). */
   readonly liveBlock?: Duration.DurationInput | undefined
   /**
-   * What "acknowledged" means beyond the primary's memory (SEMANTICS §9). With
+   * What "acknowledged" means beyond the primary's memory (docs/semantics.md §9). With
    * `replicas: n`, every append waits (WAIT) for n replicas and fails with
    * `ReplicationTimeout` when fewer confirm within `timeout` (the events are then written
    * on the primary; a same-id retry is safe). `aof: true` also waits for the AOF fsync

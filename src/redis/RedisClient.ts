@@ -112,6 +112,21 @@ export declare namespace RedisClient {
  */
 export class RedisClient extends Context.Tag("effect-chronicle/redis/RedisClient")<RedisClient, RedisClient.Service>() {}
 
+/** Why a URL cannot be a Redis URL (not a URL, another scheme, no host), if it cannot. */
+const checkUrl = (raw: string): { readonly shown: string; readonly reason: string } | undefined => {
+  let parsed: URL
+  try {
+    parsed = new URL(raw)
+  } catch {
+    return { shown: JSON.stringify(redactUrl(raw).slice(0, 80)), reason: "not a URL (expected redis://host:port or rediss://host:port)" }
+  }
+  if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
+    return { shown: redactUrl(raw), reason: `${parsed.protocol}// is not a Redis URL scheme (expected redis:// or rediss://)` }
+  }
+  if (parsed.hostname === "") return { shown: redactUrl(raw), reason: "the URL has no host" }
+  return undefined
+}
+
 /**
  * A URL with its password replaced by `***`.
  *
@@ -182,6 +197,8 @@ export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, 
   Effect.gen(function*() {
     const rawUrl = options.url === undefined ? "redis://127.0.0.1:6379" : typeof options.url === "string" ? options.url : Redacted.value(options.url)
     const url = redactUrl(rawUrl)
+    const invalid = checkUrl(rawUrl)
+    if (invalid !== undefined) return yield* new RedisConnectionError({ url: invalid.shown, reason: invalid.reason })
     const commandTimeout = Duration.decode(options.commandTimeout ?? "5 seconds")
     const connectTimeout = Duration.decode(options.connectTimeout ?? "5 seconds")
     const password = options.password ? Redacted.value(options.password) : (() => {

@@ -143,7 +143,7 @@ return {r[1], out}
 )
 
 /**
- * A fenced read (SEMANTICS §5): new entries of one partition enter the member's pending
+ * A fenced read (docs/semantics.md §5): new entries of one partition enter the member's pending
  * list only while it holds the lease, checked in the same atomic step. Never blocks:
  * waiting for new entries is a plain XREAD elsewhere, with no effect on the group.
  * The redelivery stream (replayed dead letters) is read before the log.
@@ -209,7 +209,7 @@ return {tail, entries, rout}
 )
 
 /**
- * Counts a handler start for a redelivered entry (SEMANTICS §6: crash loops).
+ * Counts a handler start for a redelivered entry (docs/semantics.md §6: crash loops).
  * KEYS: lease, starts (hash). ARGV: token, field ("l:<id>" or "r:<id>").
  * The starts so far, the first delivery included; false when the lease is gone.
  */

@@ -1,5 +1,5 @@
 /**
- * Consumer groups on Redis (SEMANTICS §5–6): one Redis consumer group per partition of
+ * Consumer groups on Redis (docs/semantics.md §5–6): one Redis consumer group per partition of
  * the category log and per partition's redelivery stream; membership in a sorted set
  * scored by expiry (server time); a fenced lease per (group, partition) that the read,
  * claim, ack and dead-letter scripts check first, atomically with what they do.

@@ -51,13 +51,13 @@ export interface RedisStoreOptions {
   readonly prefix: string
   readonly partitions: PartitionsConfig
   readonly limits: Limits
-  /** Events per coalesced call (SEMANTICS §3: at most 512). */
+  /** Events per coalesced call (docs/semantics.md §3: at most 512). */
   readonly maxEventsPerCall: number
   /** Coalesced calls in flight on the append connection at once. */
   readonly maxCallsInFlight: number
   /** Block time of one live read before it is issued again. */
   readonly liveBlock: Duration.Duration
-  /** What "acknowledged" waits for beyond the primary's memory (SEMANTICS §9). */
+  /** What "acknowledged" waits for beyond the primary's memory (docs/semantics.md §9). */
   readonly durability: Durability | undefined
 }
 
@@ -119,7 +119,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     const conn: Redis = yield* client.dedicated("append")
 
     // -----------------------------------------------------------------------
-    // The partition registry (SEMANTICS §4)
+    // The partition registry (docs/semantics.md §4)
     // -----------------------------------------------------------------------
     const known = new Map<string, number>()
     const mismatch = (category: string, recorded: number, configured: number) =>

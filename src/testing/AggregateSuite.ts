@@ -1,5 +1,5 @@
 /**
- * The conformance suite of aggregates, snapshots and projections (SEMANTICS §2, §7, §8),
+ * The conformance suite of aggregates, snapshots and projections (docs/semantics.md §2, §7, §8),
  * run against every backend.
  *
  * @since 0.1.0
@@ -161,7 +161,7 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
           expected.set(stream, (expected.get(stream) ?? 0) + i)
         }
         yield* Effect.forEach(Array.from({ length: 50 }, (_, e) => e), (e) =>
-          Effect.forEach(Array.from({ length: 200 }, (_, k) => k * 50 + e), (i) => producer.Added({ n: i }, { key: `e${e}` }), { discard: true }), {
+          Effect.forEach(Array.from({ length: 200 }, (_, k) => k * 50 + e), (i) => producer.Added({ n: i }, { entityId: `e${e}` }), { discard: true }), {
           concurrency: 8,
           discard: true
         })
@@ -174,8 +174,8 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
             Added: (event, ctx) =>
               Effect.sync(() => {
                 model.applied++
-                if (model.seen.has(ctx.key)) return
-                model.seen.add(ctx.key)
+                if (model.seen.has(ctx.idempotencyKey)) return
+                model.seen.add(ctx.idempotencyKey)
                 model.totals.set(ctx.envelope.stream, (model.totals.get(ctx.envelope.stream) ?? 0) + event.n)
               })
           },
@@ -202,7 +202,7 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
       withBackend(2, Effect.gen(function*() {
         const contract = counterContract()
         const producer = yield* Producer.make(contract)
-        for (let i = 0; i < 500; i++) yield* producer.Added({ n: i }, { key: `e${i % 7}` })
+        for (let i = 0; i < 500; i++) yield* producer.Added({ n: i }, { entityId: `e${i % 7}` })
         const appliedBy = new Set<string>()
         const totals = new Map<string, number>()
         let resets = 0

@@ -1,7 +1,7 @@
 /**
  * A delivery checker for consumer groups, usable on any backend and across processes:
  * it records every handler invocation (member, partition, lease epoch, stream, version,
- * start, end, outcome) and checks a history against what a group promises (SEMANTICS §5–6):
+ * start, end, outcome) and checks a history against what a group promises (docs/semantics.md §5–6):
  *
  * - **order**: per entity, no version's handler starts before the previous version was
  *   handled (a successful invocation ended before it; for a version that was

@@ -1,6 +1,6 @@
 /**
  * The event store conformance suite: one set of tests, run against every backend.
- * It checks the rules of SEMANTICS.md §1–4 through the public `EventStore` service.
+ * It checks the rules of docs/semantics.md §1–4 through the public `EventStore` service.
  *
  * @since 0.1.0
  */

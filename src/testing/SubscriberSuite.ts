@@ -1,7 +1,7 @@
 /**
  * The subscriber conformance suite: consumer groups, partition ownership, rebalancing,
  * retries, dead letters and follow-up events, run against every backend with the live
- * clock (SEMANTICS §5–6).
+ * clock (docs/semantics.md §5–6).
  *
  * @since 0.1.0
  */
@@ -155,7 +155,7 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
             Array.from({ length: Math.ceil(total / entities) }, (_, i) => i * entities + e).filter((n) => n < total),
             (n, i) =>
               Effect.gen(function*() {
-                yield* producer.Happened({ n }, { key: key(e) })
+                yield* producer.Happened({ n }, { entityId: key(e) })
                 versions.set(e, (versions.get(e) ?? 0) + 1)
                 expected.push({ stream: `${contract.name}-${key(e)}`, version: versions.get(e)! })
                 // a producer that never waits (an in-memory store answers at once) would keep
@@ -301,7 +301,7 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
               const bad = yield* store.append(`${contract.name}-x${n % 10}`, [{ eventId: crypto.randomUUID(), type: "Happened", data: { n: "not a number" } }])
               expect(bad.lastVersion).toBeGreaterThan(0)
             } else {
-              const position = yield* producer.Happened({ n }, { key: `x${n % 10}` })
+              const position = yield* producer.Happened({ n }, { entityId: `x${n % 10}` })
               if (n === 500) poisonId = position.entryId
             }
           }
@@ -345,15 +345,15 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
               Happened: (event, ctx) =>
                 Effect.gen(function*() {
                   calls++
-                  yield* ctx.produce(contract).Followed({ n: event.n }, { key: "follow" })
-                  yield* ctx.produce(contract).Followed({ n: event.n + 1 }, { key: "follow" })
+                  yield* ctx.produce(contract).Followed({ n: event.n }, { entityId: "follow" })
+                  yield* ctx.produce(contract).Followed({ n: event.n + 1 }, { entityId: "follow" })
                   if (calls === 1) return yield* Effect.fail("crashed before the ack")
                 }),
               Followed: () => Effect.void
             }
           }))
           const producer = yield* Producer.make(contract)
-          const cause = yield* producer.Happened({ n: 1 }, { key: "cause" })
+          const cause = yield* producer.Happened({ n: 1 }, { entityId: "cause" })
           yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("30 seconds"))
           expect(calls).toBe(2)
           const typed = yield* forContract(contract)
@@ -396,13 +396,13 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
         Effect.gen(function*() {
           const contract = freshContract()
           const producer = yield* Producer.make(contract)
-          yield* producer.Happened({ n: 1 }, { key: "a" })
+          yield* producer.Happened({ n: 1 }, { entityId: "a" })
           const seen: Array<number> = []
           const group = `e_${uid()}`
           const handlers = { Happened: (e: { n: number }) => Effect.sync(() => seen.push(e.n)), Followed: () => Effect.void }
           const sub = yield* Effect.fork(Subscriber.run(contract, { group, handlers, startFrom: "end" }))
           yield* waitUntil("the group", statusIs(group, () => true))
-          yield* producer.Happened({ n: 2 }, { key: "a" })
+          yield* producer.Happened({ n: 2 }, { entityId: "a" })
           yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("30 seconds"))
           expect(seen).toEqual([2])
           const other = freshContract()
@@ -545,7 +545,7 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
           const sub = yield* Effect.fork(Subscriber.run(contract, {
             group,
             handlers: {
-              Happened: (event, ctx) => ctx.produce(contract).Followed({ n: event.n }, { key: "target" }),
+              Happened: (event, ctx) => ctx.produce(contract).Followed({ n: event.n }, { entityId: "target" }),
               Followed: () => Effect.void
             }
           }))
@@ -565,7 +565,7 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
         Effect.gen(function*() {
           const contract = freshContract()
           const producer = yield* Producer.make(contract)
-          for (let n = 0; n < 5; n++) yield* producer.Happened({ n }, { key: "s" })
+          for (let n = 0; n < 5; n++) yield* producer.Happened({ n }, { entityId: "s" })
           const group = `m_${uid()}`
           const got = yield* Subscriber.stream(contract, { group }).pipe(
             Stream.mapEffect((d) => Effect.as(d.ack, d.event)),

@@ -11,10 +11,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { runScenario } from "../support/scenario.js"
+import { figures } from "../support/figures.js"
 
 const run = (seconds: number, faults: boolean) =>
   Effect.promise(() => runScenario({ seconds, faults, log: (line) => console.log(line) })).pipe(
-    Effect.tap((report) => Effect.sync(() => console.log(JSON.stringify(report))))
+    Effect.tap((report) => Effect.sync(() => figures((report))))
   )
 
 describe("faults: consumers under a nemesis", () => {

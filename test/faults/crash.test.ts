@@ -10,6 +10,7 @@ import { Effect, Fiber, Layer } from "effect"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
 import { appendSurely, batchOf, restartableServer } from "./support.js"
+import { figures } from "../support/figures.js"
 
 const WRITERS = 8
 const BATCHES = 5000
@@ -77,7 +78,7 @@ const crashRun = (fsync: "always" | "everysec") =>
     for (const a of acknowledged) if (present.get(a.ids[0]!) === 0) lostAcknowledged++
     const logLength = yield* Effect.promise(() => raw.xlen("crash:{crash:0}:log"))
     const total = Array.from(streams).length
-    console.log(JSON.stringify({
+    figures(({
       fault: "crash",
       appendfsync: fsync,
       crashes,

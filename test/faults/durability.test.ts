@@ -1,5 +1,5 @@
 /**
- * Durability modes (SEMANTICS §9): appends that wait for a replica (WAIT), a replica that
+ * Durability modes (docs/semantics.md §9): appends that wait for a replica (WAIT), a replica that
  * dies (ReplicationTimeout after the timeout, then a same-id retry leaves one copy), and
  * WAITAOF asked of a server that lacks it (ConfigurationError at start).
  */
@@ -9,6 +9,7 @@ import { EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
 import { freePort, type RedisServer, startRedisServer, waitFor } from "../support/redisServer.js"
+import { figures } from "../support/figures.js"
 
 const server = (args: ReadonlyArray<string> = [], port?: number) =>
   Effect.acquireRelease(Effect.promise(() => startRedisServer({ args, ...(port ? { port } : {}) })), (s) => Effect.promise(() => s.stop()))
@@ -67,7 +68,7 @@ describe("faults: durability", () => {
       const onReplica = new Redis(back.url)
       yield* Effect.addFinalizer(() => Effect.promise(() => onReplica.quit()))
       expect(yield* Effect.promise(() => onReplica.hget("dur:{dur:0}:ids:1", "v"))).toBe("2")
-      console.log(JSON.stringify({ fault: "replica-down", replication_timeout_ms: waited }))
+      figures(({ fault: "replica-down", replication_timeout_ms: waited }))
     }).pipe(Effect.scoped), 60_000)
 
   it.live("durability aof on a server without WAITAOF (7.0) fails at start with ConfigurationError", () =>

@@ -9,6 +9,7 @@ import { Contract, DeadLetters, EventStore, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
 import { startRedisServer } from "../support/redisServer.js"
+import { figures } from "../support/figures.js"
 
 const Fuzz = Contract.make("fuzz", {
   Measured: Contract.versioned({ celsius: Schema.Number, sensor: Schema.String }, {
@@ -93,7 +94,7 @@ describe("faults: stored-data fuzz", () => {
       expect(handled.filter((c) => c === 100).length).toBeGreaterThanOrEqual(counts.old)
       expect(letters.length).toBe(1000 - handled.length)
       expect(new Set(letters.map((l) => l.errorTag))).toEqual(new Set(["DecodeError", "UnknownEventType"]))
-      console.log(JSON.stringify({ fault: "fuzz", entries: 1000, decoded, typed_errors: typedErrors, handled: handled.length, dead_letters: letters.length }))
+      figures(({ fault: "fuzz", entries: 1000, decoded, typed_errors: typedErrors, handled: handled.length, dead_letters: letters.length }))
       yield* Fiber.interrupt(sub)
     }).pipe(Effect.scoped), 60_000)
 })

@@ -12,6 +12,7 @@ import { Redis } from "ioredis"
 import { APPEND } from "../../src/redis/scripts.js"
 import { startProxy } from "../support/proxy.js"
 import { startRedisServer } from "../support/redisServer.js"
+import { figures } from "../support/figures.js"
 
 const APPENDS = 10_000
 const STREAMS = 10
@@ -62,7 +63,7 @@ describe("faults: replies lost on the way back", () => {
         if (ids !== Number(version) + 1) duplicates++
       }
       const logged = yield* Effect.promise(() => raw.xlen("lost:{lost:0}:log"))
-      console.log(JSON.stringify({ fault: "lost-replies", appends: APPENDS, cuts: proxy.cuts(), unknown_outcomes: unknown, unavailable, stored: total, log_entries: logged, slowest_attempt_ms: slowest }))
+      figures(({ fault: "lost-replies", appends: APPENDS, cuts: proxy.cuts(), unknown_outcomes: unknown, unavailable, stored: total, log_entries: logged, slowest_attempt_ms: slowest }))
       expect(proxy.cuts()).toBeGreaterThanOrEqual(5)
       expect(total).toBe(APPENDS)
       expect(logged).toBe(APPENDS)

@@ -52,7 +52,7 @@ describe("faults: server restart under subscribers", () => {
       yield* Subscriber.awaitIdle("tickers").pipe(Effect.provide(ctx), Effect.timeout("60 seconds"))
       const missing = Array.from({ length: TOTAL }, (_, n) => n).filter((n) => !handled.has(n))
       const redeliveries = Array.from(handled.values()).reduce((a, b) => a + b, 0) - handled.size
-      console.log(JSON.stringify({ fault: "restart-under-subscribers", restarts: 2, events: TOTAL, handled: handled.size, redeliveries, append_unknown: counters.unknown, append_unavailable: counters.unavailable }))
+      figures(({ fault: "restart-under-subscribers", restarts: 2, events: TOTAL, handled: handled.size, redeliveries, append_unknown: counters.unknown, append_unavailable: counters.unavailable }))
       expect(missing).toEqual([])
       // the restarts emptied the script cache: the scripts were sent again (EVAL after NOSCRIPT)
       const evals = yield* Effect.promise(async () => {
@@ -69,6 +69,7 @@ describe("faults: server restart under subscribers", () => {
 
 import { startProxy } from "../support/proxy.js"
 import { startRedisServer } from "../support/redisServer.js"
+import { figures } from "../support/figures.js"
 
 describe("faults: a read whose reply is lost", () => {
   it.live("entries delivered by a read whose reply never came are taken again and handled", () =>

@@ -1,5 +1,5 @@
 /**
- * Security (SEMANTICS §10): a tenant fenced by an ACL key pattern cannot touch another
+ * Security (docs/semantics.md §10): a tenant fenced by an ACL key pattern cannot touch another
  * tenant's keys (NOPERM is a typed error, nothing written); TLS with a CA the test makes;
  * a wrong CA fails with a clear error; a password never appears in logs or errors.
  */

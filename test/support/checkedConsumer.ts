@@ -10,8 +10,8 @@
 import { Duration, Effect, Layer, Logger, LogLevel, Schema } from "effect"
 import { Contract, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
-// the checker alone: the testing entry also loads the suites, which need vitest
-import * as DeliveryChecker from "../../src/testing/DeliveryChecker.js"
+// the checker alone (the testing entry also loads the suites, which need vitest)
+import * as DeliveryChecker from "effect-chronicle/testing/DeliveryChecker"
 
 const env = (name: string, fallback?: string): string => {
   const v = process.env[name] ?? fallback

@@ -11,8 +11,8 @@
 import { Effect, Fiber, Layer, Schema } from "effect"
 import { Contract, DeadLetters, EventStore, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
-// the checker alone: the testing entry also loads the suites, which need vitest
-import * as DeliveryChecker from "../../src/testing/DeliveryChecker.js"
+// the checker alone (the testing entry also loads the suites, which need vitest)
+import * as DeliveryChecker from "effect-chronicle/testing/DeliveryChecker"
 import { Redis } from "ioredis"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"

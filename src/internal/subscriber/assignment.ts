@@ -1,5 +1,5 @@
 /**
- * Which member owns which partition (SEMANTICS §5): sticky and balanced.
+ * Which member owns which partition (docs/semantics.md §5): sticky and balanced.
  *
  * Every member computes the same assignment from the same facts (the live members and
  * the current owner of each partition), so no coordinator is needed; the leases settle

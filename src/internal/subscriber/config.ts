@@ -1,5 +1,5 @@
 /**
- * A subscriber's settings, checked once when it starts (SEMANTICS §5): every duration in
+ * A subscriber's settings, checked once when it starts (docs/semantics.md §5): every duration in
  * milliseconds, every default filled in.
  *
  * @internal

@@ -1,5 +1,5 @@
 /**
- * Handling one delivery (SEMANTICS §5–6): decode it, count a redelivery's start, run the
+ * Handling one delivery (docs/semantics.md §5–6): decode it, count a redelivery's start, run the
  * handler under the retry schedule, and turn what happened into an outcome. No handler
  * (first attempt or retry) starts past the partition's local lease deadline.
  *

@@ -1,5 +1,5 @@
 /**
- * Entity lanes and the worker pool (SEMANTICS §5: one entity strictly in order,
+ * Entity lanes and the worker pool (docs/semantics.md §5: one entity strictly in order,
  * different entities in parallel up to `concurrency`).
  *
  * Every delivery joins its entity's lane; a lane is taken by one worker at a time, which

@@ -1,5 +1,5 @@
 /**
- * Membership and leases (SEMANTICS §5): the heartbeat renews this member and every lease
+ * Membership and leases (docs/semantics.md §5): the heartbeat renews this member and every lease
  * it holds, computes the sticky assignment, acquires what is now its own and hands over
  * what is not. A hand-over starts no new handler, waits for the running ones at most
  * `revokeTimeout`, then interrupts them unacknowledged (their entries stay pending for

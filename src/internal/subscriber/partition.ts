@@ -1,5 +1,5 @@
 /**
- * The state of one owned partition (SEMANTICS §5), and the rules that read it.
+ * The state of one owned partition (docs/semantics.md §5), and the rules that read it.
  *
  *   claiming ──(pending list taken whole)──▶ active ──(assigned elsewhere, or shutdown)──▶ revoking ──▶ released
  *       │                                      │                                              │

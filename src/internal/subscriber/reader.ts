@@ -1,5 +1,5 @@
 /**
- * Reading (SEMANTICS §5): for each owned partition, first its pending list, claimed page
+ * Reading (docs/semantics.md §5): for each owned partition, first its pending list, claimed page
  * by page, then new entries by fenced reads. Each partition's next read goes as soon as
  * its last one is back and there is room, so pages arrive while the workers still have
  * work (no round waits for its slowest partition). In flight never exceeds 2 × readCount:

@@ -1,5 +1,5 @@
 /**
- * How a subscriber's background work survives failures (SEMANTICS §5): a failure the
+ * How a subscriber's background work survives failures (docs/semantics.md §5): a failure the
  * backend marks retryable (a dropped connection, a restart, a busy server) is retried
  * under an exponential schedule, for as long as the work is still wanted; any other
  * failure (a deleted group, a permission, a wrong key type) is retried a few times more
