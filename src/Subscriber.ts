@@ -14,7 +14,7 @@ import { Duration, Effect, Fiber, Layer, Queue, type Schedule, Stream } from "ef
 import { ConsumerGroups, type GroupConflict, type GroupError, type GroupStatus, type StartFrom } from "./ConsumerGroups.js"
 import type * as Contract from "./Contract.js"
 import type { Envelope } from "./Envelope.js"
-import { type EventStore, type InvalidArgument, InvalidContract } from "./EventStore.js"
+import { type EventStore, type InvalidArgument, InvalidContract, isRetryable } from "./EventStore.js"
 import * as Config from "./internal/subscriber/config.js"
 import * as Engine from "./internal/subscriber/engine.js"
 import { type ConsumerHealth, local } from "./internal/subscriber/health.js"
@@ -300,8 +300,9 @@ export const stream = <C extends Contract.Any>(
 /**
  * Waits until a group has handled everything: no lag and nothing pending (delivered and
  * not acknowledged) on any partition. For tests and tools; it polls the group's status, and waits for a
- * group that does not exist yet (a consumer forked a moment ago) to be created: bound it
- * with `Effect.timeout`.
+ * group that does not exist yet (a consumer forked a moment ago) to be created, and
+ * through passing store failures (a dropped connection, a server restarting: see
+ * `EventStore.isRetryable`); other failures end it. Bound it with `Effect.timeout`.
  *
  * @since 0.1.0
  * @category status
@@ -314,7 +315,10 @@ export const awaitIdle = (
     const groups = yield* ConsumerGroups
     const interval = options.pollInterval ?? "10 millis"
     for (;;) {
-      const s = yield* groups.status(group).pipe(Effect.catchTag("GroupNotFound", () => Effect.succeed(undefined)))
+      const s = yield* groups.status(group).pipe(
+        Effect.catchTag("GroupNotFound", () => Effect.succeed(undefined)),
+        Effect.catchIf(isRetryable, () => Effect.succeed(undefined))
+      )
       // pending covers what is in flight: delivered entries stay pending until acknowledged
       if (s !== undefined && s.partitionStatus.every((p) => p.lag === 0 && p.pending === 0)) return
       yield* Effect.sleep(interval).pipe(Effect.withClock(liveClock))

@@ -11,7 +11,7 @@
  * a server).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, type Context, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
+import { Cause, type Context, Deferred, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
 import { type ConsumerGroups, Contract, type EventStore, Producer, Projection, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { DeliveryChecker, SubscriberSuite } from "effect-chronicle/testing"
@@ -210,6 +210,33 @@ describe("consumers under Redis faults", () => {
         yield* waitUntil("the events after the drop", Effect.sync(() => applied.size === 15), 20_000)
         expect(run.unsafePoll()).toBe(null)
         yield* Fiber.interrupt(run)
+      }).pipe(Effect.provide(ctx))
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("awaitIdle waits through dropped connections while a backlog is in hand, and returns once it is handled", () =>
+    Effect.gen(function*() {
+      const server = yield* ownServer
+      const ctx = yield* storeAt(server.url, 2)
+      yield* Effect.gen(function*() {
+        const gate = yield* Deferred.make<void>()
+        const handled = new Set<number>()
+        const sub = yield* Effect.fork(Subscriber.run(Events, {
+          group: "g",
+          handlers: { Happened: (e) => Deferred.await(gate).pipe(Effect.andThen(() => handled.add(e.n))), Followed: () => Effect.void }
+        }))
+        yield* produce(20, 0)
+        const idle = yield* Effect.fork(Subscriber.awaitIdle("g", { pollInterval: "5 millis" }))
+        for (let i = 0; i < 6; i++) {
+          yield* command(server.url, "CLIENT", "KILL", "TYPE", "normal")
+          yield* Effect.sleep("150 millis")
+        }
+        expect(idle.unsafePoll()).toBe(null)
+        expect(handled.size).toBe(0)
+        yield* Deferred.succeed(gate, undefined)
+        const exit = yield* Fiber.await(idle).pipe(Effect.timeout("30 seconds"))
+        expect(Exit.isSuccess(exit)).toBe(true)
+        expect(handled.size).toBe(20)
+        yield* Fiber.interrupt(sub)
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 60_000)
 

@@ -8,7 +8,7 @@
  * delivery checker reads every consumer's history: order per entity, nothing lost, no
  * handler started past its lease deadline; every consumer still running; pending lists empty.
  */
-import { Effect, Fiber, Layer, Schema } from "effect"
+import { Effect, Fiber, Layer, Schedule, Schema } from "effect"
 import { Contract, DeadLetters, EventStore, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 // the checker alone (the testing entry also loads the suites, which need vitest)
@@ -26,6 +26,11 @@ const script = fileURLToPath(new URL("./checkedConsumer.ts", import.meta.url))
 export interface ScenarioOptions {
   /** How long the nemesis runs (the producer keeps the backlog up meanwhile). */
   readonly seconds: number
+  /**
+   * With faults: the nemesis goes on past `seconds` until it has done this many (a busy
+   * machine makes each fault take longer), for at most three times `seconds`.
+   */
+  readonly minFaults?: number
   /** Without faults: the control run. */
   readonly faults: boolean
   readonly consumers?: number
@@ -194,7 +199,12 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     // the nemesis
     const started = Date.now()
     const kinds = ["stop", "kill", "client-kill", "pause", "restart"] as const
-    while (Date.now() - started < options.seconds * 1000) {
+    const minFaults = options.faults ? options.minFaults ?? 0 : 0
+    const done = () => Object.values(faults).reduce((a, b) => a + b, 0)
+    while (
+      (Date.now() - started < options.seconds * 1000 || done() < minFaults) &&
+      Date.now() - started < options.seconds * 3000
+    ) {
       yield* Effect.promise(() => sleep(1000 + Math.floor(random() * 2000)))
       if (!options.faults) continue
       const kind = kinds[Math.floor(random() * kinds.length)]!
@@ -257,9 +267,11 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
       Effect.option
     )
     const drainedMs = Date.now() - drainStart
-    const status = yield* Subscriber.status(group).pipe(Effect.provide(ctx))
+    // a fault's last reconnect may still be under way
+    const settled = { while: EventStore.isRetryable, schedule: Schedule.spaced("200 millis"), times: 50 }
+    const status = yield* Subscriber.status(group).pipe(Effect.provide(ctx), Effect.retry(settled))
     const pending = status.partitionStatus.reduce((n, p) => n + p.pending + p.lag, 0)
-    const letters = yield* DeadLetters.list(group).pipe(Effect.provide(ctx))
+    const letters = yield* DeadLetters.list(group).pipe(Effect.provide(ctx), Effect.retry(settled))
     return { idle: idle._tag === "Some", drainedMs, pending, letters }
   })))
 
