@@ -18,6 +18,7 @@ import {
   type UnknownEventType
 } from "./EventStore.js"
 import { uuidv5 } from "./internal/ids.js"
+import { isWellFormed } from "./internal/util.js"
 import { SnapshotStore } from "./Snapshots.js"
 
 /**
@@ -253,8 +254,8 @@ export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
       return yield* new InvalidCommand({ aggregate: agg.contract.name, reason: decoded.left.message })
     }
     const commandId: unknown = options.commandId
-    if (commandId !== undefined && (typeof commandId !== "string" || commandId.length === 0 || commandId.length > 256)) {
-      return yield* new InvalidArgument({ argument: "commandId", reason: "a string of 1 to 256 characters" })
+    if (commandId !== undefined && (typeof commandId !== "string" || commandId.length === 0 || commandId.length > 256 || !isWellFormed(commandId))) {
+      return yield* new InvalidArgument({ argument: "commandId", reason: "a well-formed string of 1 to 256 characters" })
     }
     const store = yield* EventStore
     const typed = typedStore(store, agg.contract)

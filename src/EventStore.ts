@@ -11,8 +11,10 @@ import { Context, Effect, Schema, Stream } from "effect"
 import * as Contract from "./Contract.js"
 import type { CategoryCursor, Envelope, Position } from "./Envelope.js"
 import { uuidv7 } from "./internal/ids.js"
+import { jsonProblem } from "./internal/json.js"
 import { envelopeOf } from "./internal/record.js"
 import { timedSpan } from "./internal/tracing.js"
+import { isWellFormed } from "./internal/util.js"
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -631,6 +633,10 @@ export const parseStream = (stream: unknown): StreamId | InvalidArgument => {
   if (id.length === 0 || id.length > maxEntityIdLength) {
     return new InvalidArgument({ argument: "stream", reason: `the id of ${JSON.stringify(stream.slice(0, 80))} must have 1 to ${maxEntityIdLength} characters` })
   }
+  // a lone surrogate has no UTF-8 form: Redis would store U+FFFD, and two ids would share keys
+  if (!isWellFormed(id)) {
+    return new InvalidArgument({ argument: "stream", reason: `the id of ${JSON.stringify(stream.slice(0, 80))} is not well-formed Unicode (a lone surrogate)` })
+  }
   return { category, id }
 }
 
@@ -748,7 +754,12 @@ export const encodeEvents = <C extends Contract.Any>(
   if (!Array.isArray(events)) return new InvalidArgument({ argument: "events", reason: "expected an array of events" })
   const out: Array<NewEvent> = new Array(events.length)
   for (let i = 0; i < events.length; i++) {
-    const encoded = Contract.encodeEvent(contract, events[i]!)
+    let encoded: Contract.Encoded
+    try {
+      encoded = Contract.encodeEvent(contract, events[i]!)
+    } catch (cause) {
+      return new InvalidEvent({ stream, type: String((events[i] as { _tag?: unknown } | undefined)?._tag), path: "", reason: `could not be encoded: ${cause instanceof Error ? cause.message : String(cause)}` })
+    }
     if (encoded._tag === "UnknownType") return new UnknownEventType({ stream, version: 0, type: encoded.type })
     if (encoded._tag === "Invalid") {
       const first = encoded.issues[0]
@@ -759,6 +770,9 @@ export const encodeEvents = <C extends Contract.Any>(
         reason: encoded.issues.map((x) => (x.path && x.path !== first?.path ? `${x.path}: ${x.message}` : x.message)).join("; ")
       })
     }
+    // what is stored must read back as the same event: its encoded form must be JSON as it is
+    const problem = jsonProblem(encoded.data)
+    if (problem !== undefined) return new InvalidEvent({ stream, type: encoded.type, path: problem.path, reason: problem.reason })
     const personal = contract.events[encoded.type]?.personalFields
     out[i] = {
       eventId: ids?.[i] ?? uuidv7(now),

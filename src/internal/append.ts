@@ -17,6 +17,7 @@ import {
   parseStream
 } from "../EventStore.js"
 import { isUuid } from "./ids.js"
+import { isWellFormed } from "./util.js"
 
 /** An event ready to store: its id, type, JSON data and JSON metadata ("" when none). */
 export interface PreparedEvent {
@@ -67,8 +68,22 @@ const invalid = (stream: string, type: string, path: string, reason: string) => 
 const optionalString = (value: unknown): value is string | undefined =>
   value === undefined || (typeof value === "string" && value.length <= MAX_META_STRING)
 
-/** Checks and encodes an append; returns the prepared batch or the first problem. */
+/** Checks and encodes an append; returns the prepared batch or the first problem. Never throws. */
 export const prepareAppend = (
+  stream: string,
+  events: ReadonlyArray<NewEvent>,
+  expectedVersion: ExpectedVersion | undefined,
+  limits: Limits
+): PreparedAppend | PrepareError => {
+  try {
+    return prepare(stream, events, expectedVersion, limits)
+  } catch (cause) {
+    // a getter or a proxy in the input that throws: a bad input, reported as one
+    return new InvalidArgument({ argument: "events", reason: `the events could not be read: ${cause instanceof Error ? cause.message : String(cause)}` })
+  }
+}
+
+const prepare = (
   stream: string,
   events: ReadonlyArray<NewEvent>,
   expectedVersion: ExpectedVersion | undefined,
@@ -95,8 +110,8 @@ export const prepareAppend = (
     const e = events[i] as NewEvent | undefined
     if (typeof e !== "object" || e === null) return invalid(stream, "?", `[${i}]`, "expected an event object")
     const type = e.type
-    if (typeof type !== "string" || type.length === 0 || type.length > 256) {
-      return invalid(stream, String(type), "type", "the type must be a string of 1 to 256 characters")
+    if (typeof type !== "string" || type.length === 0 || type.length > 256 || !isWellFormed(type)) {
+      return invalid(stream, String(type), "type", "the type must be a well-formed string of 1 to 256 characters")
     }
     if (!isUuid(e.eventId)) return invalid(stream, type, "eventId", `${JSON.stringify(e.eventId)} is not a UUID`)
     const eventId = UPPER.test(e.eventId) ? e.eventId.toLowerCase() : e.eventId
@@ -106,15 +121,16 @@ export const prepareAppend = (
       }
       seen.add(eventId)
     }
-    const data = e.data
-    if (typeof data !== "object" || data === null || Array.isArray(data)) {
-      return invalid(stream, type, "data", "the data must be a JSON object")
-    }
-    let json: string
+    // what is stored is the data's JSON: the checks look at that, not at the JavaScript
+    // value (a Date, a boxed string or an object whose toJSON says otherwise is no object)
+    let json: string | undefined
     try {
-      json = JSON.stringify(data)
+      json = JSON.stringify(e.data)
     } catch (cause) {
       return invalid(stream, type, "data", `cannot be encoded as JSON: ${cause instanceof Error ? cause.message : String(cause)}`)
+    }
+    if (typeof json !== "string" || json.charCodeAt(0) !== 123 /* { */) {
+      return invalid(stream, type, "data", `the data must encode to a JSON object, not ${json === undefined ? "nothing" : json.length > 40 ? `${json.slice(0, 40)}…` : json}`)
     }
     const size = Buffer.byteLength(json, "utf8")
     if (size > limits.maxEventBytes) {

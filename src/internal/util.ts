@@ -16,3 +16,8 @@ export const messageOf = (e: unknown): string =>
     : typeof e === "object" && e !== null && typeof (e as { message?: unknown }).message === "string"
     ? (e as { message: string }).message
     : String(e)
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/** Whether a string is well-formed Unicode: no lone surrogate (it would have no UTF-8 form). */
+export const isWellFormed = (s: string): boolean => !LONE_SURROGATE.test(s)

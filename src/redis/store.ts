@@ -419,12 +419,14 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       }
     }
 
-    const append: EventStore["Type"]["append"] = (stream, events, appendOptions) => {
-      const prepared = prepareAppend(stream, events, appendOptions?.expectedVersion, limits)
-      if (prepared instanceof Error) return Effect.fail(prepared)
-      const cached = known.get(prepared.category)
-      return cached !== undefined ? submit(prepared, cached) : Effect.flatMap(resolvePartitions(prepared.category), (partitions) => submit(prepared, partitions))
-    }
+    // every check runs inside the Effect (when it runs, not when it is made)
+    const append: EventStore["Type"]["append"] = (stream, events, appendOptions) =>
+      Effect.suspend(() => {
+        const prepared = prepareAppend(stream, events, appendOptions?.expectedVersion, limits)
+        if (prepared instanceof Error) return Effect.fail(prepared)
+        const cached = known.get(prepared.category)
+        return cached !== undefined ? submit(prepared, cached) : Effect.flatMap(resolvePartitions(prepared.category), (partitions) => submit(prepared, partitions))
+      })
 
     const submit = (prepared: PreparedAppend, partitions: number) =>
       Effect.async<AppendResult, AppendError>((resume) => {
