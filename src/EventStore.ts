@@ -457,11 +457,33 @@ export interface CaughtUp {
 }
 
 /**
+ * Emitted once by a live read of one stream when it has read what the stream held when
+ * it started; what follows was appended later.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface StreamCaughtUp {
+  readonly _tag: "CaughtUp"
+  /** The last version read before the switch (`from - 1` when nothing was read: 0 for an empty stream). */
+  readonly version: number
+}
+
+/**
  * @since 0.1.0
  * @category guards
  */
 export const isCaughtUp = (u: unknown): u is CaughtUp =>
-  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "CaughtUp"
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "CaughtUp" && "cursor" in u
+
+/**
+ * Whether an element of a live read of one stream is its `CaughtUp` marker.
+ *
+ * @since 0.2.0
+ * @category guards
+ */
+export const isStreamCaughtUp = (u: unknown): u is StreamCaughtUp =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "CaughtUp" && "version" in u
 
 /**
  * @since 0.1.0
@@ -471,8 +493,13 @@ export interface ReadOptions {
   /** The first version to read: default 1 forwards, the last version backwards. */
   readonly from?: number | undefined
   readonly direction?: "forward" | "backward" | undefined
-  /** At most this many events. */
+  /** At most this many events (not with `live`). */
   readonly limit?: number | undefined
+  /**
+   * Catch up, emit `CaughtUp`, then follow the stream as it grows, with no gap and no
+   * duplicate (forward only). Default false.
+   */
+  readonly live?: boolean | undefined
 }
 
 /**
@@ -551,8 +578,16 @@ export declare namespace EventStore {
       events: ReadonlyArray<NewEvent>,
       options?: AppendOptions
     ) => Effect.Effect<AppendResult, AppendError>
-    /** Reads one stream, forwards (default) or backwards, in pages. */
-    readonly read: (stream: string, options?: ReadOptions) => Stream.Stream<RecordedEvent, ReadError>
+    /**
+     * Reads one stream, forwards (default) or backwards, in pages. With `live: true` it
+     * emits `CaughtUp` once it has read what was there, then follows the stream (without
+     * reading the rest of its category).
+     */
+    readonly read: {
+      (stream: string, options: ReadOptions & { readonly live: true }): Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>
+      (stream: string, options?: ReadOptions & { readonly live?: false | undefined }): Stream.Stream<RecordedEvent, ReadError>
+      (stream: string, options?: ReadOptions): Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>
+    }
     /**
      * Reads a category's log in commit order within each partition, merging partitions
      * by commit time. With `live: true` it emits `CaughtUp` once it has read what was
@@ -561,9 +596,15 @@ export declare namespace EventStore {
     readonly readCategory: {
       (category: string, options: ReadCategoryOptions & { readonly live: true }): Stream.Stream<RecordedEvent | CaughtUp, ReadError>
       (category: string, options?: ReadCategoryOptions & { readonly live?: false | undefined }): Stream.Stream<RecordedEvent, ReadError>
+      (category: string, options?: ReadCategoryOptions & { readonly live?: boolean | undefined }): Stream.Stream<RecordedEvent | CaughtUp, ReadError>
     }
     /** The partition count of a category, as recorded (or as configured, for a new one). */
     readonly partitions: (category: string) => Effect.Effect<number, StoreError | InvalidArgument>
+    /**
+     * The category's end now: a cursor at the last entry of every partition. Reading from
+     * it (live) gives exactly what is appended after this call.
+     */
+    readonly end: (category: string) => Effect.Effect<CategoryCursor, StoreError | InvalidArgument>
     /** The limits this store enforces. */
     readonly limits: Limits
   }
@@ -692,12 +733,17 @@ export interface TypedStore<C extends Contract.Any> {
     events: ReadonlyArray<Contract.Event<C>>,
     options?: TypedAppendOptions
   ) => Effect.Effect<AppendResult, AppendError | UnknownEventType>
-  /** Reads the stream of `entityId`. */
-  readonly read: (entityId: string, options?: ReadOptions) => Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
+  /** Reads the stream of `entityId`; with `live: true`, then follows it. */
+  readonly read: {
+    (entityId: string, options: ReadOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | StreamCaughtUp, ReadError | UnknownEventType>
+    (entityId: string, options?: ReadOptions & { readonly live?: false | undefined }): Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
+    (entityId: string, options?: ReadOptions): Stream.Stream<Recorded<Contract.Event<C>> | StreamCaughtUp, ReadError | UnknownEventType>
+  }
   /** Reads the contract's category. */
   readonly readCategory: {
     (options: ReadCategoryOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, ReadError | UnknownEventType>
     (options?: ReadCategoryOptions & { readonly live?: false | undefined }): Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
+    (options?: ReadCategoryOptions & { readonly live?: boolean | undefined }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, ReadError | UnknownEventType>
   }
 }
 
@@ -788,9 +834,6 @@ export const encodeEvents = <C extends Contract.Any>(
   return out
 }
 
-const decodeStream = <C extends Contract.Any, E>(contract: C, stream: Stream.Stream<RecordedEvent, E>) =>
-  Stream.mapEffect(stream, (r) => decodeRecorded(contract, r))
-
 /**
  * The typed view of the event store for one contract.
  *
@@ -842,7 +885,12 @@ export const typedStore = <C extends Contract.Any>(store: EventStore.Service, co
         }
       )
     },
-    read: (id, options) => decodeStream(contract, store.read(streamName(category, id), options)),
+    read: ((id: string, options?: ReadOptions) =>
+      Stream.mapEffect(
+        store.read(streamName(category, id), options as ReadOptions & { readonly live?: false }) as Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>,
+        (r): Effect.Effect<Recorded<Contract.Event<C>> | StreamCaughtUp, EventDecodeError | UnknownEventType> =>
+          isStreamCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r)
+      )) as TypedStore<C>["read"],
     readCategory: readCategory as TypedStore<C>["readCategory"]
   }
 }

@@ -48,7 +48,14 @@ describe("examples", () => {
       const blocks = Array.from(readme.matchAll(/(?:<!-- excerpt: (\S+) -->\n)?```ts\n([\s\S]*?)```/g), (m) => ({ excerptOf: m[1], code: m[2]! }))
       expect(blocks.length).toBeGreaterThan(5)
       // the examples the tests below (and this one) run
-      const exercised = ["examples/shipment-tracking/roles.ts", "examples/inventory/domain.ts", "examples/inventory/main.ts", "examples/inventory/readModels.ts", "examples/delivery-checker/main.ts"]
+      const exercised = [
+        "examples/shipment-tracking/roles.ts",
+        "examples/inventory/domain.ts",
+        "examples/inventory/main.ts",
+        "examples/inventory/readModels.ts",
+        "examples/delivery-checker/main.ts",
+        "examples/live-reads/main.ts"
+      ]
       const complete: Array<string> = []
       for (const { code, excerptOf } of blocks) {
         if (excerptOf !== undefined) {
@@ -71,6 +78,17 @@ describe("examples", () => {
       // the quick start prints what it read
       expect(outputs[0]).toBe("shipments-order-1 v1: OrderPlaced\nshipments-order-1 v2: Packing\n")
     }), 120_000)
+
+  it.live("the live-reads example follows one order and counts from the category's end, in memory and on Redis", () =>
+    Effect.gen(function*() {
+      const expected = "v1 Placed\n-- up to date at v1 --\nv2 Packed\nv3 Shipped\nevents since the report asked: 51\n"
+      const memory = yield* Effect.promise(() => finished(tsx("examples/live-reads/main.ts")))
+      expect(memory.code, memory.stderr).toBe(0)
+      expect(memory.stdout).toBe(expected)
+      const redis = yield* Effect.promise(() => finished(tsx("examples/live-reads/main.ts", { REDIS_URL: redisUrl() })))
+      expect(redis.code, redis.stderr).toBe(0)
+      expect(redis.stdout).toBe(expected)
+    }), 60_000)
 
   it.live("the delivery checker example finds every event handled, in order", () =>
     Effect.gen(function*() {

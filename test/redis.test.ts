@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Cause, Chunk, Context, Effect, Either, Layer, Logger, Option, Redacted, Stream } from "effect"
+import { Cause, Chunk, Context, Deferred, Duration, Effect, Either, Fiber, Layer, Logger, Option, Redacted, Stream } from "effect"
 import { ConsumerGroups, EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { EventStoreSuite } from "effect-chronicle/testing"
@@ -158,6 +158,133 @@ describe("Redis backend", () => {
       const agreeing = yield* storeIn(redisStore(url, { prefix, partitions: { default: 5, byCategory: { orders: 2 } } }))
       expect((yield* agreeing.append("orders-1", [event("Created", {})])).lastVersion).toBe(2)
     }).pipe(Effect.scoped))
+
+  it.live("a live reader records the partition count it follows; a writer with another count fails, and a reader that finds another count fails at once", () =>
+    Effect.gen(function*() {
+      const prefix = uniquePrefix("livereg")
+      const two = yield* storeIn(redisStore(url, { prefix, partitions: 2 }))
+      const four = yield* storeIn(redisStore(url, { prefix, partitions: 4 }))
+      // the reader starts before anything is written: its count is recorded, not assumed
+      const caughtUp = yield* Deferred.make<void>()
+      const reader = yield* two.readCategory("lr", { live: true }).pipe(
+        Stream.tap((x) => (EventStore.isCaughtUp(x) ? Deferred.succeed(caughtUp, undefined) : Effect.void)),
+        Stream.filter((x) => !EventStore.isCaughtUp(x)),
+        Stream.take(20),
+        Stream.runCollect,
+        Effect.fork
+      )
+      yield* Deferred.await(caughtUp)
+      const refused = yield* Effect.flip(four.append("lr-1", [event("Created", {})]))
+      expect(refused._tag).toBe("PartitionCountMismatch")
+      for (let i = 0; i < 20; i++) yield* two.append(`lr-${i}`, [event("Created", { i })])
+      expect(Chunk.size(yield* Fiber.join(reader))).toBe(20)
+      // a live reader configured otherwise fails before it reads, for a category or one stream
+      const mismatch = yield* Effect.flip(Stream.runDrain(four.readCategory("lr", { live: true })))
+      expect(mismatch._tag).toBe("PartitionCountMismatch")
+      const streamMismatch = yield* Effect.flip(Stream.runDrain(four.read("lr-1", { live: true })))
+      expect(streamMismatch._tag).toBe("PartitionCountMismatch")
+      // a live read of one stream of a new category records its count too
+      const single = yield* two.read("ls-1", { live: true }).pipe(Stream.take(1), Stream.runCollect)
+      expect(Chunk.toReadonlyArray(single).map(EventStore.isStreamCaughtUp)).toEqual([true])
+      expect((yield* Effect.flip(four.append("ls-1", [event("Created", {})])))._tag).toBe("PartitionCountMismatch")
+    }).pipe(Effect.scoped))
+
+  it.live("options that cannot work are refused when the Layer is built: durability timeout 0, a negative or endless timeout, no replica without aof, a live block of 0", () =>
+    Effect.gen(function*() {
+      const cases: ReadonlyArray<readonly [Partial<RedisChronicle.Options>, string]> = [
+        [{ durability: { replicas: 1, timeout: 0 } }, "durability.timeout"],
+        [{ durability: { replicas: 1, timeout: "0 millis" } }, "durability.timeout"],
+        [{ durability: { replicas: 1, timeout: -5 } }, "durability.timeout"],
+        [{ durability: { replicas: 1, timeout: Duration.infinity } }, "durability.timeout"],
+        [{ durability: { replicas: 1, timeout: "soon" as Duration.DurationInput } }, "durability.timeout"],
+        [{ durability: { replicas: 0, timeout: "1 second" } }, "durability.replicas"],
+        [{ durability: { replicas: 1.5 } }, "durability.replicas"],
+        [{ liveBlock: 0 }, "liveBlock"],
+        [{ liveBlock: "a while" as Duration.DurationInput }, "liveBlock"]
+      ]
+      for (const [options, option] of cases) {
+        const built = yield* Effect.either(Layer.build(redisStore(url, { prefix: uniquePrefix("opt"), ...options })))
+        expect(built._tag, JSON.stringify(options)).toBe("Left")
+        if (built._tag === "Left") {
+          const e = built.left as { _tag: string; option?: string }
+          expect([e._tag, e.option]).toEqual(["ConfigurationError", option])
+        }
+      }
+    }).pipe(Effect.scoped))
+
+  it.live("a live read of one stream sends nothing per event of other streams: its commands follow its own stream only", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const raw = yield* rawRedis(server.url)
+      const writer = yield* storeIn(redisStore(server.url, { prefix: "quiet", partitions: 1 }))
+      const reader = yield* storeIn(
+        RedisChronicle.layer({ prefix: "quiet", partitions: 1, liveBlock: "1 minute" }).pipe(
+          Layer.provide(RedisClient.layer({ url: server.url, connectionName: "reader" }))
+        )
+      )
+      yield* writer.append("q-target", [event("Created", {})])
+      const caughtUp = yield* Deferred.make<void>()
+      const following = yield* reader.read("q-target", { live: true }).pipe(
+        Stream.tap((x) => (EventStore.isStreamCaughtUp(x) ? Deferred.succeed(caughtUp, undefined) : Effect.void)),
+        Stream.filter((x) => !EventStore.isStreamCaughtUp(x)),
+        Stream.take(3),
+        Stream.runCollect,
+        Effect.fork
+      )
+      yield* Deferred.await(caughtUp)
+      // every command the reader's connections send, seen by MONITOR
+      const clients = yield* Effect.promise(() => raw.client("LIST") as Promise<string>)
+      const readerAddrs = new Set(clients.split("\n").filter((l) => / name=reader:/.test(l)).map((l) => /addr=(\S+)/.exec(l)![1]!))
+      expect(readerAddrs.size).toBeGreaterThanOrEqual(2)
+      const monitor = yield* Effect.acquireRelease(Effect.promise(() => raw.monitor()), (m) => Effect.sync(() => m.disconnect()))
+      const sent: Array<string> = []
+      monitor.on("monitor", (_time: string, args: Array<string>, source: string) => {
+        if (readerAddrs.has(source)) sent.push(String(args[0]).toLowerCase())
+      })
+      yield* Effect.sleep("50 millis")
+      for (let i = 0; i < 500; i++) yield* writer.append(`q-other${i % 50}`, [event("Created", {})])
+      yield* Effect.sleep("200 millis")
+      expect(sent, "commands of the reader while only other streams were written").toEqual([])
+      yield* writer.append("q-target", [event("Created", {}), event("Created", {})])
+      const seen = Chunk.toReadonlyArray(yield* Fiber.join(following))
+      expect(seen.map((e) => (e as EventStore.RecordedEvent).version)).toEqual([1, 2, 3])
+      yield* Effect.sleep("100 millis")
+      // the notice for the target's batch: one read of the stream; at the end, the subscription is dropped
+      expect(sent).toEqual(["evalsha", "sunsubscribe"])
+    }).pipe(Effect.scoped))
+
+  it.live("a live read of one stream survives its subscription being dropped while appends go on: what was appended meanwhile arrives", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const raw = yield* rawRedis(server.url)
+      // a recheck of a minute: only the reconnect can bring what the lost notices announced
+      const store = yield* storeIn(redisStore(server.url, { prefix: "drop", partitions: 1, liveBlock: "1 minute" }))
+      const total = 300
+      const received: Array<number> = []
+      const reader = yield* store.read("d-1", { live: true }).pipe(
+        Stream.filter((x): x is EventStore.RecordedEvent => !EventStore.isStreamCaughtUp(x)),
+        Stream.tap((e) => Effect.sync(() => received.push(e.version))),
+        Stream.take(total),
+        Stream.runDrain,
+        Effect.fork
+      )
+      let kills = 0
+      for (let i = 0; i < total; i++) {
+        yield* store.append("d-1", [event("Created", { i })])
+        // a backlog is being written while the subscriber is cut off, three times
+        if (i === 50 || i === 150 || i === 250) {
+          // the subscriber is back (subscribed again) from the last cut before the next one
+          for (let n = 0; n < 200 && (yield* Effect.promise(() => raw.pubsub("SHARDNUMSUB", "drop:{d:0}:appended:1") as Promise<Array<unknown>>))[1] === 0; n++) {
+            yield* Effect.sleep("10 millis")
+          }
+          kills += yield* Effect.promise(() => raw.client("KILL", "TYPE", "pubsub") as Promise<number>)
+        }
+        if (i % 10 === 0) yield* Effect.sleep("2 millis")
+      }
+      yield* Fiber.join(reader).pipe(Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error(`stuck after ${received.length} events`) }))
+      expect(kills).toBeGreaterThanOrEqual(3)
+      expect(received).toEqual(Array.from({ length: total }, (_, i) => i + 1))
+    }).pipe(Effect.scoped), 60_000)
 
   it.live("a corrupt entry written raw is a typed error with its stream and version", () =>
     Effect.gen(function*() {

@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import { Clock, Effect, Stream } from "effect"
+import { Clock, Duration, Effect, Stream } from "effect"
 import type { CategoryCursor, Position } from "../Envelope.js"
 import {
   type AppendError,
@@ -21,6 +21,7 @@ import {
   type ReadError,
   type ReadOptions,
   type RecordedEvent,
+  type StreamCaughtUp,
   WrongExpectedVersion
 } from "../EventStore.js"
 import { prepareAppend } from "./append.js"
@@ -28,6 +29,7 @@ import { type Follow, readCategory } from "./categoryReader.js"
 import { compareEntryIds, partitionOf } from "./ids.js"
 import { partitionsFor, validateFrom, validatePageSize, validateLimits, validatePartitions, validateReadOptions } from "./options.js"
 import { type StoredFields, toRecorded } from "./record.js"
+import { followStream } from "./streamReader.js"
 
 interface Entry {
   readonly id: string
@@ -53,6 +55,8 @@ interface Category {
   readonly partitions: Array<Partition>
   readonly streams: Map<string, StreamState>
   readonly waiters: Set<() => void>
+  /** Live readers of single streams, by entity id. */
+  readonly watchers: Map<string, Set<() => void>>
 }
 
 /** The index of the first entry after `after`. */
@@ -109,7 +113,8 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<{ readonl
           name,
           partitions: Array.from({ length: p }, () => ({ entries: [], lastMs: 0, lastSeq: 0 })),
           streams: new Map(),
-          waiters: new Set()
+          waiters: new Set(),
+          watchers: new Map()
         }
         categories.set(name, c)
       }
@@ -192,18 +197,23 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<{ readonl
           positions.push({ partition: pIndex, entryId: entry.id })
         }
         for (const wake of Array.from(c.waiters)) wake()
+        const watching = c.watchers.get(prepared.entityId)
+        if (watching !== undefined) for (const wake of Array.from(watching)) wake()
         const result: AppendResult = { stream, firstVersion: current + 1, lastVersion: current + batch.length, positions, replayed: false }
         return Effect.succeed(result)
       })
 
-    const read = (stream: string, readOptions?: ReadOptions): Stream.Stream<RecordedEvent, ReadError> => {
+    const entriesOf = (name: string, id: string) => categories.get(name)?.streams.get(id)
+
+    const read = (stream: string, readOptions?: ReadOptions): Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError> => {
       const checked = validateReadOptions(stream, readOptions)
       if (checked instanceof Error) return Stream.fail(checked)
       const { category: name, id, forward, from, limit } = checked
+      if (checked.live) return live(name, id, from ?? 1)
       return Stream.suspend(() => {
-        const c = categories.get(name)
-        const s = c?.streams.get(id)
-        if (c === undefined || s === undefined) return Stream.empty
+        const s = entriesOf(name, id)
+        if (s === undefined) return Stream.empty
+        const c = categories.get(name)!
         const picked: Array<Entry> = []
         if (forward) {
           for (let v = from ?? 1; v <= s.entries.length && picked.length < limit; v++) picked.push(s.entries[v - 1]!)
@@ -213,6 +223,36 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<{ readonl
         return Stream.mapEffect(Stream.fromIterable(picked), (e) => toEvent(c, s.partition, e))
       })
     }
+
+    const live = (name: string, id: string, from: number) =>
+      followStream<never>({
+        page: (version, count) =>
+          Effect.suspend(() => {
+            const s = entriesOf(name, id)
+            if (s === undefined) return Effect.succeed([])
+            const c = categories.get(name)!
+            return Effect.forEach(s.entries.slice(version - 1, version - 1 + count), (e) => toEvent(c, s.partition, e))
+          }),
+        watch: Effect.acquireRelease(
+          Effect.sync(() => {
+            const c = category(name)
+            const latch = Effect.unsafeMakeLatch(false)
+            const wake = () => latch.unsafeOpen()
+            let set = c.watchers.get(id)
+            if (set === undefined) c.watchers.set(id, set = new Set())
+            set.add(wake)
+            return { c, latch, wake }
+          }),
+          ({ c, wake }) =>
+            Effect.sync(() => {
+              const set = c.watchers.get(id)
+              set?.delete(wake)
+              if (set?.size === 0) c.watchers.delete(id)
+            })
+        ).pipe(Effect.map(({ latch }) => latch)),
+        // every append wakes the stream's readers: nothing to catch up on by polling
+        recheck: Duration.infinity
+      }, from, 256)
 
     const collect = (c: Category, p: number, after: string, count: number): Array<Entry> => {
       const entries = c.partitions[p]!.entries
@@ -262,11 +302,15 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<{ readonl
 
     const store = EventStore.of({
       append,
-      read,
+      read: read as EventStore["Type"]["read"],
       readCategory: readCategoryImpl as EventStore["Type"]["readCategory"],
       partitions: (name) => {
         const invalid = checkCategory(name)
         return invalid ? Effect.fail(invalid) : Effect.sync(() => category(name).partitions.length)
+      },
+      end: (name) => {
+        const invalid = checkCategory(name)
+        return invalid ? Effect.fail(invalid) : Effect.sync((): CategoryCursor => category(name).partitions.map((part) => part.entries.at(-1)?.id ?? "0-0"))
       },
       limits
     })

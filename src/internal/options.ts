@@ -32,6 +32,7 @@ export interface CheckedRead {
   readonly forward: boolean
   readonly from: number | undefined
   readonly limit: number
+  readonly live: boolean
 }
 
 export const validateReadOptions = (stream: string, options: ReadOptions | undefined): CheckedRead | InvalidArgument => {
@@ -49,7 +50,11 @@ export const validateReadOptions = (stream: string, options: ReadOptions | undef
   if (!Number.isSafeInteger(limit) || limit < 0) {
     return new InvalidArgument({ argument: "limit", reason: `${String(limit)} is not an integer ≥ 0` })
   }
-  return { category: parsed.category, id: parsed.id, forward: direction === "forward", from, limit }
+  const live = options?.live ?? false
+  if (live !== true && live !== false) return new InvalidArgument({ argument: "live", reason: `${String(live)} is not a boolean` })
+  if (live && direction !== "forward") return new InvalidArgument({ argument: "live", reason: "a live read goes forward" })
+  if (live && options?.limit !== undefined) return new InvalidArgument({ argument: "limit", reason: "a live read has no limit (take from the stream instead)" })
+  return { category: parsed.category, id: parsed.id, forward: direction === "forward", from, limit, live }
 }
 
 export const maxPageSize = 10_000

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Option, Schema } from "effect"
 import { ConsumerGroups } from "../ConsumerGroups.js"
 import { defaultLimits, defaultPartitions, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "../EventStore.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
@@ -39,7 +39,10 @@ export interface Options {
     /** Script calls in flight on the append connection (default 4). */
     readonly maxCallsInFlight?: number | undefined
   } | undefined
-  /** How long one live read blocks before it is issued again (default 5 seconds). */
+  /**
+   * How long one live category read blocks before it is issued again, and how long a live
+   * read of one stream waits without a notice before it reads again (default 5 seconds).
+   */
   readonly liveBlock?: Duration.DurationInput | undefined
   /**
    * What "acknowledged" means beyond the primary's memory (docs/semantics.md §9). With
@@ -47,7 +50,9 @@ export interface Options {
    * `ReplicationTimeout` when fewer confirm within `timeout` (the events are then written
    * on the primary; a same-id retry is safe). `aof: true` also waits for the AOF fsync
    * (WAITAOF), which needs Redis 7.2 or later: on an older server the Layer fails to
-   * build with `ConfigurationError`.
+   * build with `ConfigurationError`. Checked when the Layer is built: `replicas` at least
+   * 1 (default 1; 0 only with `aof`), `timeout` at least 1 ms and finite (default 1 second),
+   * else `ConfigurationError`.
    */
   readonly durability?: {
     readonly replicas?: number | undefined
@@ -96,13 +101,14 @@ export const layer = (
     Effect.gen(function*() {
       const prefix = options.prefix ?? "chronicle"
       const durability = yield* checkDurability(options.durability)
+      const liveBlock = yield* checkDuration("liveBlock", options.liveBlock, "5 seconds")
       const store = yield* makeRedisStore({
         prefix,
         partitions: options.partitions ?? defaultPartitions,
         limits: { ...defaultLimits, ...options.limits },
         maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
         maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),
-        liveBlock: Duration.decode(options.liveBlock ?? "5 seconds"),
+        liveBlock,
         durability
       })
       const client = yield* RedisClient
@@ -116,15 +122,27 @@ export const layer = (
     })
   )
 
+/** A duration option: at least 1 ms and finite, else `ConfigurationError` (never a throw). */
+const checkDuration = (option: string, given: Duration.DurationInput | undefined, fallback: Duration.DurationInput) => {
+  const d = Duration.decodeUnknown(given ?? fallback).pipe(Option.getOrUndefined)
+  return d === undefined || !Duration.isFinite(d) || Duration.toMillis(d) < 1
+    ? Effect.fail(new ConfigurationError({ option, reason: `${String(given)} is not a duration of at least 1 ms (and finite)` }))
+    : Effect.succeed(d)
+}
+
 const checkDurability = (durability: Options["durability"]) =>
   Effect.gen(function*() {
     if (durability === undefined) return undefined
-    const replicas = durability.replicas ?? 0
-    if (!Number.isSafeInteger(replicas) || replicas < 0) {
-      return yield* new ConfigurationError({ option: "durability.replicas", reason: `${String(replicas)} is not an integer ≥ 0` })
-    }
     const aof = durability.aof === true
-    if (replicas === 0 && !aof) return undefined
+    const replicas = durability.replicas ?? (aof ? 0 : 1)
+    if (!Number.isSafeInteger(replicas) || replicas < (aof ? 0 : 1)) {
+      return yield* new ConfigurationError({
+        option: "durability.replicas",
+        reason: `${String(replicas)} is not an integer ≥ ${aof ? 0 : 1} (without aof, durability waits for at least one replica)`
+      })
+    }
+    // WAIT with a timeout of 0 blocks the append connection for good: never
+    const timeout = yield* checkDuration("durability.timeout", durability.timeout, "1 second")
     if (aof) {
       const client = yield* RedisClient
       const info = yield* client.call("info", (r) => r.info("server")).pipe(
@@ -139,5 +157,5 @@ const checkDurability = (durability: Options["durability"]) =>
         })
       }
     }
-    return { replicas, timeout: Duration.decode(durability.timeout ?? "1 second"), aof }
+    return { replicas, timeout, aof }
   })

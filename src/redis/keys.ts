@@ -22,6 +22,8 @@ export interface Keys {
   readonly ids: (category: string, partition: number, id: string) => string
   /** An entity's list of log entry ids, one per version. */
   readonly list: (category: string, partition: number, id: string) => string
+  /** The shard channel on which the append script announces a stream's new version. */
+  readonly notice: (category: string, partition: number, id: string) => string
   /** The registry entry of a category: its partition count. */
   readonly category: (category: string) => string
   /** The set of every category. */
@@ -37,6 +39,7 @@ export const makeKeys = (prefix: string): Keys => {
     streams: (c, p) => `${tag(c, p)}:streams`,
     ids: (c, p, id) => `${tag(c, p)}:ids:${id}`,
     list: (c, p, id) => `${tag(c, p)}:s:${id}`,
+    notice: (c, p, id) => `${tag(c, p)}:appended:${id}`,
     category: (c) => `${prefix}:category:${c}`,
     categories: `${prefix}:categories`
   }

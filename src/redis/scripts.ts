@@ -46,6 +46,11 @@ export const script = (name: string, source: string): Script => ({
  *   | {"known", index, storedValue}            (the first id is new, a later one is known)
  *   | {"type", key, expected, actual}
  *
+ * Each batch written publishes the stream's new version on the stream's shard channel
+ * (`<tag>:appended:<id>`, the same hash tag, so the same cluster slot): live readers of
+ * one stream wait on it instead of reading the category. With no subscriber, SPUBLISH
+ * is one dictionary lookup.
+ *
  * The `#!lua` shebang makes Redis refuse the whole script before it runs when the server
  * is out of memory, instead of failing a write half-way.
  */
@@ -55,6 +60,7 @@ export const APPEND = script(
 local log, set = KEYS[1], KEYS[2]
 local nb = tonumber(ARGV[1])
 local out = {}
+local tag = string.sub(log, 1, -5)
 -- the log's and the set's types are checked once, before the first batch that writes
 -- (the set's only when a batch creates a stream); a wrong type fails every batch that
 -- would write, and nothing is written
@@ -127,6 +133,8 @@ for b = 1, nb do
           redis.call('HSET', hk, unpack(h))
           if cur == 0 then redis.call('SADD', set, ent) end
           out[b] = {'ok', cur + 1, unpack(ids)}
+          -- pcall: a user without the channel's permission still appends (its live readers are refused)
+          redis.pcall('SPUBLISH', tag .. ':appended:' .. ent, cur + n)
         end
       end
     end

@@ -33,6 +33,7 @@ import {
   type ReadOptions,
   type RecordedEvent,
   type StoreError,
+  type StreamCaughtUp,
   StoreUnavailable,
   WrongExpectedVersion,
   WrongKeyType
@@ -42,7 +43,9 @@ import { type Follow, readCategory } from "../internal/categoryReader.js"
 import { partitionOf } from "../internal/ids.js"
 import { partitionsFor, validateFrom, validatePageSize, validateLimits, validatePartitions, validateReadOptions } from "../internal/options.js"
 import { fieldsOf, toRecorded } from "../internal/record.js"
+import { followStream } from "../internal/streamReader.js"
 import { isValidPrefix, type Keys, makeKeys } from "./keys.js"
+import { makeNotices } from "./notices.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
 import { encodeAppendCall } from "./resp.js"
 import { APPEND, evalScript, READ_STREAM } from "./scripts.js"
@@ -117,6 +120,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
     yield* checkEvictionPolicy(client)
 
     const conn: Redis = yield* client.dedicated("append")
+    const notices = yield* makeNotices(client)
 
     // -----------------------------------------------------------------------
     // The partition registry (docs/semantics.md §4)
@@ -444,14 +448,42 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
         ? new EventDecodeError({ stream, version, partition, reason: "the stream lists a log entry that does not exist" })
         : toRecorded(category, partition, entry[0], fieldsOf(entry[1]))
 
-    const read = (stream: string, readOptions?: ReadOptions): Stream.Stream<RecordedEvent, ReadError> => {
+    /** One page of a stream, oldest first, in one round trip: `count` versions from `from` (forwards), or up to `from` (backwards). */
+    const readPage = (category: string, p: number, id: string, stream: string, forward: boolean, from: number, count: number) => {
+      const callKeys = [keys.log(category, p), keys.list(category, p, id)]
+      return client.call("read", (r) => evalScript(r, READ_STREAM, callKeys, [forward ? "f" : "b", from, count]) as Promise<Array<unknown>>).pipe(
+        Effect.mapError((e) => (e._tag === "WrongKeyType" ? new WrongKeyType({ key: callKeys[1]!, expected: "list", actual: "another type" }) : e)),
+        Effect.flatMap((reply) => {
+          const lo = Number(reply[0])
+          const events: Array<RecordedEvent> = []
+          for (let i = 1; i < reply.length; i++) {
+            const r = decodeEntry(category, p, reply[i] as RawEntry | null, lo + i - 1, stream)
+            if (r instanceof EventDecodeError) return Effect.fail(r)
+            events.push(r)
+          }
+          return Effect.succeed({ lo, events })
+        })
+      )
+    }
+
+    const read = (stream: string, readOptions?: ReadOptions): Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError> => {
       const checked = validateReadOptions(stream, readOptions)
       if (checked instanceof Error) return Stream.fail(checked)
       const { category, id, forward, limit } = checked
       const pageSize = 256
+      if (checked.live) {
+        // the count decides the keys followed: recorded (or checked) before the first read
+        return Stream.unwrap(Effect.map(resolvePartitions(category, true), (partitions) => {
+          const p = partitionOf(id, partitions)
+          return followStream<never>({
+            page: (from, count) => Effect.map(readPage(category, p, id, stream, true, from, count), (r) => r.events),
+            watch: notices.watch(keys.notice(category, p, id)),
+            recheck: options.liveBlock
+          }, checked.from ?? 1, pageSize)
+        }))
+      }
       return Stream.unwrap(Effect.map(resolvePartitions(category, false), (partitions) => {
         const p = partitionOf(id, partitions)
-        const callKeys = [keys.log(category, p), keys.list(category, p, id)]
         interface S {
           readonly from: number
           readonly remaining: number
@@ -461,24 +493,14 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
           (s) => {
             const count = Math.min(pageSize, s.remaining)
             if (count === 0) return Effect.succeed([emptyChunk, noState] as const)
-            return client.call("read", (r) => evalScript(r, READ_STREAM, callKeys, [forward ? "f" : "b", s.from, count]) as Promise<Array<unknown>>).pipe(
-              Effect.mapError((e) => (e._tag === "WrongKeyType" ? new WrongKeyType({ key: callKeys[1]!, expected: "list", actual: "another type" }) : e)),
-              Effect.flatMap((reply) => {
-                const lo = Number(reply[0])
-                const events: Array<RecordedEvent> = []
-                for (let i = 1; i < reply.length; i++) {
-                  const r = decodeEntry(category, p, reply[i] as RawEntry | null, lo + i - 1, stream)
-                  if (r instanceof EventDecodeError) return Effect.fail(r)
-                  events.push(r)
-                }
-                const got = events.length
-                if (!forward) events.reverse()
-                const next: S | undefined = forward
-                  ? (got < count ? undefined : { from: lo + got, remaining: s.remaining - got })
-                  : (got === 0 || lo <= 1 ? undefined : { from: lo - 1, remaining: s.remaining - got })
-                return Effect.succeed([chunkOf(events), next === undefined ? noState : someState(next)] as const)
-              })
-            )
+            return Effect.map(readPage(category, p, id, stream, forward, s.from, count), ({ events, lo }) => {
+              const got = events.length
+              if (!forward) events.reverse()
+              const next: S | undefined = forward
+                ? (got < count ? undefined : { from: lo + got, remaining: s.remaining - got })
+                : (got === 0 || lo <= 1 ? undefined : { from: lo - 1, remaining: s.remaining - got })
+              return [chunkOf(events), next === undefined ? noState : someState(next)] as const
+            })
           }
         )
       }))
@@ -512,9 +534,13 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
       if (pageSize instanceof InvalidArgument) return Stream.fail(pageSize)
       const live = readOptions?.live === true
       return Stream.unwrapScoped(Effect.gen(function*() {
-        const partitions = yield* resolvePartitions(category, false)
+        // a live reader follows the partitions it knows of: their count is recorded (or
+        // found different, and refused) before anything is read
+        const partitions = yield* resolvePartitions(category, live)
         const from = validateFrom(category, readOptions?.from, partitions)
         if (from instanceof InvalidArgument) return yield* from
+        // "end" is where the category ends when the stream starts, before any connection is made
+        const start = from === "end" ? yield* ends(category, partitions) : from
         let follow: Follow<never> | undefined = undefined
         if (live) {
           const blocking = yield* client.blocking("live").pipe(
@@ -535,7 +561,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
         }
         return readCategory(
           { partitions, page: (p, after, count) => page(category, p, after, count), ends: ends(category, partitions) },
-          from,
+          start,
           pageSize,
           follow
         )
@@ -544,11 +570,15 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
 
     return EventStore.of({
       append,
-      read,
+      read: read as EventStore["Type"]["read"],
       readCategory: readCategoryImpl as EventStore["Type"]["readCategory"],
       partitions: (category) => {
         const invalidCategory = checkCategory(category)
         return invalidCategory ? Effect.fail(invalidCategory) : resolvePartitions(category, false)
+      },
+      end: (category) => {
+        const invalidCategory = checkCategory(category)
+        return invalidCategory ? Effect.fail(invalidCategory) : Effect.flatMap(resolvePartitions(category, false), (partitions) => ends(category, partitions))
       },
       limits
     })

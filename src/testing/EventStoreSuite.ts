@@ -13,6 +13,7 @@ import {
   type CaughtUp,
   EventStore,
   isCaughtUp,
+  isStreamCaughtUp,
   type Limits,
   type NewEvent,
   type PartitionsConfig,
@@ -66,6 +67,46 @@ export const Widgets = Contract.make("widgets", {
     upcasters: { 1: Contract.upcast(Schema.Struct({ size: Schema.Int }), (v1) => ({ width: v1.size, height: v1.size })) }
   })
 })
+
+/**
+ * `read(stream, { live: true })` while writers race on that stream and on others of its
+ * category: the reader gets the stream's versions 1..n exactly once, in order, nothing of
+ * another stream, and `CaughtUp` once, after everything written before it started.
+ */
+const liveStreamRace = (prefix: string) =>
+  Effect.gen(function*() {
+    const store = yield* EventStore
+    const cat = category(prefix)
+    const target = `${cat}-target`
+    const before = 30
+    const during = 120
+    const noise = 240
+    for (let i = 0; i < before; i++) yield* store.append(target, [event("Renamed", { name: `t${i + 1}` })])
+    const caughtUp = yield* Deferred.make<void>()
+    const reader = yield* store.read(target, { live: true }).pipe(
+      Stream.tap((x) => (isStreamCaughtUp(x) ? Deferred.succeed(caughtUp, undefined) : Effect.void)),
+      Stream.take(before + during + 1),
+      Stream.runCollect,
+      Effect.map(Chunk.toReadonlyArray),
+      Effect.fork
+    )
+    // writers race the switch: on the target, and on 12 other streams of the category
+    const onTarget = Effect.forEach(Array.from({ length: during }, (_, i) => before + i + 1), (v) =>
+      store.append(target, [event("Renamed", { name: `t${v}` })]), { discard: true })
+    const elsewhere = Effect.forEach(Array.from({ length: noise }, (_, i) => i), (i) =>
+      store.append(`${cat}-other${i % 12}`, [event("Renamed", { name: `o${i}` })]), { concurrency: 4, discard: true })
+    yield* Effect.all([onTarget, elsewhere, Deferred.await(caughtUp)], { concurrency: "unbounded", discard: true })
+    const seen = yield* Fiber.join(reader)
+    const markers = seen.filter(isStreamCaughtUp)
+    expect(markers.length).toBe(1)
+    const marker = seen.findIndex(isStreamCaughtUp)
+    expect(marker, "everything written before the read started comes before CaughtUp").toBeGreaterThanOrEqual(before)
+    expect(markers[0]!.version).toBe(marker)
+    const events = seen.filter((x): x is RecordedEvent => !isStreamCaughtUp(x))
+    expect(events.map((e) => e.stream).filter((s) => s !== target), "events of other streams").toEqual([])
+    expect(events.map((e) => e.version)).toEqual(Array.from({ length: before + during }, (_, i) => i + 1))
+    expect(events.map((e) => (e.data as { name: string }).name)).toEqual(Array.from({ length: before + during }, (_, i) => `t${i + 1}`))
+  })
 
 /**
  * Runs the event store conformance suite against a backend.
@@ -393,9 +434,37 @@ export const conformance = (
               store.read("bad category-1"),
               store.read("ok-1", { from: 0 }),
               store.read("ok-1", { limit: -1 }),
-              store.read("ok-1", { direction: "sideways" as "forward" })
+              store.read("ok-1", { direction: "sideways" as "forward" }),
+              store.read("ok-1", { live: true, direction: "backward" } as { live: true }),
+              store.read("ok-1", { live: true, limit: 3 })
             ]
             for (const s of bad) expect((yield* Effect.flip(Stream.runDrain(s)))._tag).toBe("InvalidArgument")
+          }))
+      })
+
+      describe("live read of one stream", () => {
+        it.effect("catches up, emits CaughtUp once, then follows the stream while others are written: none missing, none twice, none foreign", () =>
+          liveStreamRace("lives"))
+
+        it.effect("a stream not yet written: CaughtUp at version 0, then its first events; `from` skips what comes before it", () =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const stream = `${category("livenew")}-1`
+            const caughtUp = yield* Deferred.make<number>()
+            const reader = yield* store.read(stream, { live: true }).pipe(
+              Stream.tap((x) => (isStreamCaughtUp(x) ? Deferred.succeed(caughtUp, x.version) : Effect.void)),
+              Stream.take(4),
+              Stream.runCollect,
+              Effect.map(Chunk.toReadonlyArray),
+              Effect.fork
+            )
+            expect(yield* Deferred.await(caughtUp)).toBe(0)
+            yield* store.append(stream, [event("Renamed", { name: "a" }), event("Renamed", { name: "b" })])
+            yield* store.append(stream, [event("Renamed", { name: "c" })])
+            const seen = yield* Fiber.join(reader)
+            expect(seen.map((x) => (isStreamCaughtUp(x) ? "CaughtUp" : x.version))).toEqual(["CaughtUp", 1, 2, 3])
+            const fromTwo = yield* store.read(stream, { live: true, from: 2 }).pipe(Stream.take(3), Stream.runCollect, Effect.map(Chunk.toReadonlyArray))
+            expect(fromTwo.map((x) => (isStreamCaughtUp(x) ? `CaughtUp@${x.version}` : x.version))).toEqual([2, 3, "CaughtUp@3"])
           }))
       })
 
@@ -661,6 +730,41 @@ export const conformance = (
           const expected = all.filter((e) => Envelope.advance(cursor, e.position) !== cursor)
           expect(rest.map((e) => e.eventId).sort()).toEqual(expected.map((e) => e.eventId).sort())
           expect(rest.length + 50).toBe(120)
+        }))
+
+      it.effect("a live read of one stream over 4 partitions, racing writers of other streams: none missing, none twice, none foreign", () =>
+        liveStreamRace("lives4"))
+
+      it.effect("end() is the category's end when called: a live read from it gets exactly what is appended after, from: \"end\" the end when the read starts", () =>
+        Effect.gen(function*() {
+          const store = yield* EventStore
+          const cat = category("end")
+          for (let i = 0; i < 20; i++) yield* store.append(`${cat}-${i % 6}`, [event("Renamed", { name: `old${i}` })])
+          const end = yield* store.end(cat)
+          expect(end.length).toBe(4)
+          // appended after end() and before the read is even built: the read must get them
+          for (let i = 0; i < 8; i++) yield* store.append(`${cat}-${i % 6}`, [event("Renamed", { name: `new${i}` })])
+          const names = (xs: ReadonlyArray<RecordedEvent | CaughtUp>) =>
+            xs.filter((x): x is RecordedEvent => !isCaughtUp(x)).map((e) => (e.data as { name: string }).name).sort()
+          const fromEnd = yield* collect(store.readCategory(cat, { from: end, live: true }).pipe(Stream.take(9)))
+          expect(names(fromEnd)).toEqual(Array.from({ length: 8 }, (_, i) => `new${i}`).sort())
+          expect(fromEnd.filter(isCaughtUp).length).toBe(1)
+          // "end": what is there when the read starts is skipped; what comes after CaughtUp is seen
+          const caughtUp = yield* Deferred.make<void>()
+          const reader = yield* store.readCategory(cat, { from: "end", live: true }).pipe(
+            Stream.tap((x) => (isCaughtUp(x) ? Deferred.succeed(caughtUp, undefined) : Effect.void)),
+            Stream.take(4),
+            Stream.runCollect,
+            Effect.map(Chunk.toReadonlyArray),
+            Effect.fork
+          )
+          yield* Deferred.await(caughtUp)
+          for (let i = 0; i < 3; i++) yield* store.append(`${cat}-${i}`, [event("Renamed", { name: `later${i}` })])
+          const later = yield* Fiber.join(reader)
+          expect(isCaughtUp(later[0])).toBe(true)
+          expect(names(later)).toEqual(["later0", "later1", "later2"])
+          const bad = yield* Effect.flip(store.end("no such-category"))
+          expect(bad._tag).toBe("InvalidArgument")
         }))
 
       it.effect("live over 4 partitions: nothing missing, nothing twice", () =>

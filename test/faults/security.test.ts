@@ -4,7 +4,7 @@
  * a wrong CA fails with a clear error; a password never appears in logs or errors.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Logger, Redacted } from "effect"
+import { Chunk, Context, Effect, Layer, Logger, Redacted, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
@@ -32,13 +32,28 @@ describe("faults: security", () => {
       const server = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (s) => Effect.promise(() => s.stop()))
       const admin = new Redis(server.url)
       yield* Effect.addFinalizer(() => Effect.promise(() => admin.quit()))
-      yield* Effect.promise(() => admin.call("ACL", "SETUSER", "tenantA", "on", ">pw-of-tenant-a", "~tenantA:*", "&*", "+@all"))
+      yield* Effect.promise(() => admin.call("ACL", "SETUSER", "tenantA", "on", ">pw-of-tenant-a", "~tenantA:*", "&tenantA:*", "+@all"))
+      yield* Effect.promise(() => admin.call("ACL", "SETUSER", "nochannels", "on", ">pw-nc", "~nc:*", "resetchannels", "+@all"))
       const asTenantA = (prefix: string) =>
         RedisChronicle.layer({ prefix, partitions: 1 }).pipe(
           Layer.provide(RedisClient.layer({ url: server.url, username: "tenantA", password: Redacted.make("pw-of-tenant-a") }))
         )
       const own = Context.get(yield* Layer.build(asTenantA("tenantA")), EventStore.EventStore)
       expect((yield* own.append("orders-1", [event()])).lastVersion).toBe(1)
+      // its live readers subscribe to channels under its prefix, which its ACL allows
+      const followed = yield* own.read("orders-1", { live: true }).pipe(Stream.take(2), Stream.runCollect)
+      expect(Chunk.toReadonlyArray(followed).map((x) => (EventStore.isStreamCaughtUp(x) ? "CaughtUp" : x.version))).toEqual([1, "CaughtUp"])
+      // a user without channel permissions still appends; its live reader of one stream is refused, clearly
+      const noChannels = Context.get(
+        yield* Layer.build(RedisChronicle.layer({ prefix: "nc", partitions: 1 }).pipe(
+          Layer.provide(RedisClient.layer({ url: server.url, username: "nochannels", password: Redacted.make("pw-nc") }))
+        )),
+        EventStore.EventStore
+      )
+      expect((yield* noChannels.append("orders-1", [event()])).lastVersion).toBe(1)
+      expect((yield* noChannels.append("orders-1", [event()])).lastVersion).toBe(2)
+      const refused = yield* Effect.flip(Stream.runDrain(noChannels.read("orders-1", { live: true })))
+      expect(refused._tag).toBe("PermissionDenied")
       // tenantB's data exists; tenantA must not see or change it
       const b = Context.get(yield* Layer.build(RedisChronicle.layer({ prefix: "tenantB", partitions: 1 }).pipe(Layer.provide(RedisClient.layer({ url: server.url })))), EventStore.EventStore)
       yield* b.append("orders-1", [event()])
