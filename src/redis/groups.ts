@@ -31,6 +31,7 @@ import {
   type ReadResult
 } from "../ConsumerGroups.js"
 import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../EventStore.js"
+import { compareEntryIds, isEntryId } from "../internal/ids.js"
 import { type EntryValues, fieldsOf, fromValues, toRecorded } from "../internal/record.js"
 import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
@@ -430,17 +431,19 @@ export const makeRedisGroups = (
                   r.get(gk.lease(g.category, p, group)),
                   groupsOf(r, keys.log(g.category, p)),
                   groupsOf(r, gk.redelivery(g.category, p, group)),
-                  r.xlen(gk.deadLetters(g.category, p, group))
+                  r.xlen(gk.deadLetters(g.category, p, group)),
+                  lastIdOf(r, keys.log(g.category, p)),
+                  lastIdOf(r, gk.redelivery(g.category, p, group))
                 ])))
             ])
             return { members, inFlight, perPartition }
           }).pipe(Effect.map(({ inFlight, members, perPartition }): GroupStatus => ({
             ...g,
             members: members.slice().sort(),
-            partitionStatus: perPartition.map(([lease, logGroups, redeliveryGroups, dead], p) => {
+            partitionStatus: perPartition.map(([lease, logGroups, redeliveryGroups, dead, logEnd, redeliveryEnd], p) => {
               const owner = lease === null ? undefined : lease.slice(0, lease.lastIndexOf(":"))
-              const a = groupFigures(logGroups, group)
-              const b = groupFigures(redeliveryGroups, group)
+              const a = groupFigures(logGroups, group, logEnd)
+              const b = groupFigures(redeliveryGroups, group, redeliveryEnd)
               const reported = inFlight[String(p)]
               const [reporter, n] = reported === undefined ? [undefined, "0"] : [reported.slice(0, reported.lastIndexOf("|")), reported.slice(reported.lastIndexOf("|") + 1)]
               return {
@@ -488,17 +491,35 @@ const groupsOf = (r: Redis, key: string) =>
     error instanceof Error && /no such key/i.test(error.message) ? [] : Promise.reject(error)
   )
 
+/** The id of a stream's last entry (streams are never trimmed), undefined when it has none. */
+const lastIdOf = (r: Redis, key: string) =>
+  (r.xrevrange(key, "+", "-", "COUNT", 1) as Promise<Array<[string, Array<string>]>>).then((entries) => entries[0]?.[0])
+
 /**
- * pending and lag of one group from an `XINFO GROUPS` reply. A group not created yet on
- * the stream, or whose lag Redis cannot tell (null), counts as lagging: never idle by mistake.
+ * pending and lag of one group from an `XINFO GROUPS` reply and the stream's last entry
+ * id. Whether anything is left to read is decided by the group's last delivered id
+ * against the stream's last entry: Redis's own `lag` counter can be wrong after the
+ * server reloads its AOF (it reported 2,000+ for a group that had read every entry), so
+ * it gives only the size of a lag that exists. A group not created yet on a stream with
+ * entries, or whose lag Redis cannot tell (null), counts as lagging: never idle by mistake.
  */
-const groupFigures = (reply: ReadonlyArray<ReadonlyArray<string | number | null>>, group: string) => {
+export const groupFigures = (
+  reply: ReadonlyArray<ReadonlyArray<string | number | null>>,
+  group: string,
+  lastEntry: string | undefined
+) => {
   for (const g of reply) {
     const m = new Map<string, string | number | null>()
     for (let i = 0; i + 1 < g.length; i += 2) m.set(String(g[i]), g[i + 1] ?? null)
     if (m.get("name") === group) {
-      return { pending: Number(m.get("pending") ?? 0), lag: m.get("lag") === null ? 1 : Number(m.get("lag") ?? 0) }
+      const pending = Number(m.get("pending") ?? 0)
+      const delivered = m.get("last-delivered-id")
+      if (lastEntry === undefined || (typeof delivered === "string" && isEntryId(delivered) && compareEntryIds(delivered, lastEntry) >= 0)) {
+        return { pending, lag: 0 }
+      }
+      const reported = m.get("lag")
+      return { pending, lag: reported === null || reported === undefined ? 1 : Math.max(1, Number(reported)) }
     }
   }
-  return { pending: 0, lag: 1 }
+  return { pending: 0, lag: lastEntry === undefined ? 0 : 1 }
 }
