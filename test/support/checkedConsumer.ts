@@ -50,6 +50,11 @@ const program = Subscriber.run(Events, {
 const layer = RedisChronicle.layer({ prefix: env("PREFIX"), partitions: Number(env("PARTITIONS", "8")) }).pipe(
   Layer.provide(RedisClient.layer({ url: env("URL"), commandTimeout: Duration.millis(Number(env("COMMAND_TIMEOUT_MS", "1000"))) }))
 )
+// a consumer outlives nothing: once the process that started it is gone, it ends
+const parent = process.ppid
+setInterval(() => {
+  if (process.ppid !== parent) process.exit(3)
+}, 500).unref()
 console.log("starting")
 Effect.runPromise(
   program.pipe(

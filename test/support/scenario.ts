@@ -154,6 +154,14 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
   let producing = true
   let appendFailures = 0
 
+  // a scenario that fails leaves no process and no server behind
+  const abandon = async (error: unknown): Promise<never> => {
+    for (const c of fleet) if (!c.exited) c.process.kill("SIGKILL")
+    await server.stop().catch(() => undefined)
+    rmSync(dir, { recursive: true, force: true })
+    throw error
+  }
+
   const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     const ctx = yield* Layer.build(layer)
     const typed = yield* EventStore.forContract(Events).pipe(Effect.provide(ctx))
@@ -272,8 +280,11 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     const status = yield* Subscriber.status(group).pipe(Effect.provide(ctx), Effect.retry(settled))
     const pending = status.partitionStatus.reduce((n, p) => n + p.pending + p.lag, 0)
     const letters = yield* DeadLetters.list(group).pipe(Effect.provide(ctx), Effect.retry(settled))
-    return { idle: idle._tag === "Some", drainedMs, pending, letters }
-  })))
+    const stuck = status.partitionStatus.filter((p) => p.pending + p.lag > 0).map((p) =>
+      `partition ${p.partition}: owner ${p.owner ?? "none"}, pending ${p.pending}, lag ${p.lag}, in flight ${p.inFlight}`
+    )
+    return { idle: idle._tag === "Some", drainedMs, pending, letters, stuck, members: status.members }
+  }))).catch(abandon)
 
   const alive = fleet.filter((c) => !c.exited).length
   for (const c of fleet) if (!c.exited) c.process.kill("SIGTERM")
@@ -291,6 +302,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     ...report.orderViolations.slice(0, 3).map((v) => `order: ${v.invocation.stream} v${v.invocation.version} by ${v.invocation.member}: ${v.reason}`),
     ...report.lost.slice(0, 3).map((e) => `lost: ${e.stream} v${e.version}`),
     ...report.lateStarts.slice(0, 3).map((i) => `late start: ${i.stream} v${i.version} by ${i.member} under epoch ${i.epoch} of partition ${i.partition}`),
+    ...(result.pending > 0 ? [`members: ${result.members.join(", ")}`, ...result.stuck] : []),
+    ...(result.pending > 0 ? fleet.map((c) => `${c.name} said: ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-8).join(" | ")}`) : []),
     ...(alive < consumers ? fleet.filter((c) => c.exited).map((c) => `${c.name} exited (${c.process.exitCode ?? c.process.signalCode}): ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-12).join(" | ")}`) : [])
   ]
   return {
