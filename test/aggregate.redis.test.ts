@@ -8,7 +8,7 @@ AggregateSuite.conformance("Redis", (config) => redisStore(url, { prefix: unique
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option, Schema } from "effect"
 import { Aggregate, Contract, Snapshots } from "effect-chronicle"
-import { APPEND } from "../src/redis/scripts.js"
+import { APPEND } from "../src/redis/internal/scripts.js"
 import { startProxy } from "./support/proxy.js"
 import { startRedisServer } from "./support/redisServer.js"
 

@@ -2,8 +2,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Command } from "ioredis"
 import { prepareAppend } from "../src/internal/append.js"
 import { defaultLimits } from "../src/EventStore.js"
-import { encodeAppendCall } from "../src/redis/resp.js"
-import { APPEND } from "../src/redis/scripts.js"
+import { encodeAppendCall } from "../src/redis/internal/resp.js"
+import { APPEND } from "../src/redis/internal/scripts.js"
 
 const pick = <A>(xs: ReadonlyArray<A>, i: number) => xs[i % xs.length]!
 

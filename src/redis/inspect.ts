@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Effect } from "effect"
-import { makeKeys } from "./keys.js"
+import { makeKeys } from "./internal/keys.js"
 import { RedisClient } from "./RedisClient.js"
 
 /**

@@ -15,8 +15,8 @@
  */
 import { Effect, Scope } from "effect"
 import type { Redis } from "ioredis"
-import { StoreUnavailable } from "../EventStore.js"
-import type { CallError, RedisClient } from "./RedisClient.js"
+import { StoreUnavailable } from "../../EventStore.js"
+import type { CallError, RedisClient } from "../RedisClient.js"
 
 interface Channel {
   readonly latches: Set<Effect.Latch>

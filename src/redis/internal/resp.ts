@@ -10,7 +10,7 @@
  * @internal
  */
 import { Command } from "ioredis"
-import type { PreparedAppend } from "../internal/append.js"
+import type { PreparedAppend } from "../../internal/append.js"
 import type { Script } from "./scripts.js"
 
 /** One batch of a call: its entity, its keys' common prefix (the partition's hash tag) and its events. */

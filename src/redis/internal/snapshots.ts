@@ -5,11 +5,11 @@
  * @internal
  */
 import { Effect, Option } from "effect"
-import { type InvalidArgument, parseStream, type StoreError } from "../EventStore.js"
-import { partitionOf } from "../internal/ids.js"
-import { type Snapshot, SnapshotStore } from "../Snapshots.js"
+import { type InvalidArgument, parseStream, type StoreError } from "../../EventStore.js"
+import { partitionOf } from "../../internal/ids.js"
+import { type Snapshot, SnapshotStore } from "../../Snapshots.js"
 import type { Keys } from "./keys.js"
-import type { RedisClient } from "./RedisClient.js"
+import type { RedisClient } from "../RedisClient.js"
 import { evalScript, script } from "./scripts.js"
 
 const SAVE = script(

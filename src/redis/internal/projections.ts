@@ -6,11 +6,11 @@
  * @internal
  */
 import { Effect } from "effect"
-import { InvalidArgument } from "../EventStore.js"
-import { type Checkpoint, CheckpointRejected, ProjectionStore } from "../Projection.js"
+import { InvalidArgument } from "../../EventStore.js"
+import { type Checkpoint, CheckpointRejected, ProjectionStore } from "../../Projection.js"
 import { ACQUIRE, RELEASE, RENEW } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
-import type { RedisClient } from "./RedisClient.js"
+import type { RedisClient } from "../RedisClient.js"
 import { evalScript, script } from "./scripts.js"
 
 

@@ -29,13 +29,13 @@ import {
   type Lease,
   LeaseLost,
   type ReadResult
-} from "../ConsumerGroups.js"
-import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../EventStore.js"
-import { compareEntryIds, isEntryId } from "../internal/ids.js"
-import { type EntryValues, fieldsOf, fromValues, toRecorded } from "../internal/record.js"
+} from "../../ConsumerGroups.js"
+import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../../EventStore.js"
+import { compareEntryIds, isEntryId } from "../../internal/ids.js"
+import { type EntryValues, fieldsOf, fromValues, toRecorded } from "../../internal/record.js"
 import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
-import type { CallError, RedisClient, RedisConnectionError } from "./RedisClient.js"
+import type { CallError, RedisClient, RedisConnectionError } from "../RedisClient.js"
 import { evalScript } from "./scripts.js"
 
 type RawEntry = [string, Array<string>]

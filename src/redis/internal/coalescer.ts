@@ -1,0 +1,310 @@
+/**
+ * The append coalescer. Appends are coalesced per partition: the batches that arrive in
+ * the same turn of the event loop for one partition, up to `maxEventsPerCall` events, go
+ * in ONE call of the append script on the append connection, which checks and applies
+ * each batch on its own and returns one result per batch. Measured against a single
+ * script call per append on an auto-pipelined connection, this roughly doubles
+ * throughput: Node and Redis then work at the same time instead of taking turns
+ * (DESIGN.md, Performance). A batch larger than `maxEventsPerCall` goes alone, still in
+ * one atomic call.
+ *
+ * @internal
+ */
+import { Duration, Effect, type Scope } from "effect"
+import type { Redis } from "ioredis"
+import {
+  type AppendError,
+  AppendOutcomeUnknown,
+  type AppendResult,
+  PermissionDenied,
+  ReplicationTimeout,
+  StoreUnavailable
+} from "../../EventStore.js"
+import type { PreparedAppend } from "../../internal/append.js"
+import type { RedisClient } from "../RedisClient.js"
+import type { Confirmer } from "./durability.js"
+import type { Keys } from "./keys.js"
+import { appendResult, eventIdsOf } from "./replies.js"
+import { encodeAppendCall } from "./resp.js"
+import { APPEND } from "./scripts.js"
+import { whenReady } from "./server.js"
+
+export interface CoalescerOptions {
+  /** Events per coalesced call (docs/semantics.md §3: at most 512). */
+  readonly maxEventsPerCall: number
+  /** Coalesced calls in flight on the append connection at once. */
+  readonly maxCallsInFlight: number
+}
+
+export interface Coalescer {
+  /** Sends a checked batch to its partition; settles with the batch's own outcome. */
+  readonly submit: (prepared: PreparedAppend, partition: number) => Effect.Effect<AppendResult, AppendError>
+}
+
+interface Pending {
+  readonly prepared: PreparedAppend
+  readonly partition: number
+  readonly enqueued: number
+  settled: boolean
+  readonly resume: (effect: Effect.Effect<AppendResult, AppendError>) => void
+}
+
+/** The batches waiting for one partition. */
+interface Queue {
+  readonly tag: string
+  readonly partition: number
+  readonly keyLog: string
+  readonly keyStreams: string
+  readonly items: Array<Pending>
+  listed: boolean
+}
+
+interface Call {
+  readonly items: ReadonlyArray<Pending>
+  readonly deadline: number
+}
+
+/** A failure that happened before the request was written: nothing was sent. */
+class NotSent {
+  constructor(readonly cause: unknown) {}
+}
+
+/**
+ * A coalescer writing on `conn`. Closing its scope fails what is still queued with
+ * `StoreUnavailable` (nothing of it was sent).
+ */
+export const makeCoalescer = (
+  client: RedisClient.Service,
+  conn: Redis,
+  keys: Keys,
+  options: CoalescerOptions,
+  confirmer: Confirmer | undefined
+): Effect.Effect<Coalescer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const queues = new Map<string, Queue>()
+    const ready: Array<Queue> = []
+    const calls = new Set<Call>()
+    let queued = 0
+    let scheduled = false
+    let sweeper: ReturnType<typeof setInterval> | undefined = undefined
+    const timeoutMs = Duration.toMillis(client.commandTimeout)
+    const confirmMs = confirmer?.millis ?? 0
+    const required = confirmer?.required ?? 0
+
+    const queueOf = (category: string, partition: number): Queue => {
+      const tag = keys.tag(category, partition)
+      let q = queues.get(tag)
+      if (q === undefined) {
+        q = { tag, partition, keyLog: keys.log(category, partition), keyStreams: keys.streams(category, partition), items: [], listed: false }
+        queues.set(tag, q)
+      }
+      return q
+    }
+
+    const settle = (item: Pending, effect: Effect.Effect<AppendResult, AppendError>) => {
+      if (item.settled) return
+      item.settled = true
+      item.resume(effect)
+    }
+
+    // Deadlines: an Effect timeout per append costs about as much as the Redis round trip
+    // itself (measured ~25 µs of CPU), so one timer sweeps the queues (oldest first) and the
+    // calls in flight instead.
+    const sweep = () => {
+      const now = Date.now()
+      for (const q of queues.values()) {
+        for (const item of q.items) {
+          if (item.enqueued + timeoutMs > now) break
+          if (!item.settled) {
+            queued--
+            settle(item, Effect.fail(new StoreUnavailable({ operation: "append", reason: `not sent within ${timeoutMs} ms` })))
+          }
+        }
+      }
+      for (const call of calls) {
+        if (call.deadline > now) continue
+        calls.delete(call)
+        for (const item of call.items) {
+          settle(item, Effect.fail(new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: `no reply within ${timeoutMs} ms` })))
+        }
+      }
+      if (queued === 0 && calls.size === 0 && sweeper !== undefined) {
+        clearInterval(sweeper)
+        sweeper = undefined
+      }
+    }
+
+    // When nothing is in flight, the queue is flushed at the end of the current microtask
+    // batch: appends issued together (by fibers run in the same batch) share one call, and
+    // a lone append pays no extra turn of the event loop (measured: ~30 µs on the
+    // reference machine). While a call is in flight, appends gather for a turn of the loop
+    // before a second call goes, and the rest wait for a reply: the busier the store, the
+    // larger its calls.
+    const schedule = () => {
+      if (!scheduled) {
+        scheduled = true
+        if (calls.size === 0) queueMicrotask(pump)
+        else setImmediate(pump)
+      }
+    }
+
+    const enqueue = (item: Pending) => {
+      const q = queueOf(item.prepared.category, item.partition)
+      q.items.push(item)
+      queued++
+      if (sweeper === undefined) sweeper = setInterval(sweep, Math.max(10, Math.min(250, timeoutMs / 10)))
+      if (!q.listed) {
+        q.listed = true
+        ready.push(q)
+      }
+      if (calls.size < options.maxCallsInFlight) schedule()
+    }
+
+    const take = (q: Queue): Array<Pending> => {
+      const out: Array<Pending> = []
+      let events = 0
+      let i = 0
+      for (; i < q.items.length; i++) {
+        const next = q.items[i]!
+        if (next.settled) continue
+        const n = next.prepared.events.length
+        if (out.length > 0 && events + n > options.maxEventsPerCall) break
+        out.push(next)
+        events += n
+        if (events >= options.maxEventsPerCall) {
+          i++
+          break
+        }
+      }
+      queued -= out.length
+      if (i >= q.items.length) q.items.length = 0
+      else q.items.splice(0, i)
+      return out
+    }
+
+    function pump() {
+      scheduled = false
+      while (calls.size < options.maxCallsInFlight && ready.length > 0) {
+        const q = ready.shift()!
+        const items = take(q)
+        if (q.items.length > 0) ready.push(q)
+        else q.listed = false
+        if (items.length > 0) send(q, items)
+      }
+    }
+
+    const send = (q: Queue, items: Array<Pending>) => {
+      const call: Call = { items, deadline: Date.now() + timeoutMs + confirmMs }
+      calls.add(call)
+      const encode = (withSource: boolean): Promise<unknown> => {
+        const command = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items)
+        if (command !== undefined) {
+          conn.sendCommand(command)
+          return command.promise
+        }
+        const argv: Array<string | number> = [withSource ? APPEND.source : APPEND.sha, 2 + 2 * items.length, q.keyLog, q.keyStreams]
+        for (const item of items) argv.push(q.tag + ":ids:" + item.prepared.entityId, q.tag + ":s:" + item.prepared.entityId)
+        argv.push(items.length)
+        for (const { prepared: p } of items) {
+          argv.push(p.entityId, p.expected, p.events.length)
+          for (const e of p.events) argv.push(e.eventId, e.type, e.data, e.meta)
+        }
+        return conn.call(withSource ? "EVAL" : "EVALSHA", argv) as Promise<unknown>
+      }
+      const attempt = () =>
+        encode(false).catch((error: unknown) =>
+          error instanceof Error && error.message.startsWith("NOSCRIPT") ? encode(true) : Promise.reject(error)
+        )
+      const done = () => {
+        calls.delete(call)
+        if (ready.length > 0) pump()
+      }
+      const run = conn.status === "ready"
+        ? attempt()
+        : whenReady(conn, client.commandTimeout).then(attempt, (error: unknown) => Promise.reject(new NotSent(error)))
+      run.then(
+        (reply) => {
+          if (confirmer === undefined) {
+            done()
+            return deliver(q, items, reply)
+          }
+          // WAIT counts the writes of this connection: sent on it, right after the call
+          confirmer.confirm().then(
+            (confirmed) => {
+              done()
+              deliver(q, items, reply, confirmed)
+            },
+            () => {
+              done()
+              // the confirmation itself failed (a dropped connection, say): not confirmed
+              deliver(q, items, reply, { confirmed: 0 })
+            }
+          )
+        },
+        (error: unknown) => {
+          done()
+          failAll(items, error)
+        }
+      )
+    }
+
+    // The backend classifies what the server said: what cannot have been applied is
+    // StoreUnavailable, a refusal PermissionDenied, anything else after the request went
+    // out an unknown outcome (safe to retry with the same ids).
+    const failAll = (items: ReadonlyArray<Pending>, error: unknown) => {
+      const sent = !(error instanceof NotSent)
+      const cause = error instanceof NotSent ? error.cause : error
+      const message = cause instanceof Error ? cause.message : String(cause)
+      const seen = client.lastError(conn)
+      const reason = seen !== undefined && /Connection is closed/.test(message) ? `${message} (${seen})` : message
+      for (const item of items) {
+        let failure: AppendError
+        if (!sent || /^(OOM|Stream isn't writeable|BUSY|LOADING|MASTERDOWN|READONLY)/.test(reason)) {
+          failure = new StoreUnavailable({ operation: "append", reason })
+        } else if (reason.startsWith("NOPERM")) {
+          failure = new PermissionDenied({ operation: "append", reason })
+        } else {
+          failure = new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason })
+        }
+        settle(item, Effect.fail(failure))
+      }
+    }
+
+    const deliver = (q: Queue, items: ReadonlyArray<Pending>, reply: unknown, confirmation?: { readonly confirmed: number }) => {
+      if (!Array.isArray(reply) || reply.length !== items.length) {
+        return failAll(items, new Error(`unexpected reply from the append script: ${JSON.stringify(reply)?.slice(0, 200)}`))
+      }
+      const short = confirmation !== undefined && confirmation.confirmed < required
+      for (let b = 0; b < items.length; b++) {
+        const r = reply[b] as Array<unknown>
+        const p = items[b]!.prepared
+        if (short && (r[0] === "ok" || r[0] === "replay")) {
+          settle(items[b]!, Effect.fail(new ReplicationTimeout({ stream: p.stream, eventIds: eventIdsOf(p), required, confirmed: confirmation.confirmed })))
+        } else {
+          settle(items[b]!, appendResult(q.partition, p, r))
+        }
+      }
+    }
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (sweeper !== undefined) clearInterval(sweeper)
+        for (const q of queues.values()) {
+          for (const item of q.items) {
+            settle(item, Effect.fail(new StoreUnavailable({ operation: "append", reason: "the store was closed" })))
+          }
+          q.items.length = 0
+        }
+      })
+    )
+
+    return {
+      submit: (prepared, partition) =>
+        Effect.async<AppendResult, AppendError>((resume) => {
+          // No canceler: one costs more than the rest of the append (measured ~4 µs of CPU
+          // per call). An append interrupted while queued is still sent; like any append
+          // whose caller stopped waiting, its outcome is then unknown to that caller.
+          enqueue({ prepared, partition, enqueued: Date.now(), settled: false, resume })
+        })
+    }
+  })

@@ -1,0 +1,39 @@
+/**
+ * What the store checks of the server and its connections.
+ *
+ * @internal
+ */
+import { Duration, Effect } from "effect"
+import type { Redis } from "ioredis"
+import type { RedisClient } from "../RedisClient.js"
+
+/** Resolves when the connection is ready, or fails (nothing sent) after `timeout`. */
+export const whenReady = (redis: Redis, timeout: Duration.Duration): Promise<void> => {
+  if (redis.status === "ready") return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const onReady = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+    const timer = setTimeout(() => {
+      redis.off("ready", onReady)
+      reject(new Error(`the connection is ${redis.status}, not ready`))
+    }, Duration.toMillis(timeout))
+    redis.once("ready", onReady)
+  })
+}
+
+/** Warns loudly when the server may evict keys: an event store must never lose data to eviction. */
+export const checkEvictionPolicy = (client: RedisClient.Service) =>
+  client.call("info", (r) => r.info("memory")).pipe(
+    Effect.flatMap((info) => {
+      const policy = /maxmemory_policy:(\S+)/.exec(info)?.[1]
+      return policy === undefined || policy === "noeviction"
+        ? Effect.void
+        : Effect.logWarning(
+          `Redis at ${client.url} runs with maxmemory-policy ${policy}: it may EVICT EVENTS under memory pressure. ` +
+            "Set `maxmemory-policy noeviction` for an event store."
+        )
+    }),
+    Effect.catchAll((e) => Effect.logWarning(`could not check Redis's maxmemory-policy (${e.message}); it must be noeviction`))
+  )
