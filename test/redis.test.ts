@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Cause, Chunk, Context, Deferred, Duration, Effect, Either, Fiber, Layer, Logger, Option, Redacted, Stream } from "effect"
+import { Cause, Chunk, ConfigError, ConfigProvider, Context, Deferred, Duration, Effect, Either, Fiber, Layer, Logger, Option, Redacted, Stream } from "effect"
 import { ConsumerGroups, EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { EventStoreSuite } from "effect-chronicle/testing"
@@ -210,6 +210,26 @@ describe("Redis backend", () => {
           expect([e._tag, e.option]).toEqual(["ConfigurationError", option])
         }
       }
+    }).pipe(Effect.scoped))
+
+  it.live("RedisChronicle.layerConfig reads its prefix and partition count from the environment; a bad count is a ConfigError; make builds the same services", () =>
+    Effect.gen(function*() {
+      const raw = yield* rawRedis(url)
+      const prefix = uniquePrefix("cfg")
+      const client = RedisClient.layer({ url })
+      const fromEnv = (env: Record<string, string>) =>
+        RedisChronicle.layerConfig().pipe(Layer.provide(client), Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))))
+      const store = yield* storeIn(fromEnv({ CHRONICLE_PREFIX: prefix, CHRONICLE_PARTITIONS: "3" }))
+      yield* store.append("orders-o1", [event("Placed", { n: 1 })])
+      expect(yield* store.partitions("orders")).toBe(3)
+      expect(yield* Effect.promise(() => raw.get(`${prefix}:category:orders`))).toBe("3")
+      const bad = yield* Effect.exit(Effect.scoped(Layer.build(fromEnv({ CHRONICLE_PREFIX: prefix, CHRONICLE_PARTITIONS: "many" }))))
+      expect(bad._tag === "Failure" && Cause.failureOption(bad.cause).pipe(Option.map((e) => ConfigError.isConfigError(e)), Option.getOrElse(() => false))).toBe(true)
+      // make builds within the caller's scope, on a client the caller holds
+      const held = yield* Layer.build(client)
+      const services = yield* RedisChronicle.make({ prefix, partitions: 3 }).pipe(Effect.provide(held))
+      const read = yield* collect(Context.get(services, EventStore.EventStore).read("orders-o1"))
+      expect(read.map((r) => r.type)).toEqual(["Placed"])
     }).pipe(Effect.scoped))
 
   it.live("a live read of one stream sends nothing per event of other streams: its commands follow its own stream only", () =>

@@ -4,17 +4,17 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Config, type ConfigError, Context, Duration, Effect, Layer, Option, Schema, type Scope } from "effect"
 import { ConsumerGroups } from "../ConsumerGroups.js"
 import { defaultLimits, defaultPartitions, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "../EventStore.js"
 import { RedisClient, type RedisConnectionError } from "./RedisClient.js"
 import { ProjectionStore } from "../Projection.js"
 import { SnapshotStore } from "../Snapshots.js"
-import { makeRedisGroups } from "./groups.js"
-import { makeRedisProjections } from "./projections.js"
-import { makeRedisSnapshots } from "./snapshots.js"
-import { makeKeys } from "./keys.js"
-import { makeRedisStore } from "./store.js"
+import { makeRedisGroups } from "./internal/groups.js"
+import { makeRedisProjections } from "./internal/projections.js"
+import { makeRedisSnapshots } from "./internal/snapshots.js"
+import { makeKeys } from "./internal/keys.js"
+import { makeRedisStore } from "./internal/store.js"
 
 /**
  * @since 0.1.0
@@ -77,6 +77,64 @@ export class ConfigurationError extends Schema.TaggedError<ConfigurationError>()
 }
 
 /**
+ * The services `make` builds: the same as `Chronicle.layerMemory` provides.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Services = EventStore | ConsumerGroups | SnapshotStore | ProjectionStore
+
+/**
+ * Builds the event store, consumer groups, snapshots and projections on the
+ * `RedisClient`'s server, within the current scope (closing it closes the store's
+ * connections and fails what is still queued). Every option is checked first: bad input
+ * is an `InvalidArgument` or a `ConfigurationError`, never a throw.
+ *
+ * At start it warns loudly when the server's `maxmemory-policy` is not `noeviction`.
+ *
+ * @example
+ * ```ts
+ * import { Context, Effect } from "effect"
+ * import { EventStore } from "effect-chronicle"
+ * import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
+ *
+ * const program = Effect.gen(function*() {
+ *   const services = yield* RedisChronicle.make({ prefix: "shop" })
+ *   const store = Context.get(services, EventStore.EventStore)
+ *   return yield* store.partitions("orders")
+ * }).pipe(Effect.scoped, Effect.provide(RedisClient.layerConfig()))
+ * ```
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<Context.Context<Services>, InvalidArgument | RedisConnectionError | ConfigurationError, RedisClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const prefix = options.prefix ?? "chronicle"
+    const durability = yield* checkDurability(options.durability)
+    const liveBlock = yield* checkDuration("liveBlock", options.liveBlock, "5 seconds")
+    const store = yield* makeRedisStore({
+      prefix,
+      partitions: options.partitions ?? defaultPartitions,
+      limits: { ...defaultLimits, ...options.limits },
+      maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
+      maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),
+      liveBlock,
+      durability
+    })
+    const client = yield* RedisClient
+    const keys = makeKeys(prefix)
+    const groups = yield* makeRedisGroups(client, keys, store.partitions)
+    return Context.make(EventStore, store).pipe(
+      Context.add(ConsumerGroups, groups),
+      Context.add(SnapshotStore, makeRedisSnapshots(client, keys, store.partitions)),
+      Context.add(ProjectionStore, makeRedisProjections(client, keys))
+    )
+  })
+
+/**
  * The event store and consumer groups on Redis. Needs a `RedisClient`.
  *
  * At start it warns loudly when the server's `maxmemory-policy` is not `noeviction`.
@@ -96,31 +154,45 @@ export class ConfigurationError extends Schema.TaggedError<ConfigurationError>()
  */
 export const layer = (
   options: Options = {}
-): Layer.Layer<EventStore | ConsumerGroups | SnapshotStore | ProjectionStore, InvalidArgument | RedisConnectionError | ConfigurationError, RedisClient> =>
-  Layer.scopedContext(
-    Effect.gen(function*() {
-      const prefix = options.prefix ?? "chronicle"
-      const durability = yield* checkDurability(options.durability)
-      const liveBlock = yield* checkDuration("liveBlock", options.liveBlock, "5 seconds")
-      const store = yield* makeRedisStore({
-        prefix,
-        partitions: options.partitions ?? defaultPartitions,
-        limits: { ...defaultLimits, ...options.limits },
-        maxEventsPerCall: Math.max(1, Math.min(512, options.coalescing?.maxEvents ?? 256)),
-        maxCallsInFlight: Math.max(1, options.coalescing?.maxCallsInFlight ?? 4),
-        liveBlock,
-        durability
-      })
-      const client = yield* RedisClient
-      const keys = makeKeys(prefix)
-      const groups = yield* makeRedisGroups(client, keys, store.partitions)
-      return Context.make(EventStore, store).pipe(
-        Context.add(ConsumerGroups, groups),
-        Context.add(SnapshotStore, makeRedisSnapshots(client, keys, store.partitions)),
-        Context.add(ProjectionStore, makeRedisProjections(client, keys))
-      )
-    })
-  )
+): Layer.Layer<Services, InvalidArgument | RedisConnectionError | ConfigurationError, RedisClient> => Layer.scopedContext(make(options))
+
+/**
+ * The options from the environment: the prefix from `CHRONICLE_PREFIX` (default
+ * `chronicle`) and, when set, the partition count of new categories from
+ * `CHRONICLE_PARTITIONS`.
+ *
+ * @since 0.2.0
+ * @category config
+ */
+export const defaultConfig: Config.Config<Options> = Config.all({
+  prefix: Config.string("CHRONICLE_PREFIX").pipe(Config.withDefault("chronicle")),
+  partitions: Config.option(Config.integer("CHRONICLE_PARTITIONS"))
+}).pipe(
+  Config.map(({ partitions, prefix }): Options => ({ prefix, partitions: Option.getOrUndefined(partitions) }))
+)
+
+/**
+ * `layer` with its options read from `Config` (by default `defaultConfig`); each option
+ * may be a `Config` of its own.
+ *
+ * @example
+ * ```ts
+ * import { Config, Layer } from "effect"
+ * import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
+ *
+ * const Live = RedisChronicle.layerConfig({
+ *   prefix: Config.string("SHOP_PREFIX"),
+ *   partitions: Config.integer("SHOP_PARTITIONS").pipe(Config.withDefault(8))
+ * }).pipe(Layer.provide(RedisClient.layerConfig()))
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options> = defaultConfig
+): Layer.Layer<Services, InvalidArgument | RedisConnectionError | ConfigurationError | ConfigError.ConfigError, RedisClient> =>
+  Layer.scopedContext(Effect.flatMap(Config.unwrap(config), make))
 
 /** A duration option: at least 1 ms and finite, else `ConfigurationError` (never a throw). */
 const checkDuration = (option: string, given: Duration.DurationInput | undefined, fallback: Duration.DurationInput) => {
