@@ -31,7 +31,7 @@ describe("RESP encoding of an append call", () => {
       })
       const tag = `pfx:{cat:${round % 3}}`
       for (const withSource of [false, true]) {
-        const ours = encodeAppendCall(APPEND, withSource, tag, `${tag}:log`, `${tag}:streams`, batches)
+        const ours = encodeAppendCall(APPEND, withSource, tag, `${tag}:log`, `${tag}:streams`, batches, 0)
         expect(ours).toBeDefined()
         const argv: Array<string | number> = [withSource ? APPEND.source : APPEND.sha, 2 + 2 * batches.length, `${tag}:log`, `${tag}:streams`]
         for (const { prepared } of batches) argv.push(`${tag}:ids:${prepared.entityId}`, `${tag}:s:${prepared.entityId}`)

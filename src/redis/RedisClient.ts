@@ -2,7 +2,9 @@
  * Redis connections for the Redis backend, as a scoped service: a shared auto-pipelined
  * connection for reads and small commands, and, on demand, dedicated connections (the
  * append coalescer, then WAIT) and blocking ones (live reads, consumer groups), each
- * closed with the scope that asked for it.
+ * closed with the scope that asked for it. On a Redis Cluster (`layerCluster`) each of
+ * them is an ioredis `Cluster`: commands go to the master of their keys' slot, and
+ * MOVED, ASK and failovers are followed.
  *
  * Every connection runs with no offline queue and no resend of commands already written
  * to the socket, so nothing is replayed behind the caller's back; every call has an
@@ -11,7 +13,7 @@
  * @since 0.1.0
  */
 import { Config, type ConfigError, Context, Duration, Effect, Layer, Redacted, Schema, type Scope } from "effect"
-import { Redis, type RedisOptions as IORedisOptions } from "ioredis"
+import { Cluster, type ClusterOptions as IOClusterOptions, Redis, type RedisOptions as IORedisOptions } from "ioredis"
 import { PermissionDenied, StoreUnavailable, WrongKeyType } from "../EventStore.js"
 import { liveClock } from "../internal/util.js"
 
@@ -51,6 +53,35 @@ export interface Options {
 }
 
 /**
+ * A node of a Redis Cluster to connect to first; the client finds the others.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ClusterNode {
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface ClusterOptions extends Omit<Options, "url"> {
+  /** Some nodes of the cluster (one that answers is enough): `host:port` strings or `{ host, port }`. */
+  readonly nodes: ReadonlyArray<string | ClusterNode>
+}
+
+/**
+ * One connection of the client: a server's, or a Redis Cluster's (which routes each
+ * command to the master of its keys' slot).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Connection = Redis | Cluster
+
+/**
  * A connection could not be established. The message names the server (never its
  * password) and the underlying cause (a TLS certificate error, say).
  *
@@ -83,26 +114,30 @@ export declare namespace RedisClient {
    * @category models
    */
   export interface Service {
+    /** Whether the server is a Redis Cluster: then every command's keys must share a slot. */
+    readonly cluster: boolean
     /** The shared, auto-pipelined connection: reads, registry, small commands. */
-    readonly shared: Redis
+    readonly shared: Connection
     /** A new connection without auto-pipelining, closed with the scope. */
-    readonly dedicated: (role: string) => Effect.Effect<Redis, RedisConnectionError, Scope.Scope>
+    readonly dedicated: (role: string) => Effect.Effect<Connection, RedisConnectionError, Scope.Scope>
     /** A new connection for blocking commands, closed with the scope. */
-    readonly blocking: (role: string) => Effect.Effect<Redis, RedisConnectionError, Scope.Scope>
+    readonly blocking: (role: string) => Effect.Effect<Connection, RedisConnectionError, Scope.Scope>
+    /** A new connection for sharded subscriptions (SSUBSCRIBE; on a cluster, to each shard), closed with the scope. */
+    readonly subscriber: (role: string) => Effect.Effect<Connection, RedisConnectionError, Scope.Scope>
     /** Runs one call with the command timeout, mapping failures to typed errors. */
-    readonly call: <A>(operation: string, f: (redis: Redis) => Promise<A>, connection?: Redis) => Effect.Effect<A, CallError>
+    readonly call: <A>(operation: string, f: (redis: Connection) => Promise<A>, connection?: Connection) => Effect.Effect<A, CallError>
     /** Runs a blocking call: the timeout is the command's own block time plus the command timeout. */
     readonly callBlocking: <A>(
       operation: string,
-      connection: Redis,
+      connection: Connection,
       block: Duration.Duration,
-      f: (redis: Redis) => Promise<A>
+      f: (redis: Connection) => Promise<A>
     ) => Effect.Effect<A, CallError>
     readonly commandTimeout: Duration.Duration
-    /** The server's URL without its password, for messages. */
+    /** The server's URL without its password (on a cluster, its seed nodes), for messages. */
     readonly url: string
     /** The last connection-level error seen on a connection (a TLS failure, say). */
-    readonly lastError: (connection: Redis) => string | undefined
+    readonly lastError: (connection: Connection) => string | undefined
   }
 }
 
@@ -180,67 +215,57 @@ export const mapCallError = (operation: string, cause: unknown, password?: strin
   return new StoreUnavailable({ operation, reason, retryable: isPassingFailure(cause) })
 }
 
-const errors = new WeakMap<Redis, string>()
+const errors = new WeakMap<Connection, string>()
 
 /** Failures to connect that pass by themselves: nothing listening yet, a reset, a server loading or stopping. */
 const isPassingConnectFailure = (reason: string): boolean =>
   /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|Connection is closed|LOADING|no connection within|socket hang up/i.test(reason) &&
   !/WRONGPASS|NOAUTH|NOPERM|invalid password|certificate|CERT_|self.signed|ENOTFOUND|EAI_AGAIN/i.test(reason)
 
-/**
- * Builds the client from options.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, RedisConnectionError, Scope.Scope> =>
+/** ioredis options shared by single-server and cluster connections. */
+const baseOptions = (options: Omit<Options, "url">, connectTimeout: Duration.Duration, tls: boolean): IORedisOptions => ({
+  lazyConnect: true,
+  enableOfflineQueue: false,
+  autoResendUnfulfilledCommands: false,
+  maxRetriesPerRequest: 0,
+  enableReadyCheck: options.readyCheck ?? true,
+  connectTimeout: Duration.toMillis(connectTimeout),
+  retryStrategy: (times) => Math.min(50 * times, 1000),
+  ...(options.username !== undefined ? { username: options.username } : {}),
+  ...(options.password !== undefined ? { password: Redacted.value(options.password) } : {}),
+  ...(options.tls !== undefined || tls
+    ? {
+      tls: {
+        ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+        ...(options.tls?.cert !== undefined ? { cert: options.tls.cert } : {}),
+        ...(options.tls?.key !== undefined ? { key: Redacted.value(options.tls.key) } : {}),
+        ...(options.tls?.servername !== undefined ? { servername: options.tls.servername } : {}),
+        ...(options.tls?.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.tls.rejectUnauthorized } : {})
+      }
+    }
+    : {})
+})
+
+/** What a connection is for: it decides auto-pipelining and, on a cluster, sharded subscribers. */
+type Purpose = "shared" | "dedicated" | "blocking" | "subscriber"
+
+/** The client over a connection factory: retries at connect, timeouts and error mapping. */
+const build = (
+  shown: string,
+  cluster: boolean,
+  options: Omit<Options, "url">,
+  password: string | undefined,
+  open: (role: string, purpose: Purpose) => Connection
+): Effect.Effect<RedisClient.Service, RedisConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
-    const rawUrl = options.url === undefined ? "redis://127.0.0.1:6379" : typeof options.url === "string" ? options.url : Redacted.value(options.url)
-    const url = redactUrl(rawUrl)
-    const invalid = checkUrl(rawUrl)
-    if (invalid !== undefined) return yield* new RedisConnectionError({ url: invalid.shown, reason: invalid.reason })
     const commandTimeout = Duration.decode(options.commandTimeout ?? "5 seconds")
     const connectTimeout = Duration.decode(options.connectTimeout ?? "5 seconds")
-    const password = options.password ? Redacted.value(options.password) : (() => {
-      try {
-        return decodeURIComponent(new URL(rawUrl).password) || undefined
-      } catch {
-        return undefined
-      }
-    })()
     const scrub = (s: string) => (password ? s.split(password).join("***") : s)
 
-    const base: IORedisOptions = {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      maxRetriesPerRequest: 0,
-      enableReadyCheck: options.readyCheck ?? true,
-      connectTimeout: Duration.toMillis(connectTimeout),
-      retryStrategy: (times) => Math.min(50 * times, 1000),
-      ...(options.username !== undefined ? { username: options.username } : {}),
-      ...(options.password !== undefined ? { password: Redacted.value(options.password) } : {}),
-      ...(options.tls !== undefined || rawUrl.startsWith("rediss:")
-        ? {
-          tls: {
-            ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
-            ...(options.tls?.cert !== undefined ? { cert: options.tls.cert } : {}),
-            ...(options.tls?.key !== undefined ? { key: Redacted.value(options.tls.key) } : {}),
-            ...(options.tls?.servername !== undefined ? { servername: options.tls.servername } : {}),
-            ...(options.tls?.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.tls.rejectUnauthorized } : {})
-          }
-        }
-        : {})
-    }
-
     /** One attempt: a connected client, or why not (the server's own words, scrubbed). */
-    const attempt = (role: string, autoPipelining: boolean, budget: Duration.Duration) =>
+    const attempt = (role: string, purpose: Purpose, budget: Duration.Duration) =>
       Effect.suspend(() => {
-        const redis = new Redis(rawUrl, {
-          ...base,
-          enableAutoPipelining: autoPipelining,
-          ...(options.connectionName !== undefined ? { connectionName: `${options.connectionName}:${role}` } : {})
-        })
+        const redis = open(role, purpose)
         redis.on("error", (e: unknown) => {
           errors.set(redis, scrub(messageOf(e)))
         })
@@ -264,21 +289,21 @@ export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, 
      * restarting, not listening yet, loading) until `connectTimeout` is spent; a wrong
      * password, a refused certificate or an unknown host fails at once.
      */
-    const connect = (role: string, autoPipelining: boolean, graceful = true) =>
+    const connect = (role: string, purpose: Purpose) =>
       Effect.acquireRelease(
         Effect.gen(function*() {
           const deadline = Date.now() + Duration.toMillis(connectTimeout)
           for (let n = 0;; n++) {
             const left = Math.max(1, deadline - Date.now())
-            const r = yield* Effect.either(attempt(role, autoPipelining, Duration.millis(left)))
+            const r = yield* Effect.either(attempt(role, purpose, Duration.millis(left)))
             if (r._tag === "Right") return r.right
             const wait = Math.min(1000, 50 * 2 ** Math.min(n, 10))
-            if (!r.left.passing || Date.now() + wait >= deadline) return yield* new RedisConnectionError({ url, reason: r.left.reason })
+            if (!r.left.passing || Date.now() + wait >= deadline) return yield* new RedisConnectionError({ url: shown, reason: r.left.reason })
             yield* Effect.sleep(Duration.millis(wait)).pipe(Effect.withClock(liveClock))
           }
         }),
         (redis) =>
-          graceful
+          purpose !== "blocking"
             ? Effect.promise(() => redis.quit().catch(() => "")).pipe(
               Effect.timeout("1 second"),
               Effect.ignore,
@@ -288,36 +313,123 @@ export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, 
             : Effect.sync(() => redis.disconnect())
       )
 
-    const shared = yield* connect("shared", true)
+    const shared = yield* connect("shared", "shared")
 
-    const call = <A>(operation: string, f: (redis: Redis) => Promise<A>, connection: Redis = shared) =>
-      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
-        Effect.timeoutFail({ duration: commandTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(commandTimeout)}`) }),
-        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
-      )
-
-    const callBlocking = <A>(operation: string, connection: Redis, block: Duration.Duration, f: (redis: Redis) => Promise<A>) =>
-      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
-        Effect.timeoutFail({ duration: Duration.sum(block, commandTimeout), onTimeout: () => new Error("no reply to a blocking read in time") }),
-        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
-      )
-
-    const withConnectionCause = (connection: Redis, cause: unknown) => {
+    const withConnectionCause = (connection: Connection, cause: unknown) => {
       const m = messageOf(cause)
       const seen = errors.get(connection)
       return seen !== undefined && /Connection is closed|Stream isn't writeable/.test(m) ? new Error(`${m} (${seen})`) : cause
     }
 
+    const call = <A>(operation: string, f: (redis: Connection) => Promise<A>, connection: Connection = shared) =>
+      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
+        Effect.timeoutFail({ duration: commandTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(commandTimeout)}`) }),
+        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
+      )
+
+    const callBlocking = <A>(operation: string, connection: Connection, block: Duration.Duration, f: (redis: Connection) => Promise<A>) =>
+      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
+        Effect.timeoutFail({ duration: Duration.sum(block, commandTimeout), onTimeout: () => new Error("no reply to a blocking read in time") }),
+        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
+      )
+
     return RedisClient.of({
+      cluster,
       shared,
-      dedicated: (role) => connect(role, false),
-      blocking: (role) => connect(role, false, false),
+      dedicated: (role) => connect(role, "dedicated"),
+      blocking: (role) => connect(role, "blocking"),
+      subscriber: (role) => connect(role, "subscriber"),
       call,
       callBlocking,
       commandTimeout,
-      url,
+      url: shown,
       lastError: (connection) => errors.get(connection)
     })
+  })
+
+/**
+ * Builds the client from options.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<RedisClient.Service, RedisConnectionError, Scope.Scope> =>
+  Effect.suspend(() => {
+    const rawUrl = options.url === undefined ? "redis://127.0.0.1:6379" : typeof options.url === "string" ? options.url : Redacted.value(options.url)
+    const url = redactUrl(rawUrl)
+    const invalid = checkUrl(rawUrl)
+    if (invalid !== undefined) return Effect.fail(new RedisConnectionError({ url: invalid.shown, reason: invalid.reason }))
+    const password = options.password ? Redacted.value(options.password) : (() => {
+      try {
+        return decodeURIComponent(new URL(rawUrl).password) || undefined
+      } catch {
+        return undefined
+      }
+    })()
+    const base = baseOptions(options, Duration.decode(options.connectTimeout ?? "5 seconds"), rawUrl.startsWith("rediss:"))
+    return build(url, false, options, password, (role, purpose) =>
+      new Redis(rawUrl, {
+        ...base,
+        enableAutoPipelining: purpose === "shared",
+        ...(options.connectionName !== undefined ? { connectionName: `${options.connectionName}:${role}` } : {})
+      }))
+  })
+
+/** `host:port` or `{ host, port }`, checked. */
+const parseNode = (node: unknown): ClusterNode | string => {
+  if (typeof node === "object" && node !== null) {
+    const { host, port } = node as { readonly host?: unknown; readonly port?: unknown }
+    if (typeof host === "string" && host !== "" && typeof port === "number" && Number.isInteger(port) && port > 0 && port < 65536) return { host, port }
+    return `${JSON.stringify(node)} is not { host, port }`
+  }
+  if (typeof node !== "string") return `${String(node)} is not host:port`
+  const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(node.trim())
+  const port = m === null ? NaN : Number(m[2])
+  if (m === null || !(port > 0 && port < 65536)) return `${JSON.stringify(node.slice(0, 80))} is not host:port`
+  return { host: m[1]!, port }
+}
+
+/**
+ * Builds a client for a Redis Cluster from some of its nodes. Every connection is an
+ * ioredis `Cluster` that reads and writes on masters only, follows MOVED and ASK, and
+ * refreshes its slot map after a failover; the same typed errors and redaction as
+ * `make`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeCluster = (options: ClusterOptions): Effect.Effect<RedisClient.Service, RedisConnectionError, Scope.Scope> =>
+  Effect.suspend(() => {
+    const given: ReadonlyArray<unknown> = Array.isArray(options.nodes) ? options.nodes : []
+    const parsed = given.map(parseNode)
+    const bad = parsed.find((n): n is string => typeof n === "string")
+    const nodes = parsed.filter((n): n is ClusterNode => typeof n !== "string")
+    const shown = nodes.length === 0 ? "a Redis Cluster" : `redis cluster ${nodes.map((n) => `${n.host}:${n.port}`).join(",")}`
+    if (bad !== undefined) return Effect.fail(new RedisConnectionError({ url: shown, reason: bad }))
+    if (nodes.length === 0) return Effect.fail(new RedisConnectionError({ url: shown, reason: "no nodes given (expected host:port of at least one node)" }))
+    const password = options.password ? Redacted.value(options.password) : undefined
+    const connectTimeout = Duration.decode(options.connectTimeout ?? "5 seconds")
+    const base = baseOptions(options, connectTimeout, false)
+    const clusterOptions = (role: string, purpose: Purpose): IOClusterOptions => ({
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      enableReadyCheck: options.readyCheck ?? true,
+      enableAutoPipelining: false,
+      shardedSubscribers: purpose === "subscriber",
+      scaleReads: "master",
+      maxRedirections: 16,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnTryAgain: 100,
+      retryDelayOnMoved: 0,
+      slotsRefreshTimeout: Duration.toMillis(connectTimeout),
+      clusterRetryStrategy: (times) => Math.min(50 * times, 1000),
+      redisOptions: {
+        ...base,
+        ...(options.connectionName !== undefined ? { connectionName: `${options.connectionName}:${role}` } : {})
+      }
+    })
+    return build(shown, true, options, password, (role, purpose) => new Cluster(nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions(role, purpose)))
   })
 
 /**
@@ -369,3 +481,46 @@ export const layerConfig = (
   config: Config.Config.Wrap<Options> = defaultConfig
 ): Layer.Layer<RedisClient, RedisConnectionError | ConfigError.ConfigError> =>
   Layer.scoped(RedisClient, Effect.flatMap(Config.unwrap(config), make))
+
+/**
+ * The client for a Redis Cluster as a Layer, from some of its nodes.
+ *
+ * @example
+ * ```ts
+ * import { RedisClient } from "effect-chronicle/redis"
+ *
+ * const Redis = RedisClient.layerCluster({ nodes: ["10.0.0.1:6379", "10.0.0.2:6379"] })
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerCluster = (options: ClusterOptions): Layer.Layer<RedisClient, RedisConnectionError> => Layer.scoped(RedisClient, makeCluster(options))
+
+/**
+ * Reads a cluster's nodes from `REDIS_CLUSTER_NODES` (`host:port` separated by commas)
+ * and the password, when set, from `REDIS_PASSWORD` (a secret).
+ *
+ * @since 0.2.0
+ * @category config
+ */
+export const clusterConfig: Config.Config<ClusterOptions> = Config.all({
+  nodes: Config.string("REDIS_CLUSTER_NODES"),
+  password: Config.option(Config.redacted("REDIS_PASSWORD"))
+}).pipe(
+  Config.map(({ nodes, password }): ClusterOptions => {
+    const list = nodes.split(",").map((n) => n.trim()).filter((n) => n !== "")
+    return password._tag === "Some" && Redacted.value(password.value) !== "" ? { nodes: list, password: password.value } : { nodes: list }
+  })
+)
+
+/**
+ * The cluster client as a Layer, from `Config` (by default {@link clusterConfig}).
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerClusterConfig = (
+  config: Config.Config.Wrap<ClusterOptions> = clusterConfig
+): Layer.Layer<RedisClient, RedisConnectionError | ConfigError.ConfigError> =>
+  Layer.scoped(RedisClient, Effect.flatMap(Config.unwrap(config), makeCluster))

@@ -11,7 +11,7 @@
  * @internal
  */
 import { Duration, Effect, type Scope } from "effect"
-import type { Redis } from "ioredis"
+import type { Connection } from "../RedisClient.js"
 import {
   type AppendError,
   AppendOutcomeUnknown,
@@ -28,6 +28,7 @@ import { appendResult, eventIdsOf } from "./replies.js"
 import { encodeAppendCall } from "./resp.js"
 import { APPEND } from "./scripts.js"
 import { whenReady } from "./server.js"
+import { slotOf } from "./slot.js"
 
 export interface CoalescerOptions {
   /** Events per coalesced call (docs/semantics.md §3: at most 512). */
@@ -55,6 +56,8 @@ interface Queue {
   readonly partition: number
   readonly keyLog: string
   readonly keyStreams: string
+  /** The cluster slot of the partition's keys. */
+  readonly slot: number
   readonly items: Array<Pending>
   listed: boolean
 }
@@ -75,7 +78,7 @@ class NotSent {
  */
 export const makeCoalescer = (
   client: RedisClient.Service,
-  conn: Redis,
+  conn: Connection,
   keys: Keys,
   options: CoalescerOptions,
   confirmer: Confirmer | undefined
@@ -95,7 +98,8 @@ export const makeCoalescer = (
       const tag = keys.tag(category, partition)
       let q = queues.get(tag)
       if (q === undefined) {
-        q = { tag, partition, keyLog: keys.log(category, partition), keyStreams: keys.streams(category, partition), items: [], listed: false }
+        const keyLog = keys.log(category, partition)
+        q = { tag, partition, keyLog, keyStreams: keys.streams(category, partition), slot: slotOf(keyLog), items: [], listed: false }
         queues.set(tag, q)
       }
       return q
@@ -197,7 +201,7 @@ export const makeCoalescer = (
       const call: Call = { items, deadline: Date.now() + timeoutMs + confirmMs }
       calls.add(call)
       const encode = (withSource: boolean): Promise<unknown> => {
-        const command = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items)
+        const command = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items, q.slot)
         if (command !== undefined) {
           conn.sendCommand(command)
           return command.promise
@@ -229,7 +233,7 @@ export const makeCoalescer = (
             return deliver(q, items, reply)
           }
           // WAIT counts the writes of this connection: sent on it, right after the call
-          confirmer.confirm().then(
+          confirmer.confirm(q.slot).then(
             (confirmed) => {
               done()
               deliver(q, items, reply, confirmed)

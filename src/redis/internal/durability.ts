@@ -7,7 +7,8 @@
  * @internal
  */
 import { Duration } from "effect"
-import type { Redis } from "ioredis"
+import type { Connection } from "../RedisClient.js"
+import { commandForSlot } from "./resp.js"
 
 export interface Durability {
   /** Replicas that must confirm each call (WAIT). */
@@ -23,25 +24,32 @@ export interface Confirmer {
   readonly required: number
   /** How long a confirmation may take. */
   readonly millis: number
-  /** How many replicas confirmed this connection's writes so far; -1 when the primary's own fsync did not happen (aof). */
-  readonly confirm: () => Promise<{ readonly confirmed: number }>
+  /**
+   * How many replicas confirmed this connection's writes so far (on a cluster, those on
+   * the master of `slot`); -1 when the primary's own fsync did not happen (aof).
+   */
+  readonly confirm: (slot: number) => Promise<{ readonly confirmed: number }>
 }
 
 /** The confirmation step of each call on `conn`, or undefined when appends do not wait. */
-export const makeConfirmer = (conn: Redis, durability: Durability | undefined): Confirmer | undefined => {
+export const makeConfirmer = (conn: Connection, durability: Durability | undefined): Confirmer | undefined => {
   if (durability === undefined) return undefined
   const required = durability.replicas
   const millis = Duration.toMillis(durability.timeout)
   return {
     required,
     millis,
-    confirm: async () => {
+    confirm: async (slot) => {
       if (durability.aof) {
-        const [local, replicas] = (await conn.call("WAITAOF", 1, required, millis)) as [number, number]
+        const waitaof = commandForSlot("waitaof", [1, required, millis], slot)
+        conn.sendCommand(waitaof)
+        const [local, replicas] = (await waitaof.promise) as [number, number]
         // the primary's own fsync is required too: without it nothing is confirmed
         return { confirmed: local >= 1 ? replicas : -1 }
       }
-      return { confirmed: Number(await conn.call("WAIT", required, millis)) }
+      const wait = commandForSlot("wait", [required, millis], slot)
+      conn.sendCommand(wait)
+      return { confirmed: Number(await wait.promise) }
     }
   }
 }

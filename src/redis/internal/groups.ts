@@ -14,7 +14,6 @@
  * @internal
  */
 import { Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
-import type { Redis } from "ioredis"
 import {
   type ClaimPage,
   ConsumerGroups,
@@ -28,14 +27,16 @@ import {
   isValidGroupName,
   type Lease,
   LeaseLost,
-  type ReadResult
+  type ReadResult,
+  type Watch
 } from "../../ConsumerGroups.js"
 import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../../EventStore.js"
 import { compareEntryIds, isEntryId } from "../../internal/ids.js"
 import { type EntryValues, fieldsOf, fromValues, toRecorded } from "../../internal/record.js"
 import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
-import type { CallError, RedisClient, RedisConnectionError } from "../RedisClient.js"
+import type { CallError, Connection, RedisClient, RedisConnectionError } from "../RedisClient.js"
+import { makeNotices } from "./notices.js"
 import { evalScript } from "./scripts.js"
 
 type RawEntry = [string, Array<string>]
@@ -90,8 +91,8 @@ export const makeRedisGroups = (
     // (waits), opened at the member's first read and closed when it leaves
     const connections = new Map<string, MemberConnections>()
 
-    const run = <A>(operation: string, f: (r: Redis) => Promise<A>) => client.call(operation, f)
-    const ctl = <A>(operation: string, f: (r: Redis) => Promise<A>) => client.call(operation, f, control)
+    const run = <A>(operation: string, f: (r: Connection) => Promise<A>) => client.call(operation, f)
+    const ctl = <A>(operation: string, f: (r: Connection) => Promise<A>) => client.call(operation, f, control)
 
     const info = (group: string): Effect.Effect<GroupInfo, GroupError> =>
       Effect.suspend(() => {
@@ -131,8 +132,17 @@ export const makeRedisGroups = (
         if (existing !== undefined) return Effect.succeed(existing)
         return Effect.gen(function*() {
           const child = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-          const opened = Effect.all([client.dedicated(`data:${member}`), client.blocking(`wait:${member}`)])
-          const [data, waiter] = yield* Scope.extend(opened, child).pipe(
+          const data = yield* Scope.extend(client.dedicated(`data:${member}`), child).pipe(
+            Effect.tapError(() => Scope.close(child, Exit.void)),
+            Effect.mapError((e) => new StoreUnavailable({ operation: "read", reason: e.message }))
+          )
+          // on a cluster a member waits on partition notices, not on a blocking read
+          if (client.cluster) {
+            const c: MemberConnections = { data, waiter: undefined, waiterId: 0, close: Scope.close(child, Exit.void) }
+            connections.set(member, c)
+            return c
+          }
+          const waiter = yield* Scope.extend(client.blocking(`wait:${member}`), child).pipe(
             Effect.tapError(() => Scope.close(child, Exit.void)),
             Effect.mapError((e) => new StoreUnavailable({ operation: "read", reason: e.message }))
           )
@@ -146,6 +156,38 @@ export const makeRedisGroups = (
           return c
         })
       })
+
+    // partition notices, for waits on a cluster (made on first use)
+    const notices = yield* makeNotices(client)
+
+    /** The watched partitions with entries after their tails (log or redelivery stream). */
+    const grown = (watches: ReadonlyArray<Watch>) =>
+      run("wait", (r) =>
+        Promise.all(watches.map(({ lease, tail }) =>
+          Promise.all([
+            lastIdOf(r, keys.log(lease.category, lease.partition)),
+            lastIdOf(r, gk.redelivery(lease.category, lease.partition, lease.group))
+          ]).then(([log, redelivery]) =>
+            (log !== undefined && compareEntryIds(log, tail.log) > 0) || (redelivery !== undefined && compareEntryIds(redelivery, tail.redelivery) > 0)
+              ? [lease.partition]
+              : []
+          )
+        ))).pipe(Effect.map((xs) => xs.flat()))
+
+    /**
+     * A wait on a cluster, where one read cannot span partitions: subscribed to the
+     * partitions' notices first, then a look at their ends; if nothing is new, the first
+     * notice (or `blockMillis`) ends the wait. A replayed dead letter publishes no
+     * notice: it is found by the look at the ends of the next wait.
+     */
+    const waitOnNotices = (watches: ReadonlyArray<Watch>, blockMillis: number) =>
+      Effect.scoped(Effect.gen(function*() {
+        const latch = yield* notices.watch(watches.map(({ lease }) => keys.partitionNotice(lease.category, lease.partition)))
+        const now = yield* grown(watches)
+        if (now.length > 0) return now
+        const noticed = yield* Effect.raceFirst(Effect.as(latch.await, true), Effect.as(Effect.sleep(Duration.millis(blockMillis)), false))
+        return noticed ? yield* grown(watches) : []
+      }))
 
     const service: ConsumerGroups["Type"] = {
       ensureGroup: (group, category, startFrom) =>
@@ -292,7 +334,9 @@ export const makeRedisGroups = (
       wait: (member, watches, blockMillis) =>
         Effect.gen(function*() {
           if (watches.length === 0) return []
+          if (client.cluster) return yield* waitOnNotices(watches, blockMillis)
           const c = yield* connectionsOf(member)
+          const waiter = c.waiter!
           const streams: Array<string> = []
           const ids: Array<string> = []
           const partitionOfKey = new Map<string, number>()
@@ -304,7 +348,7 @@ export const makeRedisGroups = (
             partitionOfKey.set(log, lease.partition)
             partitionOfKey.set(red, lease.partition)
           }
-          const reply = yield* client.callBlocking("wait", c.waiter, Duration.millis(blockMillis), (r) =>
+          const reply = yield* client.callBlocking("wait", waiter, Duration.millis(blockMillis), (r) =>
             r.xread("COUNT", 1, "BLOCK", blockMillis, "STREAMS", ...streams, ...ids) as Promise<Array<[string, Array<RawEntry>]> | null>).pipe(
               // interrupted (something changed locally, or a shutdown): unblock the wait, whose
               // reply then comes at once and is read off the connection, never left behind
@@ -470,8 +514,9 @@ export const makeRedisGroups = (
   })
 
 interface MemberConnections {
-  readonly data: Redis
-  readonly waiter: Redis
+  readonly data: Connection
+  /** The blocking connection of waits (none on a cluster: waits use notices there). */
+  readonly waiter: Connection | undefined
   waiterId: number
   readonly close: Effect.Effect<void>
 }
@@ -486,13 +531,13 @@ const chunks = <A>(xs: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> 
 }
 
 /** `XINFO GROUPS` of a stream; none while the stream does not exist yet. */
-const groupsOf = (r: Redis, key: string) =>
+const groupsOf = (r: Connection, key: string) =>
   (r.xinfo("GROUPS", key) as Promise<Array<Array<string | number | null>>>).catch((error: unknown) =>
     error instanceof Error && /no such key/i.test(error.message) ? [] : Promise.reject(error)
   )
 
 /** The id of a stream's last entry (streams are never trimmed), undefined when it has none. */
-const lastIdOf = (r: Redis, key: string) =>
+const lastIdOf = (r: Connection, key: string) =>
   (r.xrevrange(key, "+", "-", "COUNT", 1) as Promise<Array<[string, Array<string>]>>).then((entries) => entries[0]?.[0])
 
 /**

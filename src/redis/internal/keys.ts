@@ -24,6 +24,8 @@ export interface Keys {
   readonly list: (category: string, partition: number, id: string) => string
   /** The shard channel on which the append script announces a stream's new version. */
   readonly notice: (category: string, partition: number, id: string) => string
+  /** The channel of a partition's appends: one notice per append call that wrote. */
+  readonly partitionNotice: (category: string, partition: number) => string
   /** The registry entry of a category: its partition count. */
   readonly category: (category: string) => string
   /** The set of every category. */
@@ -40,6 +42,7 @@ export const makeKeys = (prefix: string): Keys => {
     ids: (c, p, id) => `${tag(c, p)}:ids:${id}`,
     list: (c, p, id) => `${tag(c, p)}:s:${id}`,
     notice: (c, p, id) => `${tag(c, p)}:appended:${id}`,
+    partitionNotice: (c, p) => `${tag(c, p)}:appended`,
     category: (c) => `${prefix}:category:${c}`,
     categories: `${prefix}:categories`
   }

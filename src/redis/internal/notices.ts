@@ -6,15 +6,21 @@
  * that live readers watch (counted, so many readers of one stream share a subscription),
  * and opens the readers' latches when a notice comes.
  *
- * A notice only says "read again": the reader reads the stream by version, so a lost
+ * The append script also publishes on the partition's channel (`<tag>:appended`) once
+ * per call: on a Redis Cluster, where one read cannot span partitions, live category
+ * readers and consumer groups wait on those.
+ *
+ * A notice only says "read again": the reader reads by version or entry id, so a lost
  * notice costs a wait (bounded by the reader's recheck), a spurious one a read. After a
  * reconnect ioredis subscribes again; every latch is opened once the server has taken
- * those subscriptions (a PING answered after them), for what was appended in between.
+ * those subscriptions (a PING answered after them), for what was appended in between. On
+ * a cluster a shard's subscriber that reconnects (a failover, say) opens every latch
+ * when it is back.
  *
  * @internal
  */
 import { Effect, Scope } from "effect"
-import type { Redis } from "ioredis"
+import type { Connection } from "../RedisClient.js"
 import { StoreUnavailable } from "../../EventStore.js"
 import type { CallError, RedisClient } from "../RedisClient.js"
 
@@ -26,10 +32,11 @@ interface Channel {
 
 export interface Notices {
   /**
-   * A latch opened on every notice on `channel`, for the scope's lifetime. It succeeds
-   * once the server has confirmed the subscription: an append after that is noticed.
+   * A latch opened on every notice on `channel` (or on any of `channels`), for the
+   * scope's lifetime. It succeeds once the server has confirmed the subscriptions: an
+   * append after that is noticed.
    */
-  readonly watch: (channel: string) => Effect.Effect<Effect.Latch, CallError, Scope.Scope>
+  readonly watch: (channel: string | ReadonlyArray<string>) => Effect.Effect<Effect.Latch, CallError, Scope.Scope>
 }
 
 export const makeNotices = (client: RedisClient.Service): Effect.Effect<Notices, never, Scope.Scope> =>
@@ -37,7 +44,7 @@ export const makeNotices = (client: RedisClient.Service): Effect.Effect<Notices,
     const storeScope = yield* Effect.scope
     const channels = new Map<string, Channel>()
     const lock = yield* Effect.makeSemaphore(1)
-    let connection: Redis | undefined = undefined
+    let connection: Connection | undefined = undefined
 
     const openAll = () => {
       for (const c of channels.values()) for (const latch of c.latches) latch.unsafeOpen()
@@ -48,7 +55,7 @@ export const makeNotices = (client: RedisClient.Service): Effect.Effect<Notices,
       connection !== undefined ? Effect.succeed(connection) : lock.withPermits(1)(
         Effect.suspend(() => {
           if (connection !== undefined) return Effect.succeed(connection)
-          return Scope.extend(client.dedicated("notices"), storeScope).pipe(
+          return Scope.extend(client.subscriber("notices"), storeScope).pipe(
             Effect.map((redis) => {
               redis.on("smessage", (channel: string) => {
                 const c = channels.get(channel)
@@ -62,6 +69,8 @@ export const makeNotices = (client: RedisClient.Service): Effect.Effect<Notices,
               })
               // the connection was ready when made; later "ready" events are reconnects
               if (redis.status === "ready") first = false
+              // a cluster's shard subscriber made again (a failover, a reconnect)
+              redis.on("+subscriber", openAll)
               connection = redis
               return redis
             })
@@ -70,37 +79,45 @@ export const makeNotices = (client: RedisClient.Service): Effect.Effect<Notices,
       )
     )
 
-    const release = (channel: string, c: Channel, latch: Effect.Latch) =>
-      Effect.sync(() => {
-        c.latches.delete(latch)
-        if (c.latches.size === 0 && channels.get(channel) === c) {
-          channels.delete(channel)
-          // ordered on the connection: a later subscription to the channel still holds
-          connection?.sunsubscribe(channel).catch(() => undefined)
-        }
-      })
+    const release = (channel: string, c: Channel, latch: Effect.Latch) => {
+      c.latches.delete(latch)
+      if (c.latches.size === 0 && channels.get(channel) === c) {
+        channels.delete(channel)
+        // ordered on the connection: a later subscription to the channel still holds
+        connection?.sunsubscribe(channel).catch(() => undefined)
+      }
+    }
 
-    const watch: Notices["watch"] = (channel) =>
-      Effect.acquireRelease(
+    const watch: Notices["watch"] = (given) => {
+      const names = typeof given === "string" ? [given] : given
+      const latch = Effect.unsafeMakeLatch(false)
+      const joined: Array<readonly [string, Channel]> = []
+      const releaseAll = Effect.sync(() => {
+        for (const [name, c] of joined) release(name, c, latch)
+        joined.length = 0
+      })
+      return Effect.acquireRelease(
         Effect.gen(function*() {
           const redis = yield* subscriber.pipe(
             Effect.mapError((e) => new StoreUnavailable({ operation: "read", reason: e.message, retryable: true }))
           )
-          let c = channels.get(channel)
-          if (c === undefined) {
-            c = { latches: new Set(), subscribed: redis.ssubscribe(channel) }
-            channels.set(channel, c)
+          for (const name of names) {
+            let c = channels.get(name)
+            if (c === undefined) {
+              c = { latches: new Set(), subscribed: redis.ssubscribe(name) }
+              channels.set(name, c)
+            }
+            c.latches.add(latch)
+            joined.push([name, c])
           }
-          const latch = Effect.unsafeMakeLatch(false)
-          c.latches.add(latch)
-          const joined = c
-          yield* client.call("read", () => joined.subscribed, redis).pipe(
-            Effect.tapError(() => release(channel, joined, latch))
+          yield* client.call("read", () => Promise.all(joined.map(([, c]) => c.subscribed)), redis).pipe(
+            Effect.tapError(() => releaseAll)
           )
-          return { c: joined, latch }
+          return latch
         }),
-        ({ c, latch }) => release(channel, c, latch)
-      ).pipe(Effect.map(({ latch }) => latch))
+        () => releaseAll
+      )
+    }
 
     return { watch }
   })

@@ -1,7 +1,9 @@
 /**
  * Reads: one stream (paged through the READ_STREAM script, one round trip a page; live:
  * re-read on each append notice), a category's log (XRANGE per partition; live: XREAD
- * BLOCK over every partition on a connection of its own), and where a category ends.
+ * BLOCK over every partition on a connection of its own, or on a cluster, where one
+ * command cannot span partitions, a read of each partition on each partition notice),
+ * and where a category ends.
  *
  * @internal
  */
@@ -131,7 +133,23 @@ export const makeReads = (
       // "end" is where the category ends when the stream starts, before any connection is made
       const start = from === "end" ? yield* ends(category, partitions) : from
       let follow: Follow<never> | undefined = undefined
-      if (live) {
+      if (live && client.cluster) {
+        // one read cannot span partitions on a cluster: wait for any partition's notice,
+        // then read each partition after its cursor (the latch is closed before the
+        // reads, so a notice during them is not lost)
+        const latch = yield* notices.watch(Array.from({ length: partitions }, (_, p) => keys.partitionNotice(category, p)))
+        const wait = Effect.raceFirst(latch.await, Effect.sleep(liveBlock))
+        follow = (cursor, count) =>
+          Effect.suspend(() => {
+            latch.unsafeClose()
+            return Effect.forEach(cursor, (after, p) => page(category, p, after, count), { concurrency: "unbounded" })
+          }).pipe(
+            Effect.flatMap((pages) => {
+              const events = pages.flat()
+              return events.length > 0 ? Effect.succeed(events) : Effect.as(wait, events)
+            })
+          )
+      } else if (live) {
         const blocking = yield* client.blocking("live").pipe(
           Effect.mapError((e: RedisConnectionError) => new StoreUnavailable({ operation: "readCategory", reason: e.message }))
         )

@@ -27,14 +27,27 @@ const bulkSize = (bytes: number) => 1 + digits(bytes) + CRLF_LEN + bytes + CRLF_
 const utf8 = (s: string) => (s.length < 32 && ASCII.test(s) ? s.length : Buffer.byteLength(s, "utf8"))
 const ASCII = /^[\x00-\x7f]*$/
 
-/** A command whose bytes are already encoded. */
+/** A command whose bytes are already encoded; on a cluster it goes to the master of `slot`. */
 class Encoded extends Command {
-  constructor(name: string, private readonly payload: Buffer) {
+  constructor(name: string, private readonly payload: Buffer, private readonly target: number) {
     super(name, [], { replyEncoding: "utf8" })
   }
   override toWritable(): Buffer {
     return this.payload
   }
+  override getSlot(): number {
+    return this.target
+  }
+}
+
+/**
+ * A command sent to the master of `slot` on a cluster (WAIT after a write, say: it
+ * counts the writes of the connection it is sent on). Ignored by a single server.
+ */
+export const commandForSlot = (name: string, args: ReadonlyArray<string | number>, slot: number): Command => {
+  const command = new Command(name, args.slice(), { replyEncoding: "utf8" })
+  command.getSlot = () => slot
+  return command
 }
 
 /**
@@ -48,7 +61,8 @@ export const encodeAppendCall = (
   tag: string,
   log: string,
   streams: string,
-  batches: ReadonlyArray<CallBatch>
+  batches: ReadonlyArray<CallBatch>,
+  slot: number
 ): Command | undefined => {
   const nb = batches.length
   const tagBytes = tag.length // ASCII: prefix and category are checked
@@ -141,5 +155,5 @@ export const encodeAppendCall = (
   }
   // sizes are computed exactly; a mismatch would be a bug, and sending a truncated
   // command is never acceptable, so the caller then takes ioredis's generic path
-  return o === size ? new Encoded(name.toLowerCase(), buf) : undefined
+  return o === size ? new Encoded(name.toLowerCase(), buf, slot) : undefined
 }

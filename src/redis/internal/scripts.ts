@@ -5,7 +5,7 @@
  * @internal
  */
 import { createHash } from "node:crypto"
-import type { Redis } from "ioredis"
+import type { Connection } from "../RedisClient.js"
 
 export interface Script {
   readonly name: string
@@ -48,8 +48,10 @@ export const script = (name: string, source: string): Script => ({
  *
  * Each batch written publishes the stream's new version on the stream's shard channel
  * (`<tag>:appended:<id>`, the same hash tag, so the same cluster slot): live readers of
- * one stream wait on it instead of reading the category. With no subscriber, SPUBLISH
- * is one dictionary lookup.
+ * one stream wait on it instead of reading the category. A call that wrote also
+ * publishes once on the partition's channel (`<tag>:appended`), which readers of a
+ * whole partition wait on where one read cannot span partitions (a cluster). With no
+ * subscriber, SPUBLISH is one dictionary lookup.
  *
  * The `#!lua` shebang makes Redis refuse the whole script before it runs when the server
  * is out of memory, instead of failing a write half-way.
@@ -61,6 +63,7 @@ local log, set = KEYS[1], KEYS[2]
 local nb = tonumber(ARGV[1])
 local out = {}
 local tag = string.sub(log, 1, -5)
+local wrote = false
 -- the log's and the set's types are checked once, before the first batch that writes
 -- (the set's only when a batch creates a stream); a wrong type fails every batch that
 -- would write, and nothing is written
@@ -133,6 +136,7 @@ for b = 1, nb do
           redis.call('HSET', hk, unpack(h))
           if cur == 0 then redis.call('SADD', set, ent) end
           out[b] = {'ok', cur + 1, unpack(ids)}
+          wrote = true
           -- pcall: a user without the channel's permission still appends (its live readers are refused)
           redis.pcall('SPUBLISH', tag .. ':appended:' .. ent, cur + n)
         end
@@ -140,6 +144,8 @@ for b = 1, nb do
     end
   end
 end
+-- the partition's channel: one notice per call that wrote, for waits over a partition
+if wrote then redis.pcall('SPUBLISH', tag .. ':appended', '') end
 return out
 `
 )
@@ -183,7 +189,7 @@ return out
 )
 
 /** Sends a script with EVALSHA, and with EVAL when the server does not have it (NOSCRIPT). */
-export const evalScript = (redis: Redis, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string | number>): Promise<unknown> =>
+export const evalScript = (redis: Connection, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string | number>): Promise<unknown> =>
   (redis.evalsha(s.sha, keys.length, ...keys, ...args) as Promise<unknown>).catch((error: unknown) => {
     if (error instanceof Error && error.message.startsWith("NOSCRIPT")) {
       return redis.eval(s.source, keys.length, ...keys, ...args) as Promise<unknown>

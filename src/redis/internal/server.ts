@@ -4,11 +4,11 @@
  * @internal
  */
 import { Duration, Effect } from "effect"
-import type { Redis } from "ioredis"
+import type { Connection } from "../RedisClient.js"
 import type { RedisClient } from "../RedisClient.js"
 
 /** Resolves when the connection is ready, or fails (nothing sent) after `timeout`. */
-export const whenReady = (redis: Redis, timeout: Duration.Duration): Promise<void> => {
+export const whenReady = (redis: Connection, timeout: Duration.Duration): Promise<void> => {
   if (redis.status === "ready") return Promise.resolve()
   return new Promise((resolve, reject) => {
     const onReady = () => {

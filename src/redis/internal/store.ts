@@ -7,7 +7,7 @@
  * @internal
  */
 import { type Duration, Effect } from "effect"
-import type { Redis } from "ioredis"
+import type { Connection } from "../RedisClient.js"
 import { checkCategory, EventStore, InvalidArgument, type Limits, type PartitionsConfig } from "../../EventStore.js"
 import { prepareAppend } from "../../internal/append.js"
 import { partitionOf } from "../../internal/ids.js"
@@ -52,7 +52,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
 
     yield* checkEvictionPolicy(client)
 
-    const conn: Redis = yield* client.dedicated("append")
+    const conn: Connection = yield* client.dedicated("append")
     const registry = makeRegistry(client, keys, options.partitions)
     const coalescer = yield* makeCoalescer(client, conn, keys, options, makeConfirmer(conn, options.durability))
     const reads = makeReads(client, keys, registry, yield* makeNotices(client), options.liveBlock)
