@@ -19,11 +19,19 @@
  * Usage: npm run bench:append [-- --partitions 1 --events-per-stream 40]
  * Starts its own redis-server on a free loopback port unless REDIS_URL is set.
  * Prints one JSON line at the end.
+ *
+ * With `--cluster`: the same workload (16 partitions unless `--partitions` says
+ * otherwise) on one redis-server and on a local Redis Cluster of 3 masters, started
+ * side by side, in three alternating rounds; per topology the store's events/s, the raw
+ * baseline's (its script loaded on every master, keys routed by the cluster client),
+ * and the CPU per event of this process and of the servers together.
  */
 import { Context, Effect, Layer, Schema } from "effect"
 import { Contract, EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
-import { Redis } from "ioredis"
+import { Cluster, Redis } from "ioredis"
+import { partitionOf } from "../src/internal/ids.js"
+import { startRedisCluster } from "../test/support/redisCluster.js"
 import { startRedisServer } from "../test/support/redisServer.js"
 
 const arg = (name: string, fallback: number) => {
@@ -32,7 +40,8 @@ const arg = (name: string, fallback: number) => {
 }
 const STREAMS = 1000
 const PER_STREAM = arg("events-per-stream", 40)
-const PARTITIONS = arg("partitions", 1)
+const CLUSTER = process.argv.includes("--cluster")
+const PARTITIONS = arg("partitions", CLUSTER ? 16 : 1)
 const LATENCY_SAMPLES = arg("latency-samples", 3000)
 const MAX_EVENTS = arg("max-events", 0)
 const IN_FLIGHT = arg("in-flight", 0)
@@ -87,12 +96,14 @@ const baselineInEffect = async (redis: Redis, run: string) => {
   return (STREAMS * PER_STREAM) / ((performance.now() - start) / 1000)
 }
 
-const baselineRun = async (redis: Redis, run: string) => {
-  const sha = (await redis.script("LOAD", BASELINE_LUA)) as string
+const baselineRun = async (redis: Redis | Cluster, run: string) => {
+  const sha = redis instanceof Cluster
+    ? (await Promise.all(redis.nodes("master").map((node) => node.script("LOAD", BASELINE_LUA) as Promise<string>)))[0]!
+    : (await redis.script("LOAD", BASELINE_LUA)) as string
   const start = performance.now()
   await Promise.all(
     Array.from({ length: STREAMS }, async (_, s) => {
-      const key = `base:${run}:s${s}`
+      const key = `base:${run}:{s${s}}`
       for (let v = 0; v < PER_STREAM; v++) {
         const r = await redis.evalsha(sha, 1, key, v, payload(s))
         if (r !== v + 1) throw new Error(`baseline: unexpected reply ${String(r)}`)
@@ -100,21 +111,23 @@ const baselineRun = async (redis: Redis, run: string) => {
     })
   )
   const seconds = (performance.now() - start) / 1000
-  const lengths = await Promise.all(Array.from({ length: STREAMS }, (_, s) => redis.xlen(`base:${run}:s${s}`)))
+  const lengths = await Promise.all(Array.from({ length: STREAMS }, (_, s) => redis.xlen(`base:${run}:{s${s}}`)))
   if (!lengths.every((n) => n === PER_STREAM)) throw new Error("baseline: stream lengths are wrong")
   return (STREAMS * PER_STREAM) / seconds
 }
 
-const candidateLayer = (url: string, prefix: string) =>
+type Target = string | ReadonlyArray<{ readonly host: string; readonly port: number }>
+
+const candidateLayer = (target: Target, prefix: string) =>
   RedisChronicle.layer({
     prefix,
     partitions: PARTITIONS,
     coalescing: { maxEvents: MAX_EVENTS || undefined, maxCallsInFlight: IN_FLIGHT || undefined }
-  }).pipe(Layer.provide(RedisClient.layer({ url })))
+  }).pipe(Layer.provide(typeof target === "string" ? RedisClient.layer({ url: target }) : RedisClient.layerCluster({ nodes: target })))
 
-const candidateRun = (url: string, prefix: string, typed: boolean) =>
+const candidateRun = (target: Target, prefix: string, typed: boolean) =>
   Effect.gen(function*() {
-    const ctx = yield* Layer.build(candidateLayer(url, prefix))
+    const ctx = yield* Layer.build(candidateLayer(target, prefix))
     const raw = Context.get(ctx, EventStore.EventStore)
     const store = yield* EventStore.forContract(Bench).pipe(Effect.provide(ctx))
     yield* store.append("warm", [Bench.make.ItemAdded(fields(0))])
@@ -191,7 +204,102 @@ const verify = async (redis: Redis, prefix: string, partitions: number) => {
   return logged === STREAMS * PER_STREAM + 1
 }
 
+/** verify, one command per key (each routed to its slot's master on a cluster). */
+const verifyRouted = async (redis: Redis | Cluster, prefix: string) => {
+  const checks = await Promise.all(Array.from({ length: STREAMS }, async (_, s) => {
+    const p = partitionOf(`s${s}`, PARTITIONS)
+    const [version, hlen, llen] = await Promise.all([
+      redis.hget(`${prefix}:{bench:${p}}:ids:s${s}`, "v"),
+      redis.hlen(`${prefix}:{bench:${p}}:ids:s${s}`),
+      redis.llen(`${prefix}:{bench:${p}}:s:s${s}`)
+    ])
+    return Number(version) === PER_STREAM && hlen === PER_STREAM + 1 && llen === PER_STREAM
+  }))
+  let logged = 0
+  for (let p = 0; p < PARTITIONS; p++) logged += await redis.xlen(`${prefix}:{bench:${p}}:log`)
+  return checks.every(Boolean) && logged === STREAMS * PER_STREAM + 1
+}
+
+/** CPU seconds the servers at these ports have used so far (INFO cpu). */
+const serverCpu = async (ports: ReadonlyArray<number>) => {
+  let total = 0
+  for (const port of ports) {
+    const r = new Redis({ host: "127.0.0.1", port })
+    const info = await r.info("cpu")
+    r.disconnect()
+    total += Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0) + Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0)
+  }
+  return total
+}
+
+/** Events/s of `run`, and the CPU µs per event of this process and of the servers. */
+const measured = async (ports: ReadonlyArray<number>, run: () => Promise<number>) => {
+  const server0 = await serverCpu(ports)
+  const client0 = process.cpuUsage()
+  const rate = await run()
+  const client = process.cpuUsage(client0)
+  const server = (await serverCpu(ports)) - server0
+  const events = STREAMS * PER_STREAM
+  return {
+    events_per_sec: Math.round(rate),
+    client_cpu_us_per_event: +((client.user + client.system) / events).toFixed(1),
+    server_cpu_us_per_event: +((server * 1e6) / events).toFixed(1)
+  }
+}
+
+const clusterMain = async () => {
+  const single = await startRedisServer()
+  const cluster = await startRedisCluster({ masters: 3, replicas: 0 })
+  const masters = await cluster.masters()
+  const redis = new Redis(single.url, { enableAutoPipelining: true })
+  // routed per key by the cluster client (auto-pipelining there groups by the first argument, not the key)
+  const clustered = new Cluster(cluster.seeds.map((n) => ({ host: n.host, port: n.port })), { scaleReads: "master" })
+  const tag = Date.now().toString(36)
+  try {
+    await baselineRun(redis, `${tag}w`)
+    await baselineRun(clustered, `${tag}w`)
+    await Effect.runPromise(candidateRun(single.url, `bench_${tag}_w`, false))
+    await Effect.runPromise(candidateRun(cluster.seeds, `bench_${tag}_w`, false))
+    const rounds: Array<Record<string, Awaited<ReturnType<typeof measured>>>> = []
+    for (let r = 0; r < 3; r++) {
+      const row = {
+        single: await measured([single.port], () => Effect.runPromise(Effect.map(candidateRun(single.url, `bench_${tag}_${r}`, false), (x) => x.eventsPerSec))),
+        single_baseline: await measured([single.port], () => baselineRun(redis, `${tag}${r}`)),
+        cluster: await measured(masters, () => Effect.runPromise(Effect.map(candidateRun(cluster.seeds, `bench_${tag}_${r}`, false), (x) => x.eventsPerSec))),
+        cluster_baseline: await measured(masters, () => baselineRun(clustered, `${tag}${r}`))
+      }
+      console.error(JSON.stringify({ round: r, ...row }))
+      rounds.push(row)
+    }
+    const pick = (name: string) => {
+      const rows = rounds.map((row) => row[name]!)
+      const mid = rows.slice().sort((a, b) => a.events_per_sec - b.events_per_sec)[1]!
+      return mid
+    }
+    const verified = (await verifyRouted(redis, `bench_${tag}_2`)) && (await verifyRouted(clustered, `bench_${tag}_2`))
+    console.log(JSON.stringify({
+      bench: "append",
+      topology: "single server vs cluster",
+      masters: masters.length,
+      partitions: PARTITIONS,
+      single: pick("single"),
+      single_baseline: pick("single_baseline"),
+      cluster: pick("cluster"),
+      cluster_baseline: pick("cluster_baseline"),
+      cluster_vs_single: +(pick("cluster").events_per_sec / pick("single").events_per_sec).toFixed(3),
+      cores: (await import("node:os")).availableParallelism(),
+      verified
+    }))
+  } finally {
+    redis.disconnect()
+    clustered.disconnect()
+    await single.stop()
+    await cluster.stop()
+  }
+}
+
 const main = async () => {
+  if (CLUSTER) return clusterMain()
   const external = process.env.REDIS_URL
   const server = external ? undefined : await startRedisServer()
   const url = external ?? server!.url
