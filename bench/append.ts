@@ -33,6 +33,7 @@ import { Cluster, Redis } from "ioredis"
 import { partitionOf } from "../src/internal/ids.js"
 import { startRedisCluster } from "../test/support/redisCluster.js"
 import { startRedisServer } from "../test/support/redisServer.js"
+import { withCpu } from "./support.js"
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -220,33 +221,6 @@ const verifyRouted = async (redis: Redis | Cluster, prefix: string) => {
   return checks.every(Boolean) && logged === STREAMS * PER_STREAM + 1
 }
 
-/** CPU seconds the servers at these ports have used so far (INFO cpu). */
-const serverCpu = async (ports: ReadonlyArray<number>) => {
-  let total = 0
-  for (const port of ports) {
-    const r = new Redis({ host: "127.0.0.1", port })
-    const info = await r.info("cpu")
-    r.disconnect()
-    total += Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0) + Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0)
-  }
-  return total
-}
-
-/** Events/s of `run`, and the CPU µs per event of this process and of the servers. */
-const measured = async (ports: ReadonlyArray<number>, run: () => Promise<number>) => {
-  const server0 = await serverCpu(ports)
-  const client0 = process.cpuUsage()
-  const rate = await run()
-  const client = process.cpuUsage(client0)
-  const server = (await serverCpu(ports)) - server0
-  const events = STREAMS * PER_STREAM
-  return {
-    events_per_sec: Math.round(rate),
-    client_cpu_us_per_event: +((client.user + client.system) / events).toFixed(1),
-    server_cpu_us_per_event: +((server * 1e6) / events).toFixed(1)
-  }
-}
-
 const clusterMain = async () => {
   const single = await startRedisServer()
   const cluster = await startRedisCluster({ masters: 3, replicas: 0 })
@@ -260,13 +234,13 @@ const clusterMain = async () => {
     await baselineRun(clustered, `${tag}w`)
     await Effect.runPromise(candidateRun(single.url, `bench_${tag}_w`, false))
     await Effect.runPromise(candidateRun(cluster.seeds, `bench_${tag}_w`, false))
-    const rounds: Array<Record<string, Awaited<ReturnType<typeof measured>>>> = []
+    const rounds: Array<Record<string, Awaited<ReturnType<typeof withCpu>>>> = []
     for (let r = 0; r < 3; r++) {
       const row = {
-        single: await measured([single.port], () => Effect.runPromise(Effect.map(candidateRun(single.url, `bench_${tag}_${r}`, false), (x) => x.eventsPerSec))),
-        single_baseline: await measured([single.port], () => baselineRun(redis, `${tag}${r}`)),
-        cluster: await measured(masters, () => Effect.runPromise(Effect.map(candidateRun(cluster.seeds, `bench_${tag}_${r}`, false), (x) => x.eventsPerSec))),
-        cluster_baseline: await measured(masters, () => baselineRun(clustered, `${tag}${r}`))
+        single: await withCpu([single.port], STREAMS * PER_STREAM, () => Effect.runPromise(Effect.map(candidateRun(single.url, `bench_${tag}_${r}`, false), (x) => x.eventsPerSec))),
+        single_baseline: await withCpu([single.port], STREAMS * PER_STREAM, () => baselineRun(redis, `${tag}${r}`)),
+        cluster: await withCpu(masters, STREAMS * PER_STREAM, () => Effect.runPromise(Effect.map(candidateRun(cluster.seeds, `bench_${tag}_${r}`, false), (x) => x.eventsPerSec))),
+        cluster_baseline: await withCpu(masters, STREAMS * PER_STREAM, () => baselineRun(clustered, `${tag}${r}`))
       }
       console.error(JSON.stringify({ round: r, ...row }))
       rounds.push(row)

@@ -19,20 +19,30 @@
  * Usage: npm run bench:consume [-- --events 1000000 --partitions 8 --rounds 1]
  * Starts its own redis-server on a free loopback port unless REDIS_URL is set.
  * Prints one JSON line at the end.
+ *
+ * With `--cluster`: the same log (200,000 events and 16 partitions unless told
+ * otherwise) written on one redis-server and on a local Redis Cluster of 3 masters,
+ * started side by side; on each, the raw per-partition loop (on a cluster through the
+ * cluster client, each partition's commands routed to its master) and the subscriber,
+ * alternately, `--rounds` times (default 3); per topology events/s and the CPU per event
+ * of this process and of the servers.
  */
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { Contract, EventStore, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
-import { Redis } from "ioredis"
+import { Cluster, Redis } from "ioredis"
+import { startRedisCluster } from "../test/support/redisCluster.js"
 import { startRedisServer } from "../test/support/redisServer.js"
+import { withCpu } from "./support.js"
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`)
   return i >= 0 ? Number(process.argv[i + 1]) : fallback
 }
-const EVENTS = arg("events", 1_000_000)
-const PARTITIONS = arg("partitions", 8)
-const ROUNDS = arg("rounds", 1)
+const CLUSTER = process.argv.includes("--cluster")
+const EVENTS = arg("events", CLUSTER ? 200_000 : 1_000_000)
+const PARTITIONS = arg("partitions", CLUSTER ? 16 : 8)
+const ROUNDS = arg("rounds", CLUSTER ? 3 : 1)
 const STREAMS = 1000
 const READ_COUNT = 500
 
@@ -63,11 +73,15 @@ const median = (xs: ReadonlyArray<number>) => {
   return s[Math.floor(s.length / 2)]!
 }
 
-const layerFor = (url: string, prefix: string) =>
-  RedisChronicle.layer({ prefix, partitions: PARTITIONS }).pipe(Layer.provide(RedisClient.layer({ url })))
+type Target = string | ReadonlyArray<{ readonly host: string; readonly port: number }>
+
+const layerFor = (url: Target, prefix: string) =>
+  RedisChronicle.layer({ prefix, partitions: PARTITIONS }).pipe(
+    Layer.provide(typeof url === "string" ? RedisClient.layer({ url }) : RedisClient.layerCluster({ nodes: url }))
+  )
 
 /** Writes the log once, through the store, as fast as it goes. */
-const fill = (url: string, prefix: string) =>
+const fill = (url: Target, prefix: string) =>
   Effect.gen(function*() {
     const ctx = yield* Layer.build(layerFor(url, prefix))
     const store = Context.get(ctx, EventStore.EventStore)
@@ -154,8 +168,47 @@ const baseline = async (url: string, prefix: string, group: string, variant: "mu
   return { eventsPerSec: handled / seconds, verified: handled === EVENTS && seen.every((n) => n === 1) && pending === 0 }
 }
 
+/**
+ * The raw per-partition loop through a cluster client: each partition's XREADGROUP and
+ * XACK routed to its master, the partitions' loops concurrent on the client's one
+ * connection per master (reads without BLOCK: nothing holds a connection).
+ */
+const baselineCluster = async (seeds: ReadonlyArray<{ readonly host: string; readonly port: number }>, prefix: string, group: string) => {
+  const redis = new Cluster(seeds.map((n) => ({ host: n.host, port: n.port })), { scaleReads: "master" })
+  const keys = Array.from({ length: PARTITIONS }, (_, p) => logKey(prefix, p))
+  for (const key of keys) await redis.xgroup("CREATE", key, group, "0")
+  const seen = new Uint8Array(EVENTS)
+  let handled = 0
+  const start = performance.now()
+  await Promise.all(keys.map(async (key) => {
+    const acks: Array<Promise<unknown>> = []
+    for (;;) {
+      const reply = (await redis.xreadgroup("GROUP", group, "c", "COUNT", READ_COUNT, "STREAMS", key, ">")) as Array<[string, Array<[string, Array<string>]>]> | null
+      const entries = reply?.[0]?.[1] ?? []
+      if (entries.length === 0) break
+      const ids: Array<string> = new Array(entries.length)
+      for (let i = 0; i < entries.length; i++) {
+        const list = entries[i]![1]
+        let data = ""
+        for (let f = 0; f < list.length; f += 2) if (list[f] === "d") data = list[f + 1]!
+        const item = decodeItem({ ...JSON.parse(data), _tag: "ItemAdded" })
+        seen[item.seq]!++
+        handled++
+        ids[i] = entries[i]![0]
+      }
+      acks.push(redis.xack(key, group, ...ids))
+    }
+    await Promise.all(acks)
+  }))
+  const seconds = (performance.now() - start) / 1000
+  let pending = 0
+  for (const key of keys) pending += ((await redis.xpending(key, group)) as [number])[0]
+  redis.disconnect()
+  return { eventsPerSec: handled / seconds, verified: handled === EVENTS && seen.every((n) => n === 1) && pending === 0 }
+}
+
 /** The subscriber, over the same log, with a no-op handler. */
-const candidate = (url: string, prefix: string, group: string) =>
+const candidate = (url: Target, prefix: string, group: string) =>
   Effect.gen(function*() {
     const ctx = yield* Layer.build(layerFor(url, prefix))
     const seen = new Uint8Array(EVENTS)
@@ -196,7 +249,59 @@ const candidate = (url: string, prefix: string, group: string) =>
     }
   }).pipe(Effect.scoped)
 
+const clusterMain = async () => {
+  const single = await startRedisServer()
+  const cluster = await startRedisCluster({ masters: 3, replicas: 0 })
+  const masters = await cluster.masters()
+  const prefix = `cbench_${Date.now().toString(36)}`
+  try {
+    await Effect.runPromise(fill(single.url, prefix))
+    await Effect.runPromise(fill(cluster.seeds, prefix))
+    type Row = Awaited<ReturnType<typeof withCpu>> & { readonly verified: boolean }
+    const rows: Record<"single" | "single_baseline" | "cluster" | "cluster_baseline", Array<Row>> = { single: [], single_baseline: [], cluster: [], cluster_baseline: [] }
+    const timed = async (name: keyof typeof rows, ports: ReadonlyArray<number>, run: () => Promise<{ readonly eventsPerSec: number; readonly verified: boolean }>) => {
+      let verified = false
+      const figures = await withCpu(ports, EVENTS, async () => {
+        const r = await run()
+        verified = r.verified
+        return r.eventsPerSec
+      })
+      rows[name].push({ ...figures, verified })
+    }
+    for (let r = 0; r < ROUNDS; r++) {
+      await timed("single_baseline", [single.port], () => baseline(single.url, prefix, `raw${r}`, "per-partition"))
+      await timed("single", [single.port], () => Effect.runPromise(candidate(single.url, prefix, `sub${r}`)))
+      await timed("cluster_baseline", masters, () => baselineCluster(cluster.seeds, prefix, `raw${r}`))
+      await timed("cluster", masters, () => Effect.runPromise(candidate(cluster.seeds, prefix, `sub${r}`)))
+      console.error(JSON.stringify({ round: r, ...Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, v[r]])) }))
+    }
+    const mid = (xs: ReadonlyArray<Row>) => xs.slice().sort((a, b) => a.events_per_sec - b.events_per_sec)[Math.floor(xs.length / 2)]!
+    const { verified: _s, ...single1 } = mid(rows.single)
+    const { verified: _sb, ...singleBaseline } = mid(rows.single_baseline)
+    const { verified: _c, ...cluster1 } = mid(rows.cluster)
+    const { verified: _cb, ...clusterBaseline } = mid(rows.cluster_baseline)
+    console.log(JSON.stringify({
+      bench: "consume",
+      topology: "single server vs cluster",
+      masters: masters.length,
+      partitions: PARTITIONS,
+      events: EVENTS,
+      single: single1,
+      single_baseline: singleBaseline,
+      cluster: cluster1,
+      cluster_baseline: clusterBaseline,
+      cluster_vs_single: +(cluster1.events_per_sec / single1.events_per_sec).toFixed(3),
+      cores: (await import("node:os")).availableParallelism(),
+      verified: Object.values(rows).every((xs) => xs.every((x) => x.verified))
+    }))
+  } finally {
+    await single.stop()
+    await cluster.stop()
+  }
+}
+
 const main = async () => {
+  if (CLUSTER) return clusterMain()
   const external = process.env.REDIS_URL
   const server = external ? undefined : await startRedisServer()
   const url = external ?? server!.url

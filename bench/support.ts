@@ -1,0 +1,30 @@
+/**
+ * What the benchmarks share: the CPU the servers used, read from INFO.
+ */
+import { Redis } from "ioredis"
+
+/** CPU seconds the redis-servers at these loopback ports have used so far (INFO cpu). */
+export const serverCpu = async (ports: ReadonlyArray<number>): Promise<number> => {
+  let total = 0
+  for (const port of ports) {
+    const r = new Redis({ host: "127.0.0.1", port })
+    const info = await r.info("cpu")
+    r.disconnect()
+    total += Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0) + Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0)
+  }
+  return total
+}
+
+/** Runs `run` (which returns events/s) and gives its CPU µs per event, this process's and the servers'. */
+export const withCpu = async (ports: ReadonlyArray<number>, events: number, run: () => Promise<number>) => {
+  const server0 = await serverCpu(ports)
+  const client0 = process.cpuUsage()
+  const rate = await run()
+  const client = process.cpuUsage(client0)
+  const server = (await serverCpu(ports)) - server0
+  return {
+    events_per_sec: Math.round(rate),
+    client_cpu_us_per_event: +((client.user + client.system) / events).toFixed(1),
+    server_cpu_us_per_event: +((server * 1e6) / events).toFixed(1)
+  }
+}
