@@ -5,7 +5,9 @@
  * no node has answered CROSSSLOT once.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Cause, ConfigProvider, Context, Effect, Layer, Option } from "effect"
+import { EventStore } from "effect-chronicle"
+import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { AggregateSuite, EventStoreSuite, SubscriberSuite } from "effect-chronicle/testing"
 import { clusterCommandCount, clusterStore, overNodes, sharedCluster } from "../support/cluster.js"
 import { uniquePrefix } from "../support/redis.js"
@@ -20,6 +22,29 @@ EventStoreSuite.conformance("Redis Cluster", (config) => clusterStore(cluster, {
 })
 SubscriberSuite.conformance("Redis Cluster", (config) => clusterStore(cluster, { prefix: uniquePrefix("csub"), ...config }))
 AggregateSuite.conformance("Redis Cluster", (config) => clusterStore(cluster, { prefix: uniquePrefix("cagg"), ...config }))
+
+describe("Redis Cluster: the client", () => {
+  it.live("no nodes, or a node that is not host:port, is a typed RedisConnectionError before any connection", () =>
+    Effect.gen(function*() {
+      for (const [nodes, reason] of [[[], /no nodes given/], [["not a node"], /is not host:port/], [["127.0.0.1:99999"], /is not host:port/]] as const) {
+        const exit = yield* Effect.exit(Effect.scoped(Layer.build(RedisClient.layerCluster({ nodes }))))
+        const failure = exit._tag === "Failure" ? Cause.failureOption(exit.cause) : Option.none()
+        expect(Option.isSome(failure) && failure.value._tag === "RedisConnectionError" && reason.test(failure.value.reason)).toBe(true)
+      }
+    }))
+
+  it.live("layerClusterConfig reads the nodes from REDIS_CLUSTER_NODES; any one node is enough to find the others", () =>
+    Effect.gen(function*() {
+      const nodes = `127.0.0.1:${cluster.seeds[0]!.port}`
+      const client = RedisClient.layerClusterConfig().pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["REDIS_CLUSTER_NODES", nodes]])))))
+      const ctx = yield* Layer.build(RedisChronicle.layer({ prefix: uniquePrefix("ccfg"), partitions: 16 }).pipe(Layer.provide(client)))
+      const store = Context.get(ctx, EventStore.EventStore)
+      // 16 partitions over 3 masters: every master takes some of these streams
+      for (let i = 0; i < 48; i++) yield* store.append(`orders-o${i}`, [{ eventId: crypto.randomUUID(), type: "Placed", data: { i } }])
+      const end = yield* store.end("orders")
+      expect(end.filter((id) => id !== "0-0").length).toBeGreaterThan(8)
+    }).pipe(Effect.scoped))
+})
 
 describe("Redis Cluster: keys", () => {
   // (a script touching an undeclared key of another node fails its own test above)
