@@ -9,6 +9,8 @@ import { Cause, ConfigProvider, Context, Effect, Layer, Option } from "effect"
 import { EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { AggregateSuite, EventStoreSuite, SubscriberSuite } from "effect-chronicle/testing"
+import { Redis } from "ioredis"
+import { allScripts } from "../../src/redis/internal/scripts.js"
 import { clusterCommandCount, clusterStore, overNodes, sharedCluster } from "../support/cluster.js"
 import { uniquePrefix } from "../support/redis.js"
 
@@ -48,9 +50,21 @@ describe("Redis Cluster: the client", () => {
 
 describe("Redis Cluster: keys", () => {
   // (a script touching an undeclared key of another node fails its own test above)
-  it.live("no command of the suites above had keys in two slots", () =>
+  it.live("every script of the backend ran on the cluster, and no command of the suites above had keys in two slots", () =>
     Effect.gen(function*() {
       const crossSlot = yield* overNodes(cluster, "errorstats", /^errorstat_CROSSSLOT:count=(\d+)/)
       expect(crossSlot - crossSlotBefore).toBe(0)
+      // a script that ran is in some master's script cache (EVALSHA falls back to EVAL there)
+      const masters = yield* Effect.promise(() => cluster.masters())
+      const cached = new Set<string>()
+      for (const port of masters) {
+        const r = new Redis({ host: "127.0.0.1", port })
+        const shas = allScripts().map((s) => s.sha)
+        const exists = (yield* Effect.promise(() => r.script("EXISTS", ...shas))) as Array<number>
+        exists.forEach((e, i) => e === 1 && cached.add(shas[i]!))
+        r.disconnect()
+      }
+      expect(allScripts().length).toBeGreaterThanOrEqual(15)
+      expect(allScripts().filter((s) => !cached.has(s.sha)).map((s) => s.name)).toEqual([])
     }))
 })

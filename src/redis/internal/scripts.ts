@@ -13,12 +13,17 @@ export interface Script {
   readonly sha: string
 }
 
+const registry: Array<Script> = []
+
+/** Every script of the backend made so far (the modules that define them loaded). */
+export const allScripts = (): ReadonlyArray<Script> => registry
+
 /** A script and its SHA1, for EVALSHA. */
-export const script = (name: string, source: string): Script => ({
-  name,
-  source,
-  sha: createHash("sha1").update(source).digest("hex")
-})
+export const script = (name: string, source: string): Script => {
+  const s = { name, source, sha: createHash("sha1").update(source).digest("hex") }
+  registry.push(s)
+  return s
+}
 
 /**
  * Appends one or more batches to one partition, each checked and applied on its own.
