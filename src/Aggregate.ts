@@ -18,6 +18,8 @@ import {
   type UnknownEventType
 } from "./EventStore.js"
 import { uuidv5 } from "./internal/ids.js"
+import { hasAnyPersonal } from "./internal/personal.js"
+import { KeyStore, type KeyStoreError, type PersonalDataError } from "./PersonalData.js"
 import { isWellFormed } from "./internal/util.js"
 import { SnapshotStore } from "./Snapshots.js"
 
@@ -41,7 +43,11 @@ export interface Options<C extends Contract.Any, S, SI, Cmd, CmdI, E, R> {
   readonly evolve: (state: S, event: Contract.Event<C>) => S
   /** The events a command produces in a state, or a domain error. */
   readonly decide: (command: Cmd, state: S) => Effect.Effect<ReadonlyArray<Contract.Event<C>>, E, R>
-  /** Take a snapshot each time an append crosses a multiple of this many events (needs `stateSchema`). */
+  /**
+   * Take a snapshot each time an append crosses a multiple of this many events (needs
+   * `stateSchema`). An aggregate whose contract has personal fields takes none: its state
+   * would hold personal data in clear, out of reach of `PersonalData.forget`.
+   */
   readonly snapshotEvery?: number | undefined
   /** How the state is stored in a snapshot. */
   readonly stateSchema?: Schema.Schema<S, SI> | undefined
@@ -135,7 +141,7 @@ export const make = <
  * @since 0.1.0
  * @category errors
  */
-export type LoadError = ReadError | UnknownEventType | InvalidContract
+export type LoadError = ReadError | UnknownEventType | InvalidContract | PersonalDataError | KeyStoreError
 
 /**
  * An aggregate's state and the version it includes.
@@ -174,7 +180,8 @@ export const load = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
     const stream = streamOf(agg, entityId)
     let state = agg.initialState
     let version = 0
-    if (agg.snapshotEvery !== undefined && agg.stateSchema !== undefined) {
+    // a state built from personal data would hold it in clear: such aggregates take no snapshots
+    if (agg.snapshotEvery !== undefined && agg.stateSchema !== undefined && !hasAnyPersonal(agg.contract)) {
       const snapshots = yield* SnapshotStore
       const snapshot = yield* snapshots.load(stream).pipe(Effect.orElseSucceed(() => Option.none()))
       if (Option.isSome(snapshot) && snapshot.value.stateVersion === agg.stateVersion && Number.isSafeInteger(snapshot.value.version)) {
@@ -186,7 +193,7 @@ export const load = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
       }
     }
     const fromSnapshot = version
-    const typed = typedStore(store, agg.contract)
+    const typed = typedStore(store, agg.contract, Option.getOrUndefined(yield* Effect.serviceOption(KeyStore)))
     const folded = yield* Stream.runFold(
       typed.read(entityId, { from: version + 1 }),
       { state, version },
@@ -244,7 +251,7 @@ export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
   options: HandleOptions = {}
 ): Effect.Effect<
   Handled<Contract.Event<C>, S>,
-  E | InvalidCommand | AppendError | LoadError,
+  E | InvalidCommand | AppendError | LoadError | PersonalDataError | KeyStoreError,
   EventStore | SnapshotStore | R
 > =>
   Effect.gen(function*() {
@@ -258,7 +265,7 @@ export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
       return yield* new InvalidArgument({ argument: "commandId", reason: "a well-formed string of 1 to 256 characters" })
     }
     const store = yield* EventStore
-    const typed = typedStore(store, agg.contract)
+    const typed = typedStore(store, agg.contract, Option.getOrUndefined(yield* Effect.serviceOption(KeyStore)))
     const stream = streamOf(agg, entityId)
     const attempt = Effect.gen(function*() {
       const loaded = yield* load(agg, entityId)
@@ -283,7 +290,7 @@ export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
 
 /** After a successful append that crossed a multiple of `snapshotEvery`, store a snapshot; failures are logged, never fatal. */
 const maybeSnapshot = <S, SI>(
-  agg: { readonly snapshotEvery?: number | undefined; readonly stateSchema?: Schema.Schema<S, SI> | undefined; readonly stateVersion: number },
+  agg: { readonly contract: Contract.Any; readonly snapshotEvery?: number | undefined; readonly stateSchema?: Schema.Schema<S, SI> | undefined; readonly stateVersion: number },
   stream: string,
   before: number,
   after: number,
@@ -291,7 +298,7 @@ const maybeSnapshot = <S, SI>(
 ) =>
   Effect.gen(function*() {
     const every = agg.snapshotEvery
-    if (every === undefined || agg.stateSchema === undefined || every < 1) return
+    if (every === undefined || agg.stateSchema === undefined || every < 1 || hasAnyPersonal(agg.contract)) return
     if (Math.floor(before / every) === Math.floor(after / every)) return
     const encoded = Schema.encodeEither(agg.stateSchema)(state)
     if (Either.isLeft(encoded)) return yield* Effect.logWarning(`snapshot of ${stream} skipped: the state does not encode: ${encoded.left.message}`)

@@ -5,6 +5,8 @@
  *
  * @since 0.1.0
  */
+import * as PersonalData from "./PersonalData.js"
+import { KeyStore } from "./PersonalData.js"
 import { Context, Effect, Layer } from "effect"
 import { ConsumerGroups } from "./ConsumerGroups.js"
 import { defaultLimits, defaultPartitions, EventStore, type InvalidArgument, type Limits, type PartitionsConfig } from "./EventStore.js"
@@ -30,11 +32,11 @@ export interface MemoryOptions {
  * @since 0.1.0
  * @category models
  */
-export type Services = EventStore | ConsumerGroups | SnapshotStore | ProjectionStore
+export type Services = EventStore | ConsumerGroups | SnapshotStore | ProjectionStore | KeyStore
 
 /**
- * Every service in memory, with the given partition counts and limits. Each use of the
- * Layer builds fresh, empty state.
+ * Every service in memory, with the given partition counts and limits, and a key store
+ * in memory for personal data. Each use of the Layer builds fresh, empty state.
  *
  * @example
  * ```ts
@@ -52,7 +54,8 @@ export const layerMemoryWith = (options: MemoryOptions = {}): Layer.Layer<Servic
         Context.make(EventStore, store).pipe(
           Context.add(ConsumerGroups, makeMemoryGroups(log)),
           Context.add(SnapshotStore, makeMemorySnapshots()),
-          Context.add(ProjectionStore, makeMemoryProjections())
+          Context.add(ProjectionStore, makeMemoryProjections()),
+          Context.add(KeyStore, PersonalData.makeMemory())
         )
     )
   )

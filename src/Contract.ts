@@ -59,14 +59,34 @@ export type ReservedName = (typeof reservedNames)[number]
 export const PersonalDataId: unique symbol = Symbol.for("effect-chronicle/Contract/PersonalData")
 
 /**
+ * The annotation that carries a personal field's "forgotten" value.
+ *
+ * @since 0.2.0
+ * @category annotations
+ */
+export const ForgottenId: unique symbol = Symbol.for("effect-chronicle/Contract/Forgotten")
+
+/**
+ * The annotation that marks the field naming an event's data subject.
+ *
+ * @since 0.2.0
+ * @category annotations
+ */
+export const SubjectId: unique symbol = Symbol.for("effect-chronicle/Contract/Subject")
+
+/**
  * Marks a field's schema as personal data (GDPR). The mark is a Schema annotation: the
- * contract records which fields carry it (`definition.personalFields`), so they can be
- * stored apart, erased or encrypted.
+ * contract records which fields carry it (`definition.personalFields`). Written through
+ * a contract, a personal field is encrypted before it leaves the process, under its data
+ * subject's own key (the stream's entity id, or the field marked {@link subject});
+ * `PersonalData.forget(subject)` destroys the key, and from then on the field reads as
+ * `forgotten` (a value of the field's type). Without `forgotten`, reading a forgotten
+ * field fails with `PersonalDataError`: give one wherever events must still decode.
  *
  * @example
  * ```ts
  * const Customers = Contract.make("customers", {
- *   Registered: { email: Contract.personal(Schema.String), plan: Schema.String }
+ *   Registered: { email: Contract.personal(Schema.String, { forgotten: "(forgotten)" }), plan: Schema.String }
  * })
  * Customers.events.Registered.personalFields // ["email"]
  * ```
@@ -74,8 +94,30 @@ export const PersonalDataId: unique symbol = Symbol.for("effect-chronicle/Contra
  * @since 0.1.0
  * @category annotations
  */
-export const personal = <S extends Schema.Schema.Any>(schema: S): S =>
-  schema.annotations({ [PersonalDataId]: true }) as S
+export const personal = <S extends Schema.Schema.Any>(
+  schema: S,
+  options?: { readonly forgotten?: Schema.Schema.Type<S> | undefined }
+): S =>
+  schema.annotations(
+    options?.forgotten !== undefined ? { [PersonalDataId]: true, [ForgottenId]: { value: options.forgotten } } : { [PersonalDataId]: true }
+  ) as S
+
+/**
+ * Marks the field that names an event's data subject (a customer id, say): its personal
+ * fields are then encrypted under that subject's key instead of the stream's entity id.
+ * The field itself stays in clear; its encoded value must be a non-empty string.
+ *
+ * @example
+ * ```ts
+ * const Orders = Contract.make("orders", {
+ *   Placed: { customerId: Contract.subject(Schema.String), address: Contract.personal(Schema.String, { forgotten: "" }) }
+ * })
+ * ```
+ *
+ * @since 0.2.0
+ * @category annotations
+ */
+export const subject = <S extends Schema.Schema.Any>(schema: S): S => schema.annotations({ [SubjectId]: true }) as S
 
 /**
  * Whether a schema carries the personal-data mark.
@@ -93,6 +135,28 @@ interface AnyAst {
   readonly from?: AnyAst
   readonly to?: AnyAst
   readonly types?: ReadonlyArray<AnyAst>
+}
+
+/** An annotation on a field's schema (or on its property signature's type). */
+const annotationOf = (field: unknown, id: symbol): unknown => {
+  const ast = (field as { readonly ast?: AnyAst } | null | undefined)?.ast
+  if (ast === undefined) return undefined
+  if (ast.annotations?.[id] !== undefined) return ast.annotations[id]
+  if (ast._tag === "PropertySignatureDeclaration") return ast.type?.annotations?.[id]
+  if (ast._tag === "PropertySignatureTransformation") return ast.from?.type?.annotations?.[id] ?? ast.to?.type?.annotations?.[id]
+  return undefined
+}
+
+const hasAnnotation = (field: unknown, id: symbol): boolean => annotationOf(field, id) !== undefined
+
+/**
+ * The encoded "forgotten" value of a personal field, if the contract gives one.
+ *
+ * @internal
+ */
+export const forgottenOf = (def: EventDefinition<string, Schema.Schema.Any>, field: string): { readonly value: unknown } | undefined => {
+  const m = internalOf(def).forgotten
+  return m.has(field) ? { value: m.get(field) } : undefined
 }
 
 const hasPersonalMark = (node: unknown): boolean => {
@@ -225,6 +289,8 @@ export interface EventDefinition<Tag extends string, S extends Schema.Schema.Any
   readonly version: number
   /** Fields marked with {@link personal}. */
   readonly personalFields: ReadonlyArray<string>
+  /** The field marked {@link subject}, whose value names the data subject (else the entity id). */
+  readonly subjectField: string | undefined
   /** Builds an event from its fields (no validation: appends validate). */
   readonly make: (fields: Omit<Schema.Schema.Type<S>, "_tag">) => Schema.Schema.Type<S>
 }
@@ -434,6 +500,21 @@ const makeDefinition = (tag: string, input: EventInput, issues: Array<string>) =
     ? (f: object) => new (raw as new(f: object, disableValidation: boolean) => object)(f, true)
     : (f: object) => ({ ...f, _tag: tag })
   const personalFields = Object.keys(fields).filter((k) => k !== "_tag" && isPersonal(fields[k]!))
+  const subjects = Object.keys(fields).filter((k) => k !== "_tag" && hasAnnotation(fields[k], SubjectId))
+  if (subjects.length > 1) issues.push(`event ${tag}: only one field may be the subject (${subjects.join(", ")})`)
+  const subjectField = subjects[0]
+  if (subjectField !== undefined && personalFields.includes(subjectField)) {
+    issues.push(`event ${tag}: the subject field ${subjectField} cannot be personal (it names whose key encrypts the rest)`)
+  }
+  // each personal field's forgotten value, encoded once: what a forgotten field is read as
+  const forgotten = new Map<string, unknown>()
+  for (const field of personalFields) {
+    const given = annotationOf(fields[field], ForgottenId) as { readonly value: unknown } | undefined
+    if (given === undefined) continue
+    const encoded = Schema.encodeUnknownEither(fields[field] as Schema.Schema<any, any, never>)(given.value)
+    if (Either.isLeft(encoded)) issues.push(`event ${tag}: field ${field}: its forgotten value is not a value of the field`)
+    else forgotten.set(field, encoded.right)
+  }
   const decoders = new Map<number, (u: unknown) => Either.Either<unknown, ParseResult.ParseError>>()
   decoders.set(version, Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" }))
   for (const [key, up] of Object.entries(upcasters)) {
@@ -451,8 +532,9 @@ const makeDefinition = (tag: string, input: EventInput, issues: Array<string>) =
     schema,
     version,
     personalFields,
+    subjectField,
     make: make as (fields: unknown) => unknown,
-    [InternalId]: { decoders, encode }
+    [InternalId]: { decoders, encode, forgotten }
   }
   return def
 }
@@ -479,6 +561,8 @@ interface Internal {
   readonly [InternalId]: {
     readonly decoders: ReadonlyMap<number, (u: unknown) => Either.Either<unknown, ParseResult.ParseError>>
     readonly encode: (a: unknown) => Either.Either<unknown, ParseResult.ParseError>
+    /** Per personal field with a forgotten value, that value encoded. */
+    readonly forgotten: ReadonlyMap<string, unknown>
   }
 }
 
@@ -502,6 +586,14 @@ export interface Issue {
   readonly path: string
   readonly message: string
 }
+
+/**
+ * The paths of a decoding failure's issues, without their messages (which may quote a
+ * value).
+ *
+ * @internal
+ */
+export const pathsOf = (error: ParseResult.ParseError): ReadonlyArray<string> => issuesOf(error).map((i) => i.path).filter((p) => p !== "")
 
 const issuesOf = (error: ParseResult.ParseError): ReadonlyArray<Issue> =>
   ParseResult.ArrayFormatter.formatErrorSync(error).map((i) => ({

@@ -7,11 +7,13 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Schema, Stream } from "effect"
+import { Context, Effect, Option, Schema, Stream } from "effect"
 import * as Contract from "./Contract.js"
+import { KeyStore, type KeyStoreError, type PersonalDataError } from "./PersonalData.js"
 import type { CategoryCursor, Envelope, Position } from "./Envelope.js"
 import { uuidv7 } from "./internal/ids.js"
 import { jsonProblem } from "./internal/json.js"
+import { hasPersonal, sealData, unsealData } from "./internal/personal.js"
 import { envelopeOf } from "./internal/record.js"
 import { timedSpan } from "./internal/tracing.js"
 import { isWellFormed } from "./internal/util.js"
@@ -719,6 +721,24 @@ export interface TypedAppendOptions extends AppendOptions {
 }
 
 /**
+ * What a typed append can fail with: the store's errors, an event type the contract
+ * lacks, and the personal-data errors (no key store, the key store away).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export type TypedAppendError = AppendError | UnknownEventType | PersonalDataError | KeyStoreError
+
+/**
+ * What a typed read can fail with: the store's errors, an event type the contract lacks,
+ * and the personal-data errors (a value that fails authentication, the key store away).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export type TypedReadError = ReadError | UnknownEventType | PersonalDataError | KeyStoreError
+
+/**
  * The event store seen through one contract: events are validated and encoded on the
  * way in, decoded (and upcast) on the way out.
  *
@@ -732,18 +752,18 @@ export interface TypedStore<C extends Contract.Any> {
     entityId: string,
     events: ReadonlyArray<Contract.Event<C>>,
     options?: TypedAppendOptions
-  ) => Effect.Effect<AppendResult, AppendError | UnknownEventType>
+  ) => Effect.Effect<AppendResult, TypedAppendError>
   /** Reads the stream of `entityId`; with `live: true`, then follows it. */
   readonly read: {
-    (entityId: string, options: ReadOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | StreamCaughtUp, ReadError | UnknownEventType>
-    (entityId: string, options?: ReadOptions & { readonly live?: false | undefined }): Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
-    (entityId: string, options?: ReadOptions): Stream.Stream<Recorded<Contract.Event<C>> | StreamCaughtUp, ReadError | UnknownEventType>
+    (entityId: string, options: ReadOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | StreamCaughtUp, TypedReadError>
+    (entityId: string, options?: ReadOptions & { readonly live?: false | undefined }): Stream.Stream<Recorded<Contract.Event<C>>, TypedReadError>
+    (entityId: string, options?: ReadOptions): Stream.Stream<Recorded<Contract.Event<C>> | StreamCaughtUp, TypedReadError>
   }
   /** Reads the contract's category. */
   readonly readCategory: {
-    (options: ReadCategoryOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, ReadError | UnknownEventType>
-    (options?: ReadCategoryOptions & { readonly live?: false | undefined }): Stream.Stream<Recorded<Contract.Event<C>>, ReadError | UnknownEventType>
-    (options?: ReadCategoryOptions & { readonly live?: boolean | undefined }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, ReadError | UnknownEventType>
+    (options: ReadCategoryOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, TypedReadError>
+    (options?: ReadCategoryOptions & { readonly live?: false | undefined }): Stream.Stream<Recorded<Contract.Event<C>>, TypedReadError>
+    (options?: ReadCategoryOptions & { readonly live?: boolean | undefined }): Stream.Stream<Recorded<Contract.Event<C>> | CaughtUp, TypedReadError>
   }
 }
 
@@ -755,9 +775,23 @@ export interface TypedStore<C extends Contract.Any> {
  */
 export const decodeRecorded = <C extends Contract.Any>(
   contract: C,
-  recorded: RecordedEvent
+  recorded: RecordedEvent,
+  keys?: KeyStore.Service | undefined
+): Effect.Effect<Recorded<Contract.Event<C>>, EventDecodeError | UnknownEventType | PersonalDataError | KeyStoreError> =>
+  hasPersonal(contract, recorded.type)
+    ? Effect.flatMap(
+      unsealData(keys, contract, recorded.type, recorded.stream, recorded.eventId, recorded.data),
+      (data) => decodeOpened(contract, recorded, data, true)
+    )
+    : decodeOpened(contract, recorded, recorded.data, false)
+
+const decodeOpened = <C extends Contract.Any>(
+  contract: C,
+  recorded: RecordedEvent,
+  data: unknown,
+  personal: boolean
 ): Effect.Effect<Recorded<Contract.Event<C>>, EventDecodeError | UnknownEventType> => {
-  const decoded = Contract.decodeEvent(contract, recorded.type, recorded.eventVersion, recorded.data)
+  const decoded = Contract.decodeEvent(contract, recorded.type, recorded.eventVersion, data)
   switch (decoded._tag) {
     case "Decoded": {
       return Effect.succeed({ ...envelopeOf(recorded), event: decoded.event })
@@ -772,7 +806,8 @@ export const decodeRecorded = <C extends Contract.Any>(
           partition: recorded.position.partition,
           entryId: recorded.position.entryId,
           type: recorded.type,
-          reason: decoded.message
+          // a schema's message may quote a value: with personal data, only the paths
+          reason: personal ? `the stored data does not decode at ${decoded.paths.map((p) => p || "(root)").join(", ") || "(root)"}` : decoded.message
         })
       )
   }
@@ -852,7 +887,7 @@ export const encodeEvents = <C extends Contract.Any>(
 export const forContract = <C extends Contract.Any>(contract: C): Effect.Effect<TypedStore<C>, InvalidContract, EventStore> =>
   contract.issues.length > 0
     ? Effect.fail(new InvalidContract({ contract: contract.name, issues: contract.issues }))
-    : Effect.map(EventStore, (store) => typedStore(store, contract))
+    : Effect.map(Effect.all([EventStore, Effect.serviceOption(KeyStore)]), ([store, keys]) => typedStore(store, contract, Option.getOrUndefined(keys)))
 
 /**
  * The typed view of a store for a contract already known to be valid (see
@@ -861,15 +896,15 @@ export const forContract = <C extends Contract.Any>(contract: C): Effect.Effect<
  * @since 0.1.0
  * @category constructors
  */
-export const typedStore = <C extends Contract.Any>(store: EventStore.Service, contract: C): TypedStore<C> => {
+export const typedStore = <C extends Contract.Any>(store: EventStore.Service, contract: C, keys?: KeyStore.Service | undefined): TypedStore<C> => {
   const category = contract.name
   const readCategory = (options?: ReadCategoryOptions & { readonly live?: boolean | undefined }) =>
     Stream.mapEffect(
       options?.live === true
         ? store.readCategory(category, { ...options, live: true })
         : store.readCategory(category, { ...options, live: false }) as Stream.Stream<RecordedEvent | CaughtUp, ReadError>,
-      (r): Effect.Effect<Recorded<Contract.Event<C>> | CaughtUp, EventDecodeError | UnknownEventType> =>
-        isCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r)
+      (r): Effect.Effect<Recorded<Contract.Event<C>> | CaughtUp, EventDecodeError | UnknownEventType | PersonalDataError | KeyStoreError> =>
+        isCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r, keys)
     )
   return {
     contract,
@@ -878,18 +913,34 @@ export const typedStore = <C extends Contract.Any>(store: EventStore.Service, co
       return timedSpan(
         "EventStore.append",
         () => ({ stream, events: events.length }),
-        (now, traceparent): Effect.Effect<AppendResult, AppendError | UnknownEventType> => {
+        (now, traceparent): Effect.Effect<AppendResult, TypedAppendError> => {
           const withTrace = traceparent === undefined || options?.traceparent !== undefined ? options : { ...options, traceparent }
           const encoded = encodeEvents(contract, stream, events, withTrace, now)
-          return encoded instanceof Error ? Effect.fail(encoded) : store.append(stream, encoded, options)
+          if (encoded instanceof Error) return Effect.fail(encoded)
+          if (!encoded.some((e) => hasPersonal(contract, e.type))) return store.append(stream, encoded, options)
+          // personal fields leave the process encrypted, under their subject's key
+          if (encoded.length === 1) {
+            const e = encoded[0]!
+            return Effect.flatMap(
+              sealData(keys, contract, e.type, stream, id, e.eventId, e.data as Record<string, unknown>),
+              (data) => store.append(stream, [{ ...e, data }], options)
+            )
+          }
+          return Effect.flatMap(
+            Effect.forEach(encoded, (e) =>
+              hasPersonal(contract, e.type)
+                ? Effect.map(sealData(keys, contract, e.type, stream, id, e.eventId, e.data as Record<string, unknown>), (data): NewEvent => ({ ...e, data }))
+                : Effect.succeed(e)),
+            (sealed) => store.append(stream, sealed, options)
+          )
         }
       )
     },
     read: ((id: string, options?: ReadOptions) =>
       Stream.mapEffect(
         store.read(streamName(category, id), options as ReadOptions & { readonly live?: false }) as Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>,
-        (r): Effect.Effect<Recorded<Contract.Event<C>> | StreamCaughtUp, EventDecodeError | UnknownEventType> =>
-          isStreamCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r)
+        (r): Effect.Effect<Recorded<Contract.Event<C>> | StreamCaughtUp, EventDecodeError | UnknownEventType | PersonalDataError | KeyStoreError> =>
+          isStreamCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r, keys)
       )) as TypedStore<C>["read"],
     readCategory: readCategory as TypedStore<C>["readCategory"]
   }

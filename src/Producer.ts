@@ -6,6 +6,7 @@
 import { Effect } from "effect"
 import type * as Contract from "./Contract.js"
 import type { Position } from "./Envelope.js"
+import type { KeyStoreError, PersonalDataError } from "./PersonalData.js"
 import {
   type AppendError,
   type EventStore,
@@ -39,7 +40,7 @@ export interface ProduceOptions {
  * @since 0.1.0
  * @category errors
  */
-export type ProduceError = AppendError | UnknownEventType
+export type ProduceError = AppendError | UnknownEventType | PersonalDataError | KeyStoreError
 
 /**
  * One method per event of the contract: `producer.OrderPlaced(fields, { entityId })`.

@@ -14,6 +14,7 @@
 import { Cause, Clock, Context, Effect, Either, Fiber, Layer, Option, Schedule, Schema, Stream } from "effect"
 import * as Contract from "./Contract.js"
 import { advance, type CategoryCursor, type Envelope, isCursor, startCursor } from "./Envelope.js"
+import { KeyStore } from "./PersonalData.js"
 import {
   type EventDecodeError,
   EventStore,
@@ -27,6 +28,7 @@ import {
   type UnknownEventType
 } from "./EventStore.js"
 import { uuidv7 } from "./internal/ids.js"
+import { hasPersonal, unsealData } from "./internal/personal.js"
 import { envelopeOf } from "./internal/record.js"
 import { timedSpan } from "./internal/tracing.js"
 import { liveClock, messageOf } from "./internal/util.js"
@@ -300,6 +302,7 @@ export const run = <C extends Contract.Any, H, RR>(
     const ttl = projection.leaseTtl ?? 10_000
     const member = `${name}:${uuidv7(yield* Clock.currentTimeMillis)}`
     const partitions = yield* store.partitions(contract.name)
+    const keys = Option.getOrUndefined(yield* Effect.serviceOption(KeyStore))
     const retry = projection.retry ?? Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(5)))
     const handlers = projection.handlers as Record<string, ((e: unknown, ctx: ProjectionContext) => Effect.Effect<unknown, unknown, HandlerServices<H>>) | undefined>
 
@@ -322,7 +325,13 @@ export const run = <C extends Contract.Any, H, RR>(
         let unsaved = 0
         const apply = (recorded: RecordedEvent) =>
           Effect.gen(function*() {
-            const decoded = Contract.decodeEvent(contract, recorded.type, recorded.eventVersion, recorded.data)
+            // personal fields opened (or read as forgotten) first; a failure names the field, never its value
+            const data = hasPersonal(contract, recorded.type)
+              ? yield* unsealData(keys, contract, recorded.type, recorded.stream, recorded.eventId, recorded.data).pipe(
+                Effect.mapError((e) => new ProjectionFailed({ projection: name, stream: recorded.stream, version: recorded.version, reason: e.message }))
+              )
+              : recorded.data
+            const decoded = Contract.decodeEvent(contract, recorded.type, recorded.eventVersion, data)
             if (decoded._tag === "Decoded") {
               const handler = handlers[recorded.type]
               if (handler !== undefined) {

@@ -36,3 +36,6 @@ export * as Aggregate from "./Aggregate.js"
 
 /** @since 0.1.0 */
 export * as Projection from "./Projection.js"
+
+/** @since 0.2.0 */
+export * as PersonalData from "./PersonalData.js"

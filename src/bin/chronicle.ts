@@ -15,6 +15,8 @@
  *
  * This is the only module of src/ that runs an Effect.
  */
+import { openFields } from "../internal/personal.js"
+import { KeyStore } from "../PersonalData.js"
 import { Args, CliConfig, Command, Options, ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Console, type Context, DateTime, Effect, Layer, Option, Redacted, Schema, Stream } from "effect"
@@ -59,7 +61,7 @@ const checkUrl = (given: string | undefined): Effect.Effect<string, CliFailure> 
   return Effect.succeed(target)
 }
 
-type Services = EventStore | ConsumerGroups | ProjectionStore | RedisClient.RedisClient
+type Services = EventStore | ConsumerGroups | ProjectionStore | KeyStore | RedisClient.RedisClient
 
 /** Runs `f` against the store the options name, with connections closed afterwards. */
 const withStore = <A, E>(f: (config: { readonly json: boolean; readonly prefix: string }) => Effect.Effect<A, E, Services>) =>
@@ -100,7 +102,9 @@ const streams = Command.make("streams", {}, () =>
       }
     }))).pipe(Command.withDescription("categories and streams with their versions, from the registry"))
 
-const showPersonal = Options.boolean("show-personal").pipe(Options.withDescription("print fields marked personal in clear (they are masked otherwise)"))
+const showPersonal = Options.boolean("show-personal").pipe(
+  Options.withDescription("print fields marked personal in clear, decrypted with the store's key store (they are masked otherwise; a forgotten subject's read \"(forgotten)\")")
+)
 
 /** The data with the fields marked personal masked. */
 const masked = (data: unknown, personal: ReadonlyArray<string> | undefined, show: boolean): unknown => {
@@ -114,15 +118,20 @@ const read = Command.make("read", { stream: Args.text({ name: "stream" }).pipe(A
   withStore(({ json }) =>
     Effect.gen(function*() {
       const store = yield* EventStore
+      const keys = yield* KeyStore
       let count = 0
       yield* store.read(stream).pipe(
-        Stream.runForEach((e) => {
-          count++
-          const data = masked(e.data, e.personalFields, showPersonal)
-          return json
-            ? printJson({ ...envelopeOf(e), time: DateTime.formatIso(e.time), data })
-            : Console.log(`v${e.version}  ${DateTime.formatIso(e.time)}  ${e.type}  ${JSON.stringify(data)}  (${e.eventId})`)
-        })
+        Stream.runForEach((e) =>
+          Effect.gen(function*() {
+            count++
+            const data = showPersonal && e.personalFields !== undefined
+              ? yield* openFields(keys, e.eventId, e.data, e.personalFields)
+              : masked(e.data, e.personalFields, false)
+            return yield* json
+              ? printJson({ ...envelopeOf(e), time: DateTime.formatIso(e.time), data })
+              : Console.log(`v${e.version}  ${DateTime.formatIso(e.time)}  ${e.type}  ${JSON.stringify(data)}  (${e.eventId})`)
+          })
+        )
       )
       if (count === 0) return yield* new CliFailure({ message: `no such stream: ${stream}` })
     }))).pipe(Command.withDescription("the events of one stream, oldest first"))

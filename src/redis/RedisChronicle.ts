@@ -13,7 +13,9 @@ import { SnapshotStore } from "../Snapshots.js"
 import { makeRedisGroups } from "./internal/groups.js"
 import { makeRedisProjections } from "./internal/projections.js"
 import { makeRedisSnapshots } from "./internal/snapshots.js"
-import { makeKeys } from "./internal/keys.js"
+import { isValidPrefix, makeKeys } from "./internal/keys.js"
+import { makeRedisKeyStore } from "./internal/keystore.js"
+import { KeyStore } from "../PersonalData.js"
 import { makeRedisStore } from "./internal/store.js"
 
 /**
@@ -54,6 +56,16 @@ export interface Options {
    * 1 (default 1; 0 only with `aof`), `timeout` at least 1 ms and finite (default 1 second),
    * else `ConfigurationError`.
    */
+  readonly personalData?: {
+    /**
+     * The prefix of the key store's keys (one data key per data subject), apart from the
+     * events' so that an ACL and a backup policy can treat them apart. Default
+     * `<prefix>-keys`.
+     */
+    readonly keyPrefix?: string | undefined
+    /** How long a key read is kept in the process (default 30 seconds): a subject forgotten elsewhere is forgotten here within it. */
+    readonly cacheTtl?: Duration.DurationInput | undefined
+  } | undefined
   readonly durability?: {
     readonly replicas?: number | undefined
     readonly timeout?: Duration.DurationInput | undefined
@@ -82,7 +94,7 @@ export class ConfigurationError extends Schema.TaggedError<ConfigurationError>()
  * @since 0.2.0
  * @category models
  */
-export type Services = EventStore | ConsumerGroups | SnapshotStore | ProjectionStore
+export type Services = EventStore | ConsumerGroups | SnapshotStore | ProjectionStore | KeyStore
 
 /**
  * Builds the event store, consumer groups, snapshots and projections on the
@@ -127,10 +139,16 @@ export const make = (
     const client = yield* RedisClient
     const keys = makeKeys(prefix)
     const groups = yield* makeRedisGroups(client, keys, store.partitions)
+    const keyPrefix = options.personalData?.keyPrefix ?? `${prefix}-keys`
+    if (!isValidPrefix(keyPrefix) || keyPrefix === prefix) {
+      return yield* new ConfigurationError({ option: "personalData.keyPrefix", reason: `${JSON.stringify(keyPrefix)} must be 1 to 64 of [A-Za-z0-9_.:-], and not the events' prefix` })
+    }
+    const cacheTtl = yield* checkDuration("personalData.cacheTtl", options.personalData?.cacheTtl, "30 seconds")
     return Context.make(EventStore, store).pipe(
       Context.add(ConsumerGroups, groups),
       Context.add(SnapshotStore, makeRedisSnapshots(client, keys, store.partitions)),
-      Context.add(ProjectionStore, makeRedisProjections(client, keys))
+      Context.add(ProjectionStore, makeRedisProjections(client, keys)),
+      Context.add(KeyStore, makeRedisKeyStore(client, keyPrefix, cacheTtl))
     )
   })
 

@@ -11,11 +11,12 @@
  *
  * @internal
  */
-import { Clock, Deferred, Effect, Either, ExecutionStrategy, Exit, Fiber, Metric, MetricLabel, Schedule, Scope } from "effect"
+import { Clock, Deferred, Effect, Either, ExecutionStrategy, Exit, Fiber, Metric, MetricLabel, Option, Schedule, Scope } from "effect"
 import { ConsumerGroups, type GroupConflict, type GroupError } from "../../ConsumerGroups.js"
 import type * as Contract from "../../Contract.js"
 import { EventStore, type InvalidArgument, InvalidContract, isRetryable } from "../../EventStore.js"
 import { uuidv7 } from "../ids.js"
+import { KeyStore } from "../../PersonalData.js"
 import { isTraced } from "../tracing.js"
 import { makeAcks } from "./acks.js"
 import { type EngineOptions, make as makeConfig } from "./config.js"
@@ -82,7 +83,8 @@ export const run = <E, R>(
       let ownership: Ownership | undefined
       const markLost = (st: PartitionState) => Effect.suspend(() => ownership!.markLost(st))
       const acks = makeAcks(state, resilience, markLost)
-      const lanes = yield* makeLanes(state, makeRunners({ state, contract, handle, resilience, markLost, acknowledge: acks.acknowledge }))
+      const keys = Option.getOrUndefined(yield* Effect.serviceOption(KeyStore))
+      const lanes = yield* makeLanes(state, makeRunners({ state, contract, handle, resilience, markLost, acknowledge: acks.acknowledge, keys }))
       ownership = makeOwnership(state, lanes, resilience, background)
       const owner = ownership
       const reader = makeReader(state, lanes, resilience, markLost)

@@ -8,6 +8,8 @@
 import { Cause, Effect, Either, Exit, Metric, Option, Schedule } from "effect"
 import type { Delivery, DeadLetterReason } from "../../ConsumerGroups.js"
 import * as Contract from "../../Contract.js"
+import { hasPersonal, unsealData } from "../personal.js"
+import type { KeyStore } from "../../PersonalData.js"
 import type { Envelope } from "../../Envelope.js"
 import type { RecordedEvent } from "../../EventStore.js"
 import { typedStore } from "../../EventStore.js"
@@ -77,6 +79,14 @@ export interface HandleEnv<R> {
   readonly markLost: (st: PartitionState) => Effect.Effect<void>
   /** Queues a handled delivery for its (batched) acknowledgement. */
   readonly acknowledge: (st: PartitionState, d: Delivery) => void
+  /** The key store personal fields are opened with (none: such events fail typed). */
+  readonly keys: KeyStore.Service | undefined
+}
+
+/** A stored event with personal fields that does not decode once opened: the paths only, never a value. */
+class PersonalDecodeError {
+  readonly _tag = "DecodeError"
+  constructor(readonly message: string) {}
 }
 
 /**
@@ -95,7 +105,8 @@ class Context implements HandlerContext {
     readonly partition: number,
     readonly epoch: number,
     private readonly recorded: RecordedEvent,
-    private readonly store: EngineState["store"]
+    private readonly store: EngineState["store"],
+    private readonly keys: KeyStore.Service | undefined
   ) {}
   get envelope(): Envelope {
     return (this.envelope_ ??= envelopeOf(this.recorded))
@@ -106,10 +117,10 @@ class Context implements HandlerContext {
   }
   /** One count per target stream for the whole attempt: the n-th event to a stream gets the n-th derived id. */
   private producer(): HandlerContext["produce"] {
-    const { group, recorded, store } = this
+    const { group, keys, recorded, store } = this
     const counts = new Map<string, number>()
     return (target) =>
-      Producer.fromStore(typedStore(store, target), {
+      Producer.fromStore(typedStore(store, target, keys), {
         eventId: (stream) => {
           const index = counts.get(stream) ?? 0
           counts.set(stream, index + 1)
@@ -186,6 +197,9 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
     let d: Delivery
     let recorded: RecordedEvent
     let event: unknown
+    // for an event with personal fields: opening and decoding it, part of every attempt
+    // (a key store away is retried as a handler failure is)
+    let opening: Effect.Effect<unknown, unknown> | undefined
     let n = 1
     let driver: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
     // the decoder of the last type and version seen: a category's events are mostly of a few
@@ -224,7 +238,8 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
      */
     const start = (checked = false): Effect.Effect<void, never, R> => {
       if (!checked && !canStart(st, nowOf(state))) return isLive(st) ? k("park") : apply(st, d, drop, k)
-      const ctx = new Context(d.deliveries > 1 || d.source === "redelivery", d.source === "redelivery", d.deliveries, n, group, state.member, st.partition, st.epoch, recorded, state.store)
+      const ctx = new Context(d.deliveries > 1 || d.source === "redelivery", d.source === "redelivery", d.deliveries, n, group, state.member, st.partition, st.epoch, recorded, state.store, env.keys)
+      if (opening !== undefined) return Effect.matchCauseEffect(Effect.flatMap(opening, (opened) => call(recorded, opened, ctx)), onEnd)
       return Effect.matchCauseEffect(call(recorded, event, ctx), onEnd)
     }
 
@@ -248,6 +263,7 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
       d = d_
       n = 1
       driver = undefined
+      opening = undefined
       const raw = d.event
       if (raw instanceof Error) {
         return apply(st, d, deadLetter("DecodeError", raw.stream === undefined ? "the stored entry cannot be read" : `the stored entry of ${raw.stream} v${raw.version} cannot be read`, 0), k)
@@ -259,6 +275,16 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
       }
       const decoder = lastDecoder
       const data = raw.data
+      if (decoder !== undefined && hasPersonal(contract, raw.type)) {
+        recorded = raw
+        opening = Effect.flatMap(unsealData(env.keys, contract, raw.type, raw.stream, raw.eventId, data), (opened) => {
+          const result = typeof opened === "object" && opened !== null ? decoder({ ...opened, _tag: raw.type }) : undefined
+          if (result !== undefined && Either.isRight(result)) return Effect.succeed(result.right)
+          const paths = result === undefined ? [] : Contract.pathsOf(result.left)
+          return Effect.fail(new PersonalDecodeError(`${raw.type} v${raw.eventVersion} does not decode${paths.length > 0 ? ` (fields: ${paths.join(", ")})` : ""}`))
+        })
+        return d.deliveries > 1 ? redelivered() : start(true)
+      }
       if (decoder !== undefined && typeof data === "object" && data !== null && !Array.isArray(data)) {
         // a fresh literal with the tag decodes faster than the parsed object given one
         const result = decoder({ ...data, _tag: raw.type })

@@ -1,0 +1,224 @@
+/**
+ * Personal data that can be forgotten, on memory and on Redis: fields marked
+ * `Contract.personal` are stored encrypted under their subject's key; after
+ * `PersonalData.forget(A)` nothing stored holds A's plaintext (on Redis, every key of the
+ * test's own server is read), A's fields read as the contract's forgotten values, B's in
+ * clear, and a projection rebuilt afterwards holds none of A's. A value altered in
+ * storage, or moved to another event, fails authentication with a typed error; without
+ * a key store the typed path refuses to write personal fields.
+ */
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Chunk, Context, Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
+import { Aggregate, Chronicle, Contract, EventStore, PersonalData, Producer, Projection, Snapshots, Subscriber } from "effect-chronicle"
+import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
+import { SubscriberSuite } from "effect-chronicle/testing"
+import { Redis } from "ioredis"
+import { startRedisServer } from "./support/redisServer.js"
+
+const Customers = Contract.make("customers", {
+  Registered: {
+    email: Contract.personal(Schema.String, { forgotten: "(forgotten)" }),
+    name: Contract.personal(Schema.String, { forgotten: "" }),
+    plan: Schema.String
+  },
+  EmailChanged: { email: Contract.personal(Schema.String, { forgotten: "(forgotten)" }) }
+})
+const Orders = Contract.make("orders", {
+  Placed: { customerId: Contract.subject(Schema.String), address: Contract.personal(Schema.String, { forgotten: "" }), total: Schema.Int }
+})
+
+const ALICE = ["alice@example.com", "Alice Liddell", "alice.l@example.org", "1 Wonderland Way"]
+const BOB = ["bob@example.com", "Bob Builder", "2 Fixit Lane"]
+
+type Services = Chronicle.Services
+
+const scenario = (name: string, layer: Layer.Layer<Services, unknown>, stored: Effect.Effect<string>) =>
+  describe(`personal data: ${name}`, () => {
+    it.live("after forget(A), nothing stored holds A's plaintext, A reads as forgotten and B in clear; a rebuilt projection holds none of A's", () =>
+      Effect.gen(function*() {
+        const ctx = yield* Layer.build(layer)
+        yield* Effect.gen(function*() {
+          const customers = yield* Producer.make(Customers)
+          const orders = yield* Producer.make(Orders)
+          yield* customers.Registered({ email: ALICE[0]!, name: ALICE[1]!, plan: "gold" }, { entityId: "alice" })
+          yield* customers.EmailChanged({ email: ALICE[2]! }, { entityId: "alice" })
+          yield* customers.Registered({ email: BOB[0]!, name: BOB[1]!, plan: "free" }, { entityId: "bob" })
+          yield* orders.Placed({ customerId: "alice", address: ALICE[3]!, total: 12 }, { entityId: "o1" })
+          yield* orders.Placed({ customerId: "bob", address: BOB[2]!, total: 30 }, { entityId: "o2" })
+
+          // encrypted from the start: no plaintext of either subject is stored
+          const before = yield* stored
+          for (const text of [...ALICE, ...BOB]) expect(before.includes(text), text).toBe(false)
+
+          // a subscriber handles them in clear while the keys exist
+          const seen: Array<string> = []
+          const sub = yield* Effect.fork(Subscriber.run(Customers, {
+            group: "mail",
+            handlers: {
+              Registered: (e) => Effect.sync(() => seen.push(e.email)),
+              EmailChanged: (e) => Effect.sync(() => seen.push(e.email))
+            }
+          }))
+          yield* SubscriberSuite.waitUntil("the subscriber", Effect.sync(() => seen.length === 3))
+          yield* Fiber.interrupt(sub)
+          expect(seen.slice().sort()).toEqual([ALICE[0], ALICE[2], BOB[0]].sort())
+
+          // a projection: a read model of names, rebuilt after the forget
+          const names = new Map<string, string>()
+          const projection = Projection.make({
+            name: "names",
+            contract: Customers,
+            handlers: {
+              Registered: (e: { readonly name: string; readonly email: string }, c: Projection.ProjectionContext) =>
+                Effect.sync(() => names.set(c.envelope.entityId, `${e.name} <${e.email}>`)),
+              EmailChanged: () => Effect.void
+            },
+            reset: Effect.sync(() => names.clear())
+          })
+          const run = yield* Effect.fork(Projection.run(projection))
+          yield* SubscriberSuite.waitUntil("the projection", Effect.sync(() => names.size === 2))
+          expect(names.get("alice")).toBe(`${ALICE[1]} <${ALICE[0]}>`)
+
+          yield* PersonalData.forget("alice")
+          yield* Projection.rebuild(projection)
+          yield* SubscriberSuite.waitUntil("the rebuilt projection", Effect.sync(() => names.size === 2 && names.get("alice") === " <(forgotten)>"))
+          yield* Fiber.interrupt(run)
+          const model = JSON.stringify(Array.from(names))
+          for (const text of ALICE) expect(model.includes(text), text).toBe(false)
+          expect(names.get("bob")).toBe(`${BOB[1]} <${BOB[0]}>`)
+
+          // reads: A forgotten (the orders where A is the subject too), B in clear
+          const typedCustomers = yield* EventStore.forContract(Customers)
+          const typedOrders = yield* EventStore.forContract(Orders)
+          const events = (s: Stream.Stream<{ readonly event: unknown }, unknown>) => Effect.map(Stream.runCollect(s), (c) => Chunk.toReadonlyArray(c).map((r) => r.event))
+          expect(yield* events(typedCustomers.read("alice"))).toEqual([
+            Customers.make.Registered({ email: "(forgotten)", name: "", plan: "gold" }),
+            Customers.make.EmailChanged({ email: "(forgotten)" })
+          ])
+          expect(yield* events(typedCustomers.read("bob"))).toEqual([Customers.make.Registered({ email: BOB[0]!, name: BOB[1]!, plan: "free" })])
+          expect(yield* events(typedOrders.read("o1"))).toEqual([Orders.make.Placed({ customerId: "alice", address: "", total: 12 })])
+          expect(yield* events(typedOrders.read("o2"))).toEqual([Orders.make.Placed({ customerId: "bob", address: BOB[2]!, total: 30 })])
+
+          // and still nothing of either in what is stored
+          const after = yield* stored
+          for (const text of [...ALICE, ...BOB]) expect(after.includes(text), text).toBe(false)
+        }).pipe(Effect.provide(ctx))
+      }).pipe(Effect.scoped), 60_000)
+
+    it.live("a value altered in storage, or moved to another event, fails authentication with PersonalDataError; without a key store nothing personal is written", () =>
+      Effect.gen(function*() {
+        const ctx = yield* Layer.build(layer)
+        yield* Effect.gen(function*() {
+          const store = yield* EventStore.EventStore
+          const typed = yield* EventStore.forContract(Customers)
+          yield* typed.append("carol", [Customers.make.Registered({ email: "carol@example.com", name: "Carol", plan: "free" })])
+          const [stored] = Chunk.toReadonlyArray(yield* Stream.runCollect(store.read("customers-carol")))
+          const sealed = (stored!.data as { readonly email: { readonly ct: string } }).email
+          const flipped = { ...sealed, ct: (sealed.ct[0] === "A" ? "B" : "A") + sealed.ct.slice(1) }
+          // the raw path stores what it is given: an altered copy, and the intact one under another event id
+          yield* store.append("customers-carol", [
+            { eventId: crypto.randomUUID(), type: "Registered", data: { ...(stored!.data as object), email: flipped } },
+            { eventId: crypto.randomUUID(), type: "Registered", data: stored!.data }
+          ])
+          const read = (from: number) => Effect.flip(Stream.runCollect(typed.read("carol", { from, limit: 1 })))
+          const altered = yield* read(2)
+          const moved = yield* read(3)
+          expect([altered._tag, moved._tag]).toEqual(["PersonalDataError", "PersonalDataError"])
+          expect(String(altered.message)).toContain("email")
+          expect(String(altered.message).includes("carol@example.com")).toBe(false)
+          // the original still reads
+          expect(Chunk.toReadonlyArray(yield* Stream.runCollect(typed.read("carol", { limit: 1 }))).map((r) => r.event)).toEqual([
+            Customers.make.Registered({ email: "carol@example.com", name: "Carol", plan: "free" })
+          ])
+        }).pipe(Effect.provide(ctx))
+        // no key store: the typed path refuses before anything is written
+        const withoutKeys = Context.omit(PersonalData.KeyStore)(ctx as Context.Context<Services>)
+        const refused = yield* Effect.flip(Effect.flatMap(EventStore.forContract(Customers), (t) => t.append("dave", [Customers.make.Registered({ email: "dave@example.com", name: "Dave", plan: "free" })]))).pipe(
+          Effect.provide(withoutKeys)
+        )
+        expect(refused._tag).toBe("PersonalDataError")
+        const dave = yield* Stream.runCollect(Context.get(ctx as Context.Context<Services>, EventStore.EventStore).read("customers-dave"))
+        expect(Chunk.size(dave)).toBe(0)
+      }).pipe(Effect.scoped), 60_000)
+  })
+
+// memory: what the store holds, read back raw through the store itself
+const memoryDump = (ctx: () => Context.Context<Services> | undefined) =>
+  Effect.suspend(() => {
+    const c = ctx()
+    if (c === undefined) return Effect.succeed("")
+    const store = Context.get(c, EventStore.EventStore)
+    return Effect.map(
+      Effect.all([Stream.runCollect(store.readCategory("customers")), Stream.runCollect(store.readCategory("orders"))]),
+      (chunks) => JSON.stringify(chunks.map(Chunk.toReadonlyArray))
+    ).pipe(Effect.orDie)
+  })
+
+let memoryCtx: Context.Context<Services> | undefined = undefined
+const memoryLayer = Layer.scopedContext(Effect.tap(Layer.build(Chronicle.layerMemory), (c) => Effect.sync(() => (memoryCtx = c as Context.Context<Services>))))
+scenario("in memory", memoryLayer as Layer.Layer<Services, unknown>, memoryDump(() => memoryCtx))
+
+// Redis: every key of this test's own server, whatever its type
+const server = await startRedisServer()
+const raw = new Redis(server.url)
+const redisDump = Effect.promise(async () => {
+  const parts: Array<string> = []
+  let cursor = "0"
+  do {
+    const [next, keys] = await raw.scan(cursor, "COUNT", 500)
+    cursor = next
+    for (const key of keys) {
+      const type = await raw.type(key)
+      parts.push(key)
+      if (type === "string") parts.push((await raw.get(key)) ?? "")
+      else if (type === "hash") parts.push(JSON.stringify(await raw.hgetall(key)))
+      else if (type === "list") parts.push(JSON.stringify(await raw.lrange(key, 0, -1)))
+      else if (type === "set") parts.push(JSON.stringify(await raw.smembers(key)))
+      else if (type === "zset") parts.push(JSON.stringify(await raw.zrange(key, 0, -1, "WITHSCORES")))
+      else if (type === "stream") parts.push(JSON.stringify(await raw.xrange(key, "-", "+")))
+      else parts.push(`(${type})`)
+    }
+  } while (cursor !== "0")
+  return parts.join("\n")
+})
+const redisLayer = RedisChronicle.layer({ prefix: "pd", partitions: 2 }).pipe(Layer.provide(RedisClient.layer({ url: server.url })))
+scenario("on Redis", redisLayer as Layer.Layer<Services, unknown>, redisDump)
+
+describe("personal data: aggregates", () => {
+  it.effect("an aggregate over a contract with personal fields loads A as forgotten after forget(A), and takes no snapshot (its state would hold personal data in clear)", () =>
+    Effect.gen(function*() {
+      const Account = Aggregate.make({
+        contract: Customers,
+        command: Schema.Struct({ email: Schema.String }),
+        initialState: { email: "", changes: 0 },
+        evolve: (s: { readonly email: string; readonly changes: number }, e: { readonly email: string }) => ({ email: e.email, changes: s.changes + 1 }),
+        decide: (command: { readonly email: string }) => Effect.succeed([Customers.make.EmailChanged({ email: command.email })]),
+        snapshotEvery: 1,
+        stateSchema: Schema.Struct({ email: Schema.String, changes: Schema.Number })
+      })
+      yield* Aggregate.handle(Account, "erin", { email: "erin@example.com" })
+      yield* Aggregate.handle(Account, "erin", { email: "erin@example.net" })
+      expect((yield* Aggregate.load(Account, "erin")).state).toEqual({ email: "erin@example.net", changes: 2 })
+      const snapshots = yield* Snapshots.SnapshotStore
+      expect(Option.isNone(yield* snapshots.load("customers-erin"))).toBe(true)
+      yield* PersonalData.forget("erin")
+      expect((yield* Aggregate.load(Account, "erin")).state).toEqual({ email: "(forgotten)", changes: 2 })
+    }).pipe(Effect.provide(Chronicle.layerMemory)))
+})
+
+describe("personal data on Redis: the key store", () => {
+  it.live("keys live under their own prefix, apart from the events; a forgotten subject's key is gone", () =>
+    Effect.gen(function*() {
+      const keys = yield* Effect.promise(() => raw.keys("pd-keys:*"))
+      expect(keys.length).toBeGreaterThan(0)
+      expect(keys.includes("pd-keys:key:alice")).toBe(false)
+      expect(keys.includes("pd-keys:key:bob")).toBe(true)
+      const events = yield* Effect.promise(() => raw.keys("pd:*"))
+      expect(events.some((k) => k.includes(":key:"))).toBe(false)
+    }))
+})
+
+afterAll(async () => {
+  raw.disconnect()
+  await server.stop()
+})
