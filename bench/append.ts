@@ -20,13 +20,17 @@
  * Starts its own redis-server on a free loopback port unless REDIS_URL is set.
  * Prints one JSON line at the end.
  *
+ * With `--personal`: the typed path with two fields marked `Contract.personal` (each
+ * encrypted under its stream's key) beside the same typed path without personal fields,
+ * three alternating rounds; the ratio is personal / plain.
+ *
  * With `--cluster`: the same workload (16 partitions unless `--partitions` says
  * otherwise) on one redis-server and on a local Redis Cluster of 3 masters, started
  * side by side, in three alternating rounds; per topology the store's events/s, the raw
  * baseline's (its script loaded on every master, keys routed by the cluster client),
  * and the CPU per event of this process and of the servers together.
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Chunk, Context, Effect, Layer, Schema, Stream } from "effect"
 import { Contract, EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Cluster, Redis } from "ioredis"
@@ -42,6 +46,7 @@ const arg = (name: string, fallback: number) => {
 const STREAMS = 1000
 const PER_STREAM = arg("events-per-stream", 40)
 const CLUSTER = process.argv.includes("--cluster")
+const PERSONAL = process.argv.includes("--personal")
 const PARTITIONS = arg("partitions", CLUSTER ? 16 : 1)
 const LATENCY_SAMPLES = arg("latency-samples", 3000)
 const MAX_EVENTS = arg("max-events", 0)
@@ -54,6 +59,16 @@ const Bench = Contract.make("bench", {
     quantity: Schema.Int,
     price: Schema.Number,
     note: Schema.String
+  }
+})
+const BenchPersonal = Contract.make("benchp", {
+  ItemAdded: {
+    orderId: Schema.String,
+    sku: Schema.String,
+    quantity: Schema.Int,
+    price: Schema.Number,
+    note: Contract.personal(Schema.String, { forgotten: "" }),
+    email: Contract.personal(Schema.String, { forgotten: "" })
   }
 })
 const fields = (i: number) => ({
@@ -221,6 +236,70 @@ const verifyRouted = async (redis: Redis | Cluster, prefix: string) => {
   return checks.every(Boolean) && logged === STREAMS * PER_STREAM + 1
 }
 
+/** The typed path with or without personal fields: events/s over the usual workload. */
+const personalRun = (url: string, prefix: string, personal: boolean) =>
+  Effect.gen(function*() {
+    const ctx = yield* Layer.build(candidateLayer(url, prefix))
+    const plain = yield* EventStore.forContract(Bench).pipe(Effect.provide(ctx))
+    const secret = yield* EventStore.forContract(BenchPersonal).pipe(Effect.provide(ctx))
+    const event = (s: number) => ({ ...fields(s), email: `customer${s}@example.com` })
+    if (personal) yield* secret.append("warm", [BenchPersonal.make.ItemAdded(event(0))])
+    else yield* plain.append("warm", [Bench.make.ItemAdded(fields(0))])
+    const start = performance.now()
+    yield* Effect.forEach(
+      Array.from({ length: STREAMS }, (_, s) => s),
+      (s) =>
+        Effect.gen(function*() {
+          for (let v = 0; v < PER_STREAM; v++) {
+            if (personal) yield* secret.append(`s${s}`, [BenchPersonal.make.ItemAdded(event(s))], { expectedVersion: v })
+            else yield* plain.append(`s${s}`, [Bench.make.ItemAdded(fields(s))], { expectedVersion: v })
+          }
+        }),
+      { concurrency: "unbounded", discard: true }
+    )
+    const rate = (STREAMS * PER_STREAM) / ((performance.now() - start) / 1000)
+    // what was written reads back in clear through the contract, and is stored sealed
+    let verified = true
+    if (personal) {
+      const raw = Context.get(ctx, EventStore.EventStore)
+      const back = yield* Stream.runCollect(secret.read("s7"))
+      const stored = yield* Stream.runCollect(raw.read("benchp-s7"))
+      verified = Chunk.size(back) === PER_STREAM &&
+        Chunk.toReadonlyArray(back).every((r) => r.event.email === "customer7@example.com") &&
+        Chunk.toReadonlyArray(stored).every((r) => !JSON.stringify(r.data).includes("customer7@example.com"))
+    }
+    return { rate, verified }
+  }).pipe(Effect.scoped)
+
+const personalMain = async () => {
+  const external = process.env.REDIS_URL
+  const server = external ? undefined : await startRedisServer()
+  const url = external ?? server!.url
+  const tag = Date.now().toString(36)
+  try {
+    await Effect.runPromise(personalRun(url, `benchp_${tag}_w`, false))
+    await Effect.runPromise(personalRun(url, `benchp_${tag}_wp`, true))
+    const rounds: Array<{ plain: number; personal: number; verified: boolean }> = []
+    for (let r = 0; r < 3; r++) {
+      const plain = await Effect.runPromise(personalRun(url, `benchp_${tag}_${r}`, false))
+      const personal = await Effect.runPromise(personalRun(url, `benchp_${tag}_${r}p`, true))
+      rounds.push({ plain: plain.rate, personal: personal.rate, verified: personal.verified })
+      console.error(JSON.stringify({ round: r, typed_events_per_sec: Math.round(plain.rate), personal_events_per_sec: Math.round(personal.rate), ratio: +(personal.rate / plain.rate).toFixed(3) }))
+    }
+    console.log(JSON.stringify({
+      bench: "append",
+      personal: true,
+      personal_fields: 2,
+      typed_events_per_sec: Math.round(median(rounds.map((r) => r.plain))),
+      personal_events_per_sec: Math.round(median(rounds.map((r) => r.personal))),
+      ratio: +median(rounds.map((r) => r.personal / r.plain)).toFixed(3),
+      verified: rounds.every((r) => r.verified)
+    }))
+  } finally {
+    await server?.stop()
+  }
+}
+
 const clusterMain = async () => {
   const single = await startRedisServer()
   const cluster = await startRedisCluster({ masters: 3, replicas: 0 })
@@ -274,6 +353,7 @@ const clusterMain = async () => {
 
 const main = async () => {
   if (CLUSTER) return clusterMain()
+  if (PERSONAL) return personalMain()
   const external = process.env.REDIS_URL
   const server = external ? undefined : await startRedisServer()
   const url = external ?? server!.url
