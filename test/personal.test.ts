@@ -114,6 +114,11 @@ const scenario = (name: string, layer: Layer.Layer<Services, unknown>, stored: E
           const store = yield* EventStore.EventStore
           const typed = yield* EventStore.forContract(Customers)
           yield* typed.append("carol", [Customers.make.Registered({ email: "carol@example.com", name: "Carol", plan: "free" })])
+          // encryption leaves ids alone: the same batch again is a replay, though its ciphertext differs
+          const again = yield* typed.append("carol", [Customers.make.Registered({ email: "carol@example.com", name: "Carol", plan: "free" })], {
+            eventIds: [Chunk.toReadonlyArray(yield* Stream.runCollect(store.read("customers-carol")))[0]!.eventId]
+          })
+          expect([again.replayed, again.firstVersion]).toEqual([true, 1])
           const [stored] = Chunk.toReadonlyArray(yield* Stream.runCollect(store.read("customers-carol")))
           const sealed = (stored!.data as { readonly email: { readonly ct: string } }).email
           const flipped = { ...sealed, ct: (sealed.ct[0] === "A" ? "B" : "A") + sealed.ct.slice(1) }
