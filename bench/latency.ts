@@ -1,0 +1,191 @@
+/**
+ * End-to-end latency: from the producer's send to the handler's start, through the public
+ * API, beside a raw ioredis loop on the same redis-server in the same run.
+ *
+ * Workload per row: single-event appends to 200 streams at a fixed rate, sent in bursts
+ * every 10 ms (each burst's appends issued together, as a producer that batches per tick
+ * does), for `--seconds` (default 3); one consumer. Latency = handler start − the time the
+ * producer sent the event (carried in the event).
+ * Candidate: `EventStore.append` (the store coalesces a burst per partition) and one
+ * `Subscriber.run` (ownership, fenced reads, acks batched), P partitions.
+ * Baseline: XADD auto-pipelined to P partition streams, and per partition a loop of
+ * XREADGROUP COUNT 500 BLOCK on a connection of its own, then XACK; same process.
+ * Rows: 1,000, 5,000 and 10,000 events/s, P = 1 and P = 8; candidate and baseline
+ * alternate per row. `verified` when every event was handled in every run.
+ *
+ * Usage: npm run bench:latency [-- --seconds 3]
+ * Starts its own redis-server on a free loopback port unless REDIS_URL is set.
+ * Prints one JSON line at the end.
+ */
+import { Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
+import { Contract, EventStore, Subscriber } from "effect-chronicle"
+import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
+import { Redis } from "ioredis"
+import { startRedisServer } from "../test/support/redisServer.js"
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback
+}
+const SECONDS = arg("seconds", 3)
+const STREAMS = 200
+const TICK_MS = 10
+const RATES = [1000, 5000, 10000]
+const PARTITIONS = [1, 8]
+
+const Ticks = Contract.make("lat", { Sent: { n: Schema.Int, at: Schema.Number } })
+
+const now = () => performance.timeOrigin + performance.now()
+const percentile = (xs: ReadonlyArray<number>, p: number) => {
+  const s = xs.slice().sort((a, b) => a - b)
+  return s.length === 0 ? NaN : +s[Math.min(s.length - 1, Math.floor(s.length * p))]!.toFixed(2)
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+interface Result {
+  readonly p50: number
+  readonly p99: number
+  readonly sent: number
+  readonly reached: number
+  readonly verified: boolean
+}
+
+/** Sends `rate` events/s in bursts every TICK_MS for SECONDS, calling `burst` with the events of each tick. */
+const drive = async (rate: number, burst: (from: number, count: number) => void) => {
+  const perTick = Math.max(1, Math.round((rate * TICK_MS) / 1000))
+  const ticks = Math.round((SECONDS * 1000) / TICK_MS)
+  const start = now()
+  let sent = 0
+  for (let t = 0; t < ticks; t++) {
+    const due = start + t * TICK_MS
+    const wait = due - now()
+    if (wait > 0) await sleep(wait)
+    burst(sent, perTick)
+    sent += perTick
+  }
+  return { sent, seconds: (now() - start) / 1000 }
+}
+
+const candidate = (url: string, prefix: string, rate: number, partitions: number) =>
+  Effect.gen(function*() {
+    const ctx = yield* Layer.build(RedisChronicle.layer({ prefix, partitions }).pipe(Layer.provide(RedisClient.layer({ url }))))
+    const store = yield* Effect.provide(EventStore.forContract(Ticks), ctx)
+    const latencies: Array<number> = []
+    const seen = new Set<number>()
+    let expected = Infinity
+    const done = yield* Deferred.make<void>()
+    const fiber = yield* Effect.fork(Subscriber.run(Ticks, {
+      group: "g",
+      handlers: {
+        Sent: (e) =>
+          Effect.sync(() => {
+            latencies.push(now() - e.at)
+            seen.add(e.n)
+            if (seen.size >= expected) Deferred.unsafeDone(done, Exit.void)
+          })
+      }
+    }).pipe(Effect.provide(ctx)))
+    // the group exists and owns its partitions before anything is sent
+    yield* Subscriber.awaitIdle("g", { pollInterval: "20 millis" }).pipe(Effect.provide(ctx), Effect.timeout("10 seconds"), Effect.ignore)
+    yield* Effect.sleep("500 millis")
+    const failures = { n: 0 }
+    const { sent, seconds } = yield* Effect.promise(() =>
+      drive(rate, (from, count) => {
+        for (let i = from; i < from + count; i++) {
+          Effect.runFork(store.append(`s${i % STREAMS}`, [Ticks.make.Sent({ n: i, at: now() })]).pipe(Effect.catchAll(() => Effect.sync(() => failures.n++))))
+        }
+      })
+    )
+    expected = sent
+    if (seen.size >= sent) Deferred.unsafeDone(done, Exit.void)
+    const finished = yield* Deferred.await(done).pipe(Effect.timeout("30 seconds"), Effect.option)
+    yield* Fiber.interrupt(fiber)
+    return {
+      p50: percentile(latencies, 0.5),
+      p99: percentile(latencies, 0.99),
+      sent,
+      reached: Math.round(sent / seconds),
+      verified: finished._tag === "Some" && failures.n === 0 && seen.size === sent
+    } satisfies Result
+  }).pipe(Effect.scoped)
+
+const baseline = async (url: string, prefix: string, rate: number, partitions: number): Promise<Result> => {
+  const writer = new Redis(url, { enableAutoPipelining: true })
+  const keys = Array.from({ length: partitions }, (_, p) => `${prefix}:p${p}`)
+  for (const key of keys) await writer.xgroup("CREATE", key, "g", "$", "MKSTREAM")
+  const latencies: Array<number> = []
+  let handled = 0
+  let stop = false
+  const readers = keys.map((key) => {
+    const r = new Redis(url)
+    const loop = (async () => {
+      while (!stop) {
+        const reply = (await r.xreadgroup("GROUP", "g", "c", "COUNT", 500, "BLOCK", 100, "STREAMS", key, ">")) as Array<[string, Array<[string, Array<string>]>]> | null
+        const entries = reply?.[0]?.[1] ?? []
+        if (entries.length === 0) continue
+        const ids: Array<string> = new Array(entries.length)
+        for (let i = 0; i < entries.length; i++) {
+          const fields = entries[i]![1]
+          latencies.push(now() - Number(fields[1]))
+          handled++
+          ids[i] = entries[i]![0]
+        }
+        void r.xack(key, "g", ...ids)
+      }
+    })()
+    return { r, loop }
+  })
+  const { sent, seconds } = await drive(rate, (from, count) => {
+    for (let i = from; i < from + count; i++) void writer.xadd(keys[(i % STREAMS) % partitions]!, "*", "t", String(now()), "n", String(i))
+  })
+  const deadline = Date.now() + 30_000
+  while (handled < sent && Date.now() < deadline) await sleep(5)
+  stop = true
+  await Promise.all(readers.map((x) => x.loop))
+  for (const x of readers) x.r.disconnect()
+  writer.disconnect()
+  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), sent, reached: Math.round(sent / seconds), verified: handled === sent }
+}
+
+const main = async () => {
+  const external = process.env.REDIS_URL
+  const server = external ? undefined : await startRedisServer()
+  const url = external ?? server!.url
+  const tag = Date.now().toString(36)
+  try {
+    // warm-up of both paths
+    await baseline(url, `lat_${tag}_w`, 1000, 1)
+    await Effect.runPromise(candidate(url, `lat_${tag}_w`, 1000, 1))
+    const rows: Array<Record<string, number | boolean>> = []
+    let verified = true
+    for (const partitions of PARTITIONS) {
+      for (const rate of RATES) {
+        const b = await baseline(url, `lat_${tag}_b${partitions}_${rate}`, rate, partitions)
+        const c = await Effect.runPromise(candidate(url, `lat_${tag}_c${partitions}_${rate}`, rate, partitions))
+        verified &&= b.verified && c.verified
+        const row = {
+          rate,
+          partitions,
+          p50_ms: c.p50,
+          p99_ms: c.p99,
+          baseline_p50_ms: b.p50,
+          baseline_p99_ms: b.p99,
+          reached_per_sec: c.reached,
+          baseline_reached_per_sec: b.reached,
+          p50_ratio: +(c.p50 / b.p50).toFixed(2),
+          p99_ratio: +(c.p99 / b.p99).toFixed(2)
+        }
+        console.error(JSON.stringify({ ...row, verified: b.verified && c.verified }))
+        rows.push(row)
+      }
+    }
+    console.log(JSON.stringify({ bench: "latency", seconds: SECONDS, rows, verified }))
+  } finally {
+    await server?.stop()
+  }
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
