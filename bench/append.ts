@@ -37,12 +37,8 @@ import { Cluster, Redis } from "ioredis"
 import { partitionOf } from "../src/internal/ids.js"
 import { startRedisCluster } from "../test/support/redisCluster.js"
 import { startRedisServer } from "../test/support/redisServer.js"
-import { withCpu } from "./support.js"
+import { arg, median, percentile, withCpu } from "./support.js"
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback
-}
 const STREAMS = 1000
 const PER_STREAM = arg("events-per-stream", 40)
 const CLUSTER = process.argv.includes("--cluster")
@@ -86,14 +82,6 @@ if v ~= tonumber(ARGV[1]) then return -1 end
 redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
 return v + 1`
 
-const median = (xs: ReadonlyArray<number>) => {
-  const s = xs.slice().sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)]!
-}
-const percentile = (xs: ReadonlyArray<number>, p: number) => {
-  const s = xs.slice().sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))]!
-}
 
 /** The baseline's calls, each awaited from one of 1000 Effect fibers. */
 const baselineInEffect = async (redis: Redis, run: string) => {

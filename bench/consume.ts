@@ -33,12 +33,8 @@ import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Cluster, Redis } from "ioredis"
 import { startRedisCluster } from "../test/support/redisCluster.js"
 import { startRedisServer } from "../test/support/redisServer.js"
-import { withCpu } from "./support.js"
+import { arg, median, withCpu } from "./support.js"
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback
-}
 const CLUSTER = process.argv.includes("--cluster")
 const EVENTS = arg("events", CLUSTER ? 200_000 : 1_000_000)
 const PARTITIONS = arg("partitions", CLUSTER ? 16 : 8)
@@ -68,10 +64,6 @@ const fields = (seq: number) => ({
 // has no tag: the type is stored beside it)
 const decodeItem = Schema.decodeUnknownSync(Bench.events.ItemAdded.schema, { onExcessProperty: "ignore" })
 
-const median = (xs: ReadonlyArray<number>) => {
-  const s = xs.slice().sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)]!
-}
 
 type Target = string | ReadonlyArray<{ readonly host: string; readonly port: number }>
 
@@ -105,6 +97,23 @@ const fill = (url: Target, prefix: string) =>
   }).pipe(Effect.scoped)
 
 const logKey = (prefix: string, p: number) => `${prefix}:{cbench:${p}}:log`
+
+/** One partition's raw loop: XREADGROUP COUNT 500 until empty, each page handled, then one XACK of it (not awaited before the next read). */
+const partitionLoop = async (redis: Redis | Cluster, key: string, group: string, handle: (fields: Array<string>) => void) => {
+  const acks: Array<Promise<unknown>> = []
+  for (;;) {
+    const reply = (await redis.xreadgroup("GROUP", group, "c", "COUNT", READ_COUNT, "STREAMS", key, ">")) as Array<[string, Array<[string, Array<string>]>]> | null
+    const entries = reply?.[0]?.[1] ?? []
+    if (entries.length === 0) break
+    const ids: Array<string> = new Array(entries.length)
+    for (let i = 0; i < entries.length; i++) {
+      handle(entries[i]![1])
+      ids[i] = entries[i]![0]
+    }
+    acks.push(redis.xack(key, group, ...ids))
+  }
+  await Promise.all(acks)
+}
 
 /**
  * The raw loops. "multi": one XREADGROUP COUNT 500 over every partition at once, then
@@ -144,22 +153,7 @@ const baseline = async (url: string, prefix: string, group: string, variant: "mu
     }
     await Promise.all(acks)
   } else {
-    await Promise.all(keys.map(async (key, p) => {
-      const redis = connections[p]!
-      const acks: Array<Promise<unknown>> = []
-      for (;;) {
-        const reply = (await redis.xreadgroup("GROUP", group, "c", "COUNT", READ_COUNT, "STREAMS", key, ">")) as Array<[string, Array<[string, Array<string>]>]> | null
-        const entries = reply?.[0]?.[1] ?? []
-        if (entries.length === 0) break
-        const ids: Array<string> = new Array(entries.length)
-        for (let i = 0; i < entries.length; i++) {
-          handle(entries[i]![1])
-          ids[i] = entries[i]![0]
-        }
-        acks.push(redis.xack(key, group, ...ids))
-      }
-      await Promise.all(acks)
-    }))
+    await Promise.all(keys.map((key, p) => partitionLoop(connections[p]!, key, group, handle)))
   }
   const seconds = (performance.now() - start) / 1000
   let pending = 0
@@ -180,26 +174,13 @@ const baselineCluster = async (seeds: ReadonlyArray<{ readonly host: string; rea
   const seen = new Uint8Array(EVENTS)
   let handled = 0
   const start = performance.now()
-  await Promise.all(keys.map(async (key) => {
-    const acks: Array<Promise<unknown>> = []
-    for (;;) {
-      const reply = (await redis.xreadgroup("GROUP", group, "c", "COUNT", READ_COUNT, "STREAMS", key, ">")) as Array<[string, Array<[string, Array<string>]>]> | null
-      const entries = reply?.[0]?.[1] ?? []
-      if (entries.length === 0) break
-      const ids: Array<string> = new Array(entries.length)
-      for (let i = 0; i < entries.length; i++) {
-        const list = entries[i]![1]
-        let data = ""
-        for (let f = 0; f < list.length; f += 2) if (list[f] === "d") data = list[f + 1]!
-        const item = decodeItem({ ...JSON.parse(data), _tag: "ItemAdded" })
-        seen[item.seq]!++
-        handled++
-        ids[i] = entries[i]![0]
-      }
-      acks.push(redis.xack(key, group, ...ids))
-    }
-    await Promise.all(acks)
-  }))
+  await Promise.all(keys.map((key) => partitionLoop(redis, key, group, (list) => {
+    let data = ""
+    for (let f = 0; f < list.length; f += 2) if (list[f] === "d") data = list[f + 1]!
+    const item = decodeItem({ ...JSON.parse(data), _tag: "ItemAdded" })
+    seen[item.seq]!++
+    handled++
+  })))
   const seconds = (performance.now() - start) / 1000
   let pending = 0
   for (const key of keys) pending += ((await redis.xpending(key, group)) as [number])[0]

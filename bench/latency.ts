@@ -22,11 +22,8 @@ import { Contract, EventStore, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
 import { startRedisServer } from "../test/support/redisServer.js"
+import { arg, percentile } from "./support.js"
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback
-}
 const SECONDS = arg("seconds", 3)
 const STREAMS = 200
 const TICK_MS = 10
@@ -36,10 +33,7 @@ const PARTITIONS = [1, 8]
 const Ticks = Contract.make("lat", { Sent: { n: Schema.Int, at: Schema.Number } })
 
 const now = () => performance.timeOrigin + performance.now()
-const percentile = (xs: ReadonlyArray<number>, p: number) => {
-  const s = xs.slice().sort((a, b) => a - b)
-  return s.length === 0 ? NaN : +s[Math.min(s.length - 1, Math.floor(s.length * p))]!.toFixed(2)
-}
+const ms = (x: number) => +x.toFixed(2)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 interface Result {
@@ -101,8 +95,8 @@ const candidate = (url: string, prefix: string, rate: number, partitions: number
     const finished = yield* Deferred.await(done).pipe(Effect.timeout("30 seconds"), Effect.option)
     yield* Fiber.interrupt(fiber)
     return {
-      p50: percentile(latencies, 0.5),
-      p99: percentile(latencies, 0.99),
+      p50: ms(percentile(latencies, 0.5)),
+      p99: ms(percentile(latencies, 0.99)),
       sent,
       reached: Math.round(sent / seconds),
       verified: finished._tag === "Some" && failures.n === 0 && seen.size === sent
@@ -144,7 +138,7 @@ const baseline = async (url: string, prefix: string, rate: number, partitions: n
   await Promise.all(readers.map((x) => x.loop))
   for (const x of readers) x.r.disconnect()
   writer.disconnect()
-  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), sent, reached: Math.round(sent / seconds), verified: handled === sent }
+  return { p50: ms(percentile(latencies, 0.5)), p99: ms(percentile(latencies, 0.99)), sent, reached: Math.round(sent / seconds), verified: handled === sent }
 }
 
 const main = async () => {

@@ -29,11 +29,8 @@ import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
 import { partitionOf } from "../src/internal/ids.js"
 import { startRedisServer } from "../test/support/redisServer.js"
+import { arg, percentile } from "./support.js"
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback
-}
 const SECONDS = arg("seconds", 8)
 const OTHERS = 1000
 const WRITERS = 32
@@ -41,10 +38,6 @@ const TARGETS = 10
 const TARGET_EVERY_MS = 5
 const PARTITIONS = 8
 
-const percentile = (xs: ReadonlyArray<number>, p: number) => {
-  const s = xs.slice().sort((a, b) => a - b)
-  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(s.length * p))]!
-}
 
 interface Tally {
   commands: number

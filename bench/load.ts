@@ -13,6 +13,7 @@ import { Effect, Layer, Schema } from "effect"
 import { Aggregate, Contract } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { startRedisServer } from "../test/support/redisServer.js"
+import { median } from "./support.js"
 
 const EVENTS = 10_000
 const ROUNDS = 5
@@ -49,7 +50,6 @@ const timedLoad = (url: string, agg: typeof Account) =>
     })
   )
 
-const median = (xs: ReadonlyArray<number>) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
 const main = async () => {
   const external = process.env.REDIS_URL

@@ -4,11 +4,7 @@
  * exits 1 unless `verified`.
  */
 import { runScenario } from "../test/support/scenario.js"
-
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback
-}
+import { arg } from "./support.js"
 
 runScenario({
   seconds: arg("seconds", 120),

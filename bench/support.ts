@@ -1,5 +1,6 @@
 /**
- * What the benchmarks share: the CPU the servers used, read from INFO.
+ * What the benchmarks share: arguments, medians and percentiles, and the CPU the
+ * servers used (read from INFO).
  */
 import { Redis } from "ioredis"
 
@@ -27,4 +28,21 @@ export const withCpu = async (ports: ReadonlyArray<number>, events: number, run:
     client_cpu_us_per_event: +((client.user + client.system) / events).toFixed(1),
     server_cpu_us_per_event: +((server * 1e6) / events).toFixed(1)
   }
+}
+
+/** A numeric `--name value` argument, or `fallback`. */
+export const arg = (name: string, fallback: number): number => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback
+}
+
+export const median = (xs: ReadonlyArray<number>): number => {
+  const s = xs.slice().sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+
+/** The p-quantile (0 to 1) of the samples; NaN when there are none. */
+export const percentile = (xs: ReadonlyArray<number>, p: number): number => {
+  const s = xs.slice().sort((a, b) => a - b)
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(s.length * p))]!
 }
