@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { Effect, Either, Option, Schedule, Schema, Stream } from "effect"
-import type * as Contract from "./Contract.js"
+import * as Contract from "./Contract.js"
 import {
   type AppendError,
   EventStore,
@@ -258,7 +258,11 @@ export const handle = <C extends Contract.Any, S, SI, Cmd, CmdI, E, R>(
     yield* checkContract(agg)
     const decoded = Schema.decodeUnknownEither(agg.command)(command)
     if (Either.isLeft(decoded)) {
-      return yield* new InvalidCommand({ aggregate: agg.contract.name, reason: decoded.left.message })
+      // a command of an aggregate with personal data may carry it: then the paths only
+      const reason = hasAnyPersonal(agg.contract)
+        ? `does not match the command's schema at ${Contract.pathsOf(decoded.left).join(", ") || "(root)"}`
+        : decoded.left.message
+      return yield* new InvalidCommand({ aggregate: agg.contract.name, reason })
     }
     const commandId: unknown = options.commandId
     if (commandId !== undefined && (typeof commandId !== "string" || commandId.length === 0 || commandId.length > 256 || !isWellFormed(commandId))) {

@@ -159,6 +159,45 @@ export const forgottenOf = (def: EventDefinition<string, Schema.Schema.Any>, fie
   return m.has(field) ? { value: m.get(field) } : undefined
 }
 
+/** Whether a personal mark sits inside a field's structure (a struct, array, record or tuple), not on the field. */
+const hasNestedPersonalMark = (node: unknown, depth = 0): boolean => {
+  const ast = node as (AnyAst & {
+    readonly propertySignatures?: ReadonlyArray<{ readonly type: AnyAst }>
+    readonly indexSignatures?: ReadonlyArray<{ readonly type: AnyAst }>
+    readonly elements?: ReadonlyArray<{ readonly type: AnyAst }>
+    readonly rest?: ReadonlyArray<{ readonly type: AnyAst }>
+    readonly typeParameters?: ReadonlyArray<AnyAst>
+  }) | undefined
+  if (ast === undefined || ast === null || depth > 32) return false
+  const inner: Array<unknown> = []
+  switch (ast._tag) {
+    case "TypeLiteral":
+      for (const ps of ast.propertySignatures ?? []) inner.push(ps.type)
+      for (const is of ast.indexSignatures ?? []) inner.push(is.type)
+      break
+    case "TupleType":
+      for (const e of ast.elements ?? []) inner.push(e.type)
+      for (const r of ast.rest ?? []) inner.push(r.type)
+      break
+    case "Declaration":
+      inner.push(...(ast.typeParameters ?? []))
+      break
+    default:
+      break
+  }
+  if (inner.some((child) => hasPersonalMark(child) || hasNestedPersonalMark(child, depth + 1))) return true
+  switch (ast._tag) {
+    case "Refinement":
+      return hasNestedPersonalMark(ast.from, depth + 1)
+    case "Transformation":
+      return hasNestedPersonalMark(ast.from, depth + 1) || hasNestedPersonalMark(ast.to, depth + 1)
+    case "Union":
+      return (ast.types ?? []).some((t) => hasNestedPersonalMark(t, depth + 1))
+    default:
+      return false
+  }
+}
+
 const hasPersonalMark = (node: unknown): boolean => {
   const ast = node as AnyAst | undefined
   if (ast === undefined || ast === null) return false
@@ -500,6 +539,13 @@ const makeDefinition = (tag: string, input: EventInput, issues: Array<string>) =
     ? (f: object) => new (raw as new(f: object, disableValidation: boolean) => object)(f, true)
     : (f: object) => ({ ...f, _tag: tag })
   const personalFields = Object.keys(fields).filter((k) => k !== "_tag" && isPersonal(fields[k]!))
+  for (const k of Object.keys(fields)) {
+    const f = fields[k] as { readonly ast?: AnyAst } | undefined
+    const ast = f?.ast?._tag === "PropertySignatureDeclaration" ? f.ast.type : f?.ast
+    if (k !== "_tag" && hasNestedPersonalMark(ast)) {
+      issues.push(`event ${tag}: field ${k}: Contract.personal inside a struct, array, record or tuple is not encrypted; mark the whole field`)
+    }
+  }
   const subjects = Object.keys(fields).filter((k) => k !== "_tag" && hasAnnotation(fields[k], SubjectId))
   if (subjects.length > 1) issues.push(`event ${tag}: only one field may be the subject (${subjects.join(", ")})`)
   const subjectField = subjects[0]

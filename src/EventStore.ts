@@ -848,7 +848,10 @@ export const encodeEvents = <C extends Contract.Any>(
         stream,
         type: encoded.type,
         path: first?.path ?? "",
-        reason: encoded.issues.map((x) => (x.path && x.path !== first?.path ? `${x.path}: ${x.message}` : x.message)).join("; ")
+        // a schema's message may quote the value: with personal fields, the paths only
+        reason: hasPersonal(contract, encoded.type)
+          ? `does not match its schema at ${encoded.issues.map((x) => x.path || "(root)").join(", ")}`
+          : encoded.issues.map((x) => (x.path && x.path !== first?.path ? `${x.path}: ${x.message}` : x.message)).join("; ")
       })
     }
     // what is stored must read back as the same event: its encoded form must be JSON as it is

@@ -28,7 +28,7 @@ import {
   type UnknownEventType
 } from "./EventStore.js"
 import { uuidv7 } from "./internal/ids.js"
-import { hasPersonal, unsealData } from "./internal/personal.js"
+import { hasPersonal, unsealData, whileKeyStoreAway } from "./internal/personal.js"
 import { envelopeOf } from "./internal/record.js"
 import { timedSpan } from "./internal/tracing.js"
 import { liveClock, messageOf } from "./internal/util.js"
@@ -327,7 +327,7 @@ export const run = <C extends Contract.Any, H, RR>(
           Effect.gen(function*() {
             // personal fields opened (or read as forgotten) first; a failure names the field, never its value
             const data = hasPersonal(contract, recorded.type)
-              ? yield* unsealData(keys, contract, recorded.type, recorded.stream, recorded.eventId, recorded.data).pipe(
+              ? yield* whileKeyStoreAway(unsealData(keys, contract, recorded.type, recorded.stream, recorded.eventId, recorded.data)).pipe(
                 Effect.mapError((e) => new ProjectionFailed({ projection: name, stream: recorded.stream, version: recorded.version, reason: e.message }))
               )
               : recorded.data

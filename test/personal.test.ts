@@ -119,6 +119,10 @@ const scenario = (name: string, layer: Layer.Layer<Services, unknown>, stored: E
             eventIds: [Chunk.toReadonlyArray(yield* Stream.runCollect(store.read("customers-carol")))[0]!.eventId]
           })
           expect([again.replayed, again.firstVersion]).toEqual([true, 1])
+          // an id given in upper case is stored in lower case: the value still opens
+          const upper = crypto.randomUUID().toUpperCase()
+          yield* typed.append("upper", [Customers.make.Registered({ email: "u@example.com", name: "U", plan: "free" })], { eventIds: [upper] })
+          expect(Chunk.toReadonlyArray(yield* Stream.runCollect(typed.read("upper"))).map((r) => [r.eventId, (r.event as { email: string }).email])).toEqual([[upper.toLowerCase(), "u@example.com"]])
           const [stored] = Chunk.toReadonlyArray(yield* Stream.runCollect(store.read("customers-carol")))
           const sealed = (stored!.data as { readonly email: { readonly ct: string } }).email
           const flipped = { ...sealed, ct: (sealed.ct[0] === "A" ? "B" : "A") + sealed.ct.slice(1) }
@@ -228,7 +232,54 @@ describe("personal data: aggregates", () => {
     }).pipe(Effect.provide(Chronicle.layerMemory)))
 })
 
+describe("personal data: contracts and messages", () => {
+  it.effect("a personal mark inside a struct or an array is a contract issue (it would be stored in clear); errors of personal events and commands name paths, never values", () =>
+    Effect.gen(function*() {
+      const Nested = Contract.make("nested", {
+        Moved: { address: Schema.Struct({ street: Contract.personal(Schema.String) }), tags: Schema.Array(Contract.personal(Schema.String)) }
+      })
+      expect(Nested.issues.length).toBe(2)
+      expect((yield* Effect.flip(EventStore.forContract(Nested)))._tag).toBe("InvalidContract")
+
+      const Strict = Contract.make("strict", {
+        Registered: { email: Contract.personal(Schema.String.pipe(Schema.pattern(/@example\.org$/)), { forgotten: "(forgotten)@example.org" }) }
+      })
+      const typed = yield* EventStore.forContract(Strict)
+      const bad = yield* Effect.flip(typed.append("zoe", [Strict.make.Registered({ email: "zoe@example.com" })]))
+      expect(bad._tag).toBe("InvalidEvent")
+      expect(JSON.stringify(bad).includes("zoe@example.com")).toBe(false)
+      const Account = Aggregate.make({
+        contract: Customers,
+        command: Schema.Struct({ email: Schema.String.pipe(Schema.pattern(/@example\.org$/)) }),
+        initialState: 0,
+        evolve: (n: number) => n + 1,
+        decide: (command: { readonly email: string }) => Effect.succeed([Customers.make.EmailChanged({ email: command.email })])
+      })
+      const refused = yield* Effect.flip(Aggregate.handle(Account, "zoe", { email: "zoe@example.com" }))
+      expect(refused._tag).toBe("InvalidCommand")
+      expect(JSON.stringify(refused).includes("zoe@example.com")).toBe(false)
+    }).pipe(Effect.provide(Chronicle.layerMemory)))
+})
+
 describe("personal data on Redis: the key store", () => {
+  it.live("a subject forgotten by another process: this one's next write makes a new key instead of writing under the destroyed one", () =>
+    Effect.gen(function*() {
+      const layer = () => RedisChronicle.layer({ prefix: "pd2", partitions: 2 }).pipe(Layer.provide(RedisClient.layer({ url: server.url })))
+      const one = yield* Layer.build(layer())
+      const two = yield* Layer.build(layer())
+      const write = (ctx: Context.Context<Services>, email: string) =>
+        Effect.flatMap(EventStore.forContract(Customers), (t) => t.append("frank", [Customers.make.EmailChanged({ email })])).pipe(Effect.provide(ctx))
+      const emails = (ctx: Context.Context<Services>) =>
+        Effect.flatMap(EventStore.forContract(Customers), (t) => Stream.runCollect(t.read("frank"))).pipe(
+          Effect.map((c) => Chunk.toReadonlyArray(c).map((r) => (r.event as { email: string }).email)),
+          Effect.provide(ctx)
+        )
+      yield* write(one as Context.Context<Services>, "frank@example.com")
+      yield* PersonalData.forget("frank").pipe(Effect.provide(two))
+      yield* write(one as Context.Context<Services>, "frank@example.net")
+      expect(yield* emails(two as Context.Context<Services>)).toEqual(["(forgotten)", "frank@example.net"])
+    }).pipe(Effect.scoped))
+
   it.live("keys live under their own prefix, apart from the events; a forgotten subject's key is gone", () =>
     Effect.gen(function*() {
       const keys = yield* Effect.promise(() => raw.keys("pd-keys:*"))

@@ -8,9 +8,10 @@
  *   chronicle projection rebuild <name>       start a new generation and follow the rebuild
  *
  * Options: --url (default REDIS_URL, then redis://127.0.0.1:6379), --prefix (default
- * CHRONICLE_PREFIX, then "chronicle"), --json for output scripts can read.
+ * CHRONICLE_PREFIX, then "chronicle"), --key-prefix (the key store's, default
+ * "<prefix>-keys"), --json for output scripts can read.
  * Errors print one line and exit with status 1; passwords are never printed; fields
- * marked personal are masked unless --show-personal. Without a terminal, no colours and
+ * marked personal are masked unless --show-personal, which decrypts them. Without a terminal, no colours and
  * progress in sparse lines.
  *
  * This is the only module of src/ that runs an Effect.
@@ -37,9 +38,13 @@ const prefix = Options.text("prefix").pipe(
   Options.withDescription("key prefix of the store (default: CHRONICLE_PREFIX, then chronicle)"),
   Options.optional
 )
+const keyPrefix = Options.text("key-prefix").pipe(
+  Options.withDescription("key prefix of the store's key store, for read --show-personal (default: <prefix>-keys)"),
+  Options.optional
+)
 const json = Options.boolean("json").pipe(Options.withDescription("print JSON"))
 
-const root = Command.make("chronicle", { url, prefix, json })
+const root = Command.make("chronicle", { url, prefix, keyPrefix, json })
 
 /** A failure of the command itself (bad input, a missing stream): one line, status 1. */
 class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", { message: Schema.String }) {}
@@ -75,7 +80,11 @@ const withStore = <A, E>(f: (config: { readonly json: boolean; readonly prefix: 
         const clientContext = yield* Layer.build(client)
         // a tool reads categories with the partition counts they were created with
         const recorded = yield* RedisInspect.partitionCounts(storePrefix).pipe(Effect.provide(clientContext))
-        const store = RedisChronicle.layer({ prefix: storePrefix, partitions: { default: 1, byCategory: recorded } })
+        const store = RedisChronicle.layer({
+          prefix: storePrefix,
+          partitions: { default: 1, byCategory: recorded },
+          personalData: { keyPrefix: Option.getOrUndefined(config.keyPrefix) || undefined }
+        })
         const ctx = yield* Layer.build(Layer.provideMerge(store, Layer.succeedContext(clientContext)))
         return yield* Effect.provide(f({ json: config.json, prefix: storePrefix }), ctx as Context.Context<Services>)
       })
@@ -309,12 +318,13 @@ const oneLine = (error: unknown): string => {
 /** Help, written for this command (a generated one says more about types than about chronicle). */
 const HELP = `chronicle: look inside an effect-chronicle store on Redis
 
-usage: chronicle [--url <redis-url>] [--prefix <prefix>] [--json] <command>
+usage: chronicle [--url <redis-url>] [--prefix <prefix>] [--key-prefix <prefix>] [--json] <command>
 
 commands:
   streams                              categories and streams, with versions and partitions
   read <stream> [--show-personal]      a stream's events, oldest first; fields marked personal are masked
-                                       unless --show-personal
+                                       unless --show-personal (decrypted with the store's keys; a
+                                       forgotten subject's read "(forgotten)")
   groups                               per group and partition: owner, pending, lag, in flight, dead letters
   dlq list <group>                     a group's dead letters
   dlq replay <group> [<id>...]         hand dead letters back to the group's consumers (all, or those ids)
@@ -325,6 +335,8 @@ commands:
 options:
   --url <redis-url>   redis:// or rediss:// (default: REDIS_URL, then redis://127.0.0.1:6379)
   --prefix <prefix>   the store's key prefix (default: CHRONICLE_PREFIX, then chronicle)
+  --key-prefix <prefix>
+                      its key store's prefix, for --show-personal (default: <prefix>-keys)
   --json              print JSON, one value per line, for scripts
 
 Errors print one line and exit with status 1. Passwords are never printed.`

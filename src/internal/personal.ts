@@ -6,7 +6,8 @@
  *
  * @internal
  */
-import { Effect, Option, Redacted } from "effect"
+import { Effect, Option, Redacted, Schedule } from "effect"
+import { liveClock } from "./util.js"
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto"
 import * as Contract from "../Contract.js"
 import { type DataKey, type KeyStore, type KeyStoreError, PersonalDataError } from "../PersonalData.js"
@@ -25,7 +26,8 @@ export const isSealed = (u: unknown): u is Sealed => {
   return o.$pd === 1 && typeof o.s === "string" && typeof o.k === "string" && typeof o.iv === "string" && typeof o.ct === "string"
 }
 
-const aadOf = (eventId: string, field: string) => Buffer.from(`${eventId}\u0000${field}`, "utf8")
+// the store keeps event ids lower-case: the associated data uses the id as it will be read
+const aadOf = (eventId: string, field: string) => Buffer.from(`${eventId.toLowerCase()}\u0000${field}`, "utf8")
 
 // IVs come from a pool of random bytes filled 4 KiB at a time: one call to the system's
 // generator per 341 values instead of one per value (measured: 14% of a personal
@@ -42,6 +44,11 @@ const freshIv = (): Buffer => {
   used += 12
   return iv
 }
+
+const KEY_BYTES = 32
+
+/** Whether a key store's key can be used: AES-256 takes 32 bytes. */
+export const isUsable = (key: DataKey): boolean => Redacted.value(key.material).length === KEY_BYTES
 
 export const seal = (key: DataKey, subject: string, eventId: string, field: string, value: unknown): Sealed => {
   const iv = freshIv()
@@ -100,10 +107,11 @@ export const sealData = (
     if (typeof named !== "string" || named.length === 0) {
       return Effect.fail(new PersonalDataError({ stream, field: def.subjectField ?? "", reason: "the subject field must hold a non-empty string" }))
     }
-    return Effect.map(keys.getOrCreate(named), (key) => {
+    return Effect.flatMap(keys.getOrCreate(named), (key) => {
+      if (!isUsable(key)) return Effect.fail(new PersonalDataError({ stream, field: fields[0]!, reason: `the key store gave a key of ${Redacted.value(key.material).length} bytes, not 32` }))
       const out: Record<string, unknown> = { ...data }
       for (const f of fields) out[f] = seal(key, named, eventId, f, data[f])
-      return out
+      return Effect.succeed(out)
     })
   })
 
@@ -170,9 +178,23 @@ export const openFields = (
       const s = record[field] as Sealed
       return Effect.map(keys.get(s.s), (found) => {
         if (Option.isNone(found) || found.value.id !== s.k) out[field] = "(forgotten)"
-        else out[field] = open(found.value, s, eventId, field)?.value ?? "(unreadable)"
+        else {
+          const opened = open(found.value, s, eventId, field)
+          out[field] = opened === undefined ? "(unreadable)" : opened.value
+        }
       })
     }, { discard: true }),
     out
   )
 }
+
+/**
+ * For background loops (subscribers, projections): a key store that cannot answer now is
+ * asked again, backing off to every 5 s, for as long as it takes; what it says otherwise
+ * stays a failure.
+ */
+export const whileKeyStoreAway = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.retry(effect, {
+    while: (e) => (e as { readonly _tag?: unknown } | null)?._tag === "KeyStoreError",
+    schedule: Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))
+  }).pipe(Effect.withClock(liveClock))

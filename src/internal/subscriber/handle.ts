@@ -8,7 +8,7 @@
 import { Cause, Effect, Either, Exit, Metric, Option, Schedule } from "effect"
 import type { Delivery, DeadLetterReason } from "../../ConsumerGroups.js"
 import * as Contract from "../../Contract.js"
-import { hasPersonal, unsealData } from "../personal.js"
+import { hasPersonal, unsealData, whileKeyStoreAway } from "../personal.js"
 import type { KeyStore } from "../../PersonalData.js"
 import type { Envelope } from "../../Envelope.js"
 import type { RecordedEvent } from "../../EventStore.js"
@@ -198,7 +198,7 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
     let recorded: RecordedEvent
     let event: unknown
     // for an event with personal fields: opening and decoding it, part of every attempt
-    // (a key store away is retried as a handler failure is)
+    // (a key store away is waited for; a value that does not open fails as a handler would)
     let opening: Effect.Effect<unknown, unknown> | undefined
     let n = 1
     let driver: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
@@ -277,7 +277,7 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
       const data = raw.data
       if (decoder !== undefined && hasPersonal(contract, raw.type)) {
         recorded = raw
-        opening = Effect.flatMap(unsealData(env.keys, contract, raw.type, raw.stream, raw.eventId, data), (opened) => {
+        opening = Effect.flatMap(whileKeyStoreAway(unsealData(env.keys, contract, raw.type, raw.stream, raw.eventId, data)), (opened) => {
           const result = typeof opened === "object" && opened !== null ? decoder({ ...opened, _tag: raw.type }) : undefined
           if (result !== undefined && Either.isRight(result)) return Effect.succeed(result.right)
           const paths = result === undefined ? [] : Contract.pathsOf(result.left)
