@@ -74,10 +74,13 @@ export const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R
 const statusIs = (group: string, f: (status: GroupStatus) => boolean) =>
   Subscriber.status(group).pipe(Effect.map(f), Effect.orElseSucceed(() => false))
 
-const settled = (status: GroupStatus, members: number) =>
-  status.members.length === members &&
-  status.partitionStatus.every((p) => p.owner !== undefined) &&
-  new Set(status.partitionStatus.map((p) => p.owner)).size === Math.min(members, status.partitions)
+/** Every partition owned, by as many owners as there are members, their shares differing by one at most (the assignment a group converges to, not a step on the way). */
+const settled = (status: GroupStatus, members: number) => {
+  if (status.members.length !== members || !status.partitionStatus.every((p) => p.owner !== undefined)) return false
+  const counts = new Map<string, number>()
+  for (const p of status.partitionStatus) counts.set(p.owner!, (counts.get(p.owner!) ?? 0) + 1)
+  return counts.size === Math.min(members, status.partitions) && Math.max(...counts.values()) - Math.min(...counts.values()) <= 1
+}
 
 /**
  * Runs the subscriber conformance suite against a backend.

@@ -5,7 +5,7 @@
  *
  * Settings come from the environment: URL, PREFIX, CATEGORY, GROUP, CONSUMER, RECORD (the
  * file), PARTITIONS, LEASE_TTL_MS, HEARTBEAT_MS, HANDLER_MS ("3", or "1-5": 1 + n mod 5),
- * CONCURRENCY, READ_COUNT, MAX_DELIVERIES, COMMAND_TIMEOUT_MS. Logs go to stdout.
+ * CONCURRENCY, READ_COUNT, MAX_DELIVERIES, COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS (30 s). Logs go to stdout.
  */
 import { Duration, Effect, Layer, Logger, LogLevel, Schema } from "effect"
 import { Contract, Subscriber } from "effect-chronicle"
@@ -48,7 +48,12 @@ const program = Subscriber.run(Events, {
 })
 
 const layer = RedisChronicle.layer({ prefix: env("PREFIX"), partitions: Number(env("PARTITIONS", "8")) }).pipe(
-  Layer.provide(RedisClient.layer({ url: env("URL"), commandTimeout: Duration.millis(Number(env("COMMAND_TIMEOUT_MS", "1000"))) }))
+  // a consumer (re)started while the server restarts waits for it: loading a large AOF on a busy machine takes seconds
+  Layer.provide(RedisClient.layer({
+    url: env("URL"),
+    commandTimeout: Duration.millis(Number(env("COMMAND_TIMEOUT_MS", "1000"))),
+    connectTimeout: Duration.millis(Number(env("CONNECT_TIMEOUT_MS", "30000")))
+  }))
 )
 // a consumer outlives nothing: once the process that started it is gone, it ends
 const parent = process.ppid

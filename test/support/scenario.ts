@@ -89,6 +89,8 @@ interface Consumer {
   readonly name: string
   process: ChildProcess
   exited: boolean
+  /** Ended before the scenario's own end. */
+  early?: boolean
   readonly output: Array<string>
 }
 
@@ -287,6 +289,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
   }))).catch(abandon)
 
   const alive = fleet.filter((c) => !c.exited).length
+  // the ones that ended before the scenario ended them (the examples name those only)
+  for (const c of fleet) c.early = c.exited
   for (const c of fleet) if (!c.exited) c.process.kill("SIGTERM")
   await sleep(500)
   for (const c of fleet) if (!c.exited) c.process.kill("SIGKILL")
@@ -304,7 +308,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     ...report.lateStarts.slice(0, 3).map((i) => `late start: ${i.stream} v${i.version} by ${i.member} under epoch ${i.epoch} of partition ${i.partition}`),
     ...(result.pending > 0 ? [`members: ${result.members.join(", ")}`, ...result.stuck] : []),
     ...(result.pending > 0 ? fleet.map((c) => `${c.name} said: ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-8).join(" | ")}`) : []),
-    ...(alive < consumers ? fleet.filter((c) => c.exited).map((c) => `${c.name} exited (${c.process.exitCode ?? c.process.signalCode}): ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-12).join(" | ")}`) : [])
+    ...(alive < consumers ? fleet.filter((c) => c.early).map((c) => `${c.name} exited (${c.process.exitCode ?? c.process.signalCode}): ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-12).join(" | ")}`) : [])
   ]
   return {
     bench: "soak",
