@@ -404,7 +404,9 @@ export const conformance = (name: string, makeLayer: (config: BackendConfig) => 
           const group = `e_${uid()}`
           const handlers = { Happened: (e: { n: number }) => Effect.sync(() => seen.push(e.n)), Followed: () => Effect.void }
           const sub = yield* Effect.fork(Subscriber.run(contract, { group, handlers, startFrom: "end" }))
-          yield* waitUntil("the group", statusIs(group, () => true))
+          // "end" is where the group is created on each partition: wait until it owns them all
+          // (the group's record is written a step before its partitions' consumer groups)
+          yield* waitUntil("the group", statusIs(group, (s) => settled(s, 1)))
           yield* producer.Happened({ n: 2 }, { entityId: "a" })
           yield* Subscriber.awaitIdle(group).pipe(Effect.timeout("30 seconds"))
           expect(seen).toEqual([2])
