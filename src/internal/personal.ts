@@ -138,25 +138,36 @@ export const unsealData = (
     }
     const out: Record<string, unknown> = { ...record }
     return Effect.as(
-      Effect.forEach(sealed, (field) => {
-        const s = record[field] as Sealed
-        return Effect.flatMap(keys.get(s.s), (found): Effect.Effect<void, PersonalDataError> => {
-          if (Option.isNone(found) || found.value.id !== s.k) {
-            const forgotten = Contract.forgottenOf(def, field)
-            if (forgotten === undefined) {
-              return Effect.fail(new PersonalDataError({ stream, field, reason: "forgotten, and the contract gives no forgotten value for the field" }))
+      Effect.forEach(sealed, (field) =>
+        Effect.flatMap(openSealed(keys, record[field] as Sealed, eventId, field), (o): Effect.Effect<void, PersonalDataError> => {
+          switch (o._tag) {
+            case "Opened":
+              out[field] = o.value
+              return Effect.void
+            case "Unreadable":
+              return Effect.fail(new PersonalDataError({ stream, field, reason: "the encrypted value fails authentication (altered, or not written for this event)" }))
+            case "Forgotten": {
+              const forgotten = Contract.forgottenOf(def, field)
+              if (forgotten === undefined) {
+                return Effect.fail(new PersonalDataError({ stream, field, reason: "forgotten, and the contract gives no forgotten value for the field" }))
+              }
+              out[field] = forgotten.value
+              return Effect.void
             }
-            out[field] = forgotten.value
-            return Effect.void
           }
-          const opened = open(found.value, s, eventId, field)
-          if (opened === undefined) return Effect.fail(new PersonalDataError({ stream, field, reason: "the encrypted value fails authentication (altered, or not written for this event)" }))
-          out[field] = opened.value
-          return Effect.void
-        })
-      }, { discard: true }),
+        }), { discard: true }),
       out
     )
+  })
+
+type Opening = { readonly _tag: "Opened"; readonly value: unknown } | { readonly _tag: "Forgotten" } | { readonly _tag: "Unreadable" }
+
+/** One sealed value under its subject's key: opened, forgotten (no key, or another one), or unreadable. */
+const openSealed = (keys: KeyStore.Service, sealed: Sealed, eventId: string, field: string): Effect.Effect<Opening, KeyStoreError> =>
+  Effect.map(keys.get(sealed.s), (found): Opening => {
+    if (Option.isNone(found) || found.value.id !== sealed.k) return { _tag: "Forgotten" }
+    const opened = open(found.value, sealed, eventId, field)
+    return opened === undefined ? { _tag: "Unreadable" } : { _tag: "Opened", value: opened.value }
   })
 
 /**
@@ -174,16 +185,10 @@ export const openFields = (
   const record = data as Record<string, unknown>
   const out: Record<string, unknown> = { ...record }
   return Effect.as(
-    Effect.forEach(fields.filter((f) => isSealed(record[f])), (field) => {
-      const s = record[field] as Sealed
-      return Effect.map(keys.get(s.s), (found) => {
-        if (Option.isNone(found) || found.value.id !== s.k) out[field] = "(forgotten)"
-        else {
-          const opened = open(found.value, s, eventId, field)
-          out[field] = opened === undefined ? "(unreadable)" : opened.value
-        }
-      })
-    }, { discard: true }),
+    Effect.forEach(fields.filter((f) => isSealed(record[f])), (field) =>
+      Effect.map(openSealed(keys, record[field] as Sealed, eventId, field), (o) => {
+        out[field] = o._tag === "Opened" ? o.value : o._tag === "Forgotten" ? "(forgotten)" : "(unreadable)"
+      }), { discard: true }),
     out
   )
 }

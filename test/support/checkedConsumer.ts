@@ -12,6 +12,7 @@ import { Contract, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 // the checker alone (the testing entry also loads the suites, which need vitest)
 import * as DeliveryChecker from "effect-chronicle/testing/DeliveryChecker"
+import { endWithParent } from "./orphan.js"
 
 const env = (name: string, fallback?: string): string => {
   const v = process.env[name] ?? fallback
@@ -56,10 +57,7 @@ const layer = RedisChronicle.layer({ prefix: env("PREFIX"), partitions: Number(e
   }))
 )
 // a consumer outlives nothing: once the process that started it is gone, it ends
-const parent = process.ppid
-setInterval(() => {
-  if (process.ppid !== parent) process.exit(3)
-}, 500).unref()
+endWithParent()
 console.log("starting")
 Effect.runPromise(
   program.pipe(

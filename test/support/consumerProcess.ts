@@ -10,12 +10,10 @@ import { Duration, Effect, Layer, Logger, LogLevel, Schema } from "effect"
 import { Contract, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
+import { endWithParent } from "./orphan.js"
 
 // a consumer outlives nothing: once the process that started it is gone, it ends
-const parent = process.ppid
-setInterval(() => {
-  if (process.ppid !== parent) process.exit(3)
-}, 500).unref()
+endWithParent()
 
 const [url, prefix, category, group, consumer, delay, mode] = process.argv.slice(2) as [string, string, string, string, string, string, string]
 const crashOn = mode.startsWith("crash:") ? Number(mode.slice(6)) : undefined

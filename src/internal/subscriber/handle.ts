@@ -206,6 +206,7 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
     let lastType = ""
     let lastVersion = -1
     let lastDecoder: ReturnType<typeof Contract.decoderOf>
+    let lastPersonal = false
 
     const failed = (cause: Cause.Cause<unknown>): Effect.Effect<void, never, R> => {
       const end = ended(Exit.failCause(cause))
@@ -272,10 +273,11 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
         lastType = raw.type
         lastVersion = raw.eventVersion
         lastDecoder = Contract.decoderOf(contract, raw.type, raw.eventVersion)
+        lastPersonal = hasPersonal(contract, raw.type)
       }
       const decoder = lastDecoder
       const data = raw.data
-      if (decoder !== undefined && hasPersonal(contract, raw.type)) {
+      if (decoder !== undefined && lastPersonal) {
         recorded = raw
         opening = Effect.flatMap(whileKeyStoreAway(unsealData(env.keys, contract, raw.type, raw.stream, raw.eventId, data)), (opened) => {
           const result = typeof opened === "object" && opened !== null ? decoder({ ...opened, _tag: raw.type }) : undefined
