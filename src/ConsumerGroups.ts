@@ -175,6 +175,32 @@ export interface Watch {
 }
 
 /**
+ * How long a {@link ConsumerGroups.Service.wait} may wait and how much it may take.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface WaitOptions {
+  /** The longest wait, in milliseconds. */
+  readonly blockMillis: number
+  /** Entries read at most per partition once something arrived. */
+  readonly count: number
+  /** Ends the wait early when it completes (what the wait's reads took is still returned). */
+  readonly until: Effect.Effect<void>
+}
+
+/**
+ * What a wait found on one watched partition: its fenced read, or that its lease was gone.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Waited {
+  readonly lease: Lease
+  readonly result: ReadResult | LeaseLost
+}
+
+/**
  * Where the next page of a claim starts: the redelivery stream's pending entries first,
  * then the log's.
  *
@@ -337,11 +363,15 @@ export declare namespace ConsumerGroups {
      */
     readonly read: (lease: Lease, member: string, count: number) => Effect.Effect<ReadResult, GroupError | LeaseLost>
     /**
-     * Waits, at most `blockMillis`, until one of the watched partitions has entries after
-     * its tail; returns those partitions (none when the time ran out). It has no effect
-     * on the group: what it sees is taken by a later {@link Service.read}.
+     * Waits, at most `options.blockMillis` or until `options.until` completes, for entries
+     * after the tails of the watched partitions, then takes them as {@link Service.read}
+     * does (fenced, at most `options.count` per partition). Returns one {@link Waited}
+     * per watched partition that had something new or lost its lease; none when the
+     * time ran out with nothing new. The wait itself has no effect on the group: only
+     * the fenced reads do. A wait cut short by `until` still returns what its reads
+     * took, so nothing is left in the member's pending list unseen.
      */
-    readonly wait: (member: string, watches: ReadonlyArray<Watch>, blockMillis: number) => Effect.Effect<ReadonlyArray<number>, GroupError>
+    readonly wait: (member: string, watches: ReadonlyArray<Watch>, options: WaitOptions) => Effect.Effect<ReadonlyArray<Waited>, GroupError>
     /**
      * Records that a handler is about to run for a redelivered entry and returns how many
      * times a handler has started for it across deliveries, this one included (the first

@@ -490,6 +490,88 @@ describe("Redis consumer groups: scripts under retries", () => {
       expect(status.partitionStatus[0]!.pending).toBe(0)
     }).pipe(Effect.scoped))
 
+  it.live("a wait whose lease lapsed while it blocked takes nothing when an entry wakes it: its queued read is refused, the new owner gets the entry", () =>
+    Effect.gen(function*() {
+      const prefix = uniquePrefix("wlost")
+      const ctx = yield* Layer.build(redisStore(url, { prefix, partitions: 1 }))
+      const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
+      const store = Context.get(ctx, EventStore.EventStore)
+      yield* store.append("wlost-a", [event("Created", {})])
+      const info = yield* groups.ensureGroup("g", "wlost", "start")
+      const old = (yield* groups.acquire(info, 0, "m:old", 300))!
+      const first = yield* groups.read(old, "m:old", 10)
+      expect(first.deliveries.length).toBe(1)
+      expect(first.tail).toBeDefined()
+      yield* groups.ack(old, first.deliveries)
+      // the old owner waits (its fenced read queued behind the blocking read) past its lease
+      const waiting = yield* Effect.fork(groups.wait("m:old", [{ lease: old, tail: first.tail! }], { blockMillis: 5000, count: 10, until: Effect.never }))
+      yield* Effect.sleep("500 millis")
+      const fresh = (yield* groups.acquire(info, 0, "m:new", 5000))!
+      expect(fresh.token).not.toBe(old.token)
+      // an entry arrives: the old owner's wait wakes on the server and its read runs there
+      yield* store.append("wlost-a", [event("Updated", {})])
+      const waited = yield* Fiber.join(waiting).pipe(Effect.timeout("5 seconds"))
+      expect(waited.length).toBe(1)
+      expect(waited[0]!.result).toBeInstanceOf(ConsumerGroups.LeaseLost)
+      const raw = yield* rawRedis(url)
+      const log = `${prefix}:{wlost:0}:log`
+      const pendingOld = (yield* Effect.promise(() => raw.xpending(log, "g", "-", "+", 10, "m:old"))) as Array<unknown>
+      expect(pendingOld).toEqual([])
+      const taken = yield* groups.read(fresh, "m:new", 10)
+      expect(taken.deliveries.map((d) => (d.event as EventStore.RecordedEvent).type)).toEqual(["Updated"])
+    }).pipe(Effect.scoped))
+
+  it.live("a wait cut short returns what its reads took; a wait that runs out of time returns nothing and takes nothing", () =>
+    Effect.gen(function*() {
+      const prefix = uniquePrefix("wcut")
+      const ctx = yield* Layer.build(redisStore(url, { prefix, partitions: 2 }))
+      const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
+      const store = Context.get(ctx, EventStore.EventStore)
+      const info = yield* groups.ensureGroup("g", "wcut", "start")
+      const leases = [(yield* groups.acquire(info, 0, "m:1", 5000))!, (yield* groups.acquire(info, 1, "m:1", 5000))!]
+      const tails = yield* Effect.forEach(leases, (l) => Effect.map(groups.read(l, "m:1", 10), (r) => r.tail!))
+      const watches = leases.map((lease, i) => ({ lease, tail: tails[i]! }))
+      // nothing arrives: the time runs out, nothing is returned
+      const idle = yield* groups.wait("m:1", watches, { blockMillis: 100, count: 10, until: Effect.never })
+      expect(idle).toEqual([])
+      // cut short by `until` at once: nothing new yet, nothing returned, and quickly
+      const started = Date.now()
+      const cut = yield* groups.wait("m:1", watches, { blockMillis: 10_000, count: 10, until: Effect.void })
+      expect(cut).toEqual([])
+      expect(Date.now() - started).toBeLessThan(5000)
+      // entries present when a wait is cut short are taken by its reads and returned
+      const latch = yield* Deferred.make<void>()
+      const waiting = yield* Effect.fork(groups.wait("m:1", watches, { blockMillis: 10_000, count: 10, until: Deferred.await(latch) }))
+      const streams = Array.from({ length: 20 }, (_, i) => `wcut-s${i}`)
+      yield* Effect.forEach(streams, (s) => store.append(s, [event("Created", {})]), { discard: true })
+      yield* Deferred.succeed(latch, undefined)
+      const got = yield* Fiber.join(waiting).pipe(Effect.timeout("5 seconds"))
+      const again = yield* Effect.forEach(leases, (l) => groups.read(l, "m:1", 100))
+      const total = got.reduce((n, w) => n + ((w.result as ConsumerGroups.ReadResult).deliveries?.length ?? 0), 0) +
+        again.reduce((n, r) => n + r.deliveries.length, 0)
+      // each entry delivered once: by the wait's reads or by the reads after it
+      expect(total).toBe(20)
+      expect(got.length).toBeGreaterThan(0)
+    }).pipe(Effect.scoped))
+
+  it.live("a wait after the server lost its scripts (SCRIPT FLUSH) still takes what arrived", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const ctx = yield* Layer.build(redisStore(server.url, { prefix: "wflush", partitions: 1 }))
+      const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
+      const store = Context.get(ctx, EventStore.EventStore)
+      const info = yield* groups.ensureGroup("g", "wflush", "start")
+      const lease = (yield* groups.acquire(info, 0, "m:1", 5000))!
+      const { tail } = yield* groups.read(lease, "m:1", 10)
+      const raw = yield* rawRedis(server.url)
+      yield* Effect.promise(() => raw.script("FLUSH"))
+      const waiting = yield* Effect.fork(groups.wait("m:1", [{ lease, tail: tail! }], { blockMillis: 5000, count: 10, until: Effect.never }))
+      yield* Effect.sleep("100 millis")
+      yield* store.append("wflush-a", [event("Created", {})])
+      const waited = yield* Fiber.join(waiting).pipe(Effect.timeout("5 seconds"))
+      expect(waited.map((w) => (w.result as ConsumerGroups.ReadResult).deliveries.length)).toEqual([1])
+    }).pipe(Effect.scoped))
+
   it.live("limits the append script cannot carry are refused when the store is built", () =>
     Effect.gen(function*() {
       const built = yield* Effect.either(Layer.build(redisStore(url, { prefix: uniquePrefix("lim"), limits: { maxBatchEvents: 5000 } })))

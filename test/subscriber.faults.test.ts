@@ -78,6 +78,39 @@ const dropConnectionsMidWrite = (url: string) =>
     yield* command(url, "CLIENT", "KILL", "TYPE", "normal")
   })
 
+/** A consumer process of group "g" over category "flt" (4 partitions, lease 2 s, heartbeat 500 ms), recording to dir/<name>.jsonl. */
+const spawnFlt = (url: string, dir: string, name: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const output: Array<string> = []
+      const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", consumerScript], {
+        env: {
+          ...process.env,
+          URL: url,
+          PREFIX: "flt",
+          CATEGORY: "flt",
+          GROUP: "g",
+          CONSUMER: name,
+          RECORD: join(dir, `${name}.jsonl`),
+          PARTITIONS: "4",
+          LEASE_TTL_MS: "2000",
+          HEARTBEAT_MS: "500",
+          HANDLER_MS: "5",
+          CONCURRENCY: "4",
+          READ_COUNT: "50"
+        },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      child.stdout!.on("data", (c: Buffer) => output.push(...c.toString("utf8").split("\n").filter((l) => l)))
+      child.stderr!.on("data", (c: Buffer) => output.push(...c.toString("utf8").split("\n").filter((l) => l)))
+      return { child, output }
+    }),
+    ({ child }) => Effect.sync(() => {
+      child.kill("SIGCONT")
+      child.kill("SIGKILL")
+    })
+  )
+
 describe("consumers under Redis faults", () => {
   it.live("a consumer frozen past its lease with a backlog in hand: resumed, its reads are refused, it starts nothing late, order holds, nothing is lost", () =>
     Effect.gen(function*() {
@@ -85,37 +118,7 @@ describe("consumers under Redis faults", () => {
       const ctx = yield* storeAt(server.url, 4)
       const dir = mkdtempSync(join(tmpdir(), "chronicle-stall-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
-      const spawnConsumer = (name: string) =>
-        Effect.acquireRelease(
-          Effect.sync(() => {
-            const output: Array<string> = []
-            const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", consumerScript], {
-              env: {
-                ...process.env,
-                URL: server.url,
-                PREFIX: "flt",
-                CATEGORY: "flt",
-                GROUP: "g",
-                CONSUMER: name,
-                RECORD: join(dir, `${name}.jsonl`),
-                PARTITIONS: "4",
-                LEASE_TTL_MS: "2000",
-                HEARTBEAT_MS: "500",
-                HANDLER_MS: "5",
-                CONCURRENCY: "4",
-                READ_COUNT: "50"
-              },
-              stdio: ["ignore", "pipe", "pipe"]
-            })
-            child.stdout!.on("data", (c: Buffer) => output.push(...c.toString("utf8").split("\n").filter((l) => l)))
-            child.stderr!.on("data", (c: Buffer) => output.push(...c.toString("utf8").split("\n").filter((l) => l)))
-            return { child, output }
-          }),
-          ({ child }) => Effect.sync(() => {
-            child.kill("SIGCONT")
-            child.kill("SIGKILL")
-          })
-        )
+      const spawnConsumer = (name: string) => spawnFlt(server.url, dir, name)
       yield* Effect.gen(function*() {
         const a = yield* spawnConsumer("a")
         yield* waitUntil("a to own every partition", Subscriber.status("g").pipe(
@@ -153,6 +156,71 @@ describe("consumers under Redis faults", () => {
           lost: report.lost.length,
           late_starts: report.lateStarts.length
         }))
+        expect(report.orderViolations.slice(0, 3).map((v) => v.reason)).toEqual([])
+        expect(report.lost).toEqual([])
+        expect(report.lateStarts).toEqual([])
+        expect(a.child.exitCode).toBe(null)
+        expect(b.child.exitCode).toBe(null)
+        const status = yield* Subscriber.status("g")
+        expect(status.partitionStatus.every((p) => p.pending === 0 && p.lag === 0)).toBe(true)
+      }).pipe(Effect.provide(ctx))
+    }).pipe(Effect.scoped), 150_000)
+
+  it.live("a consumer frozen while it waits: its blocked read is served and its queued reads run while it is stopped; the next owner takes those entries, it starts nothing late when resumed, nothing is lost", () =>
+    Effect.gen(function*() {
+      const server = yield* ownServer
+      const ctx = yield* storeAt(server.url, 4)
+      const dir = mkdtempSync(join(tmpdir(), "chronicle-waitstall-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      yield* Effect.gen(function*() {
+        const a = yield* spawnFlt(server.url, dir, "a")
+        yield* waitUntil("a to own every partition", Subscriber.status("g").pipe(
+          Effect.map((s) => s.partitionStatus.every((p) => p.owner?.startsWith("a:"))),
+          Effect.orElseSucceed(() => false)
+        ), 60_000)
+        const b = yield* spawnFlt(server.url, dir, "b")
+        yield* waitUntil("two owners", Subscriber.status("g").pipe(
+          Effect.map((s) => new Set(s.partitionStatus.map((p) => p.owner?.split(":")[0])).size === 2 && s.members.length === 2),
+          Effect.orElseSucceed(() => false)
+        ), 60_000)
+        const expected = yield* produce(200, 0, 40)
+        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("30 seconds"))
+        // a is drained and waiting: frozen now, then entries arrive for its partitions
+        const raw = new Redis(server.url)
+        yield* Effect.addFinalizer(() => Effect.sync(() => raw.disconnect()))
+        a.child.kill("SIGSTOP")
+        expected.push(...(yield* produce(400, 200, 40)))
+        yield* Effect.sleep("200 millis")
+        // the dangerous moment was reached: the server served the frozen member's blocked
+        // read and ran its queued reads, which took entries into its pending list while it
+        // was stopped (its lease still held then)
+        const heldByA = yield* Effect.promise(() =>
+          Promise.all(Array.from({ length: 4 }, (_, p) =>
+            (raw.xpending(`flt:{flt:${p}}:log`, "g") as Promise<[number, string, string, Array<[string, string]> | null]>).then(([, , , consumers]) =>
+              (consumers ?? []).filter(([name]) => name.startsWith("a:")).reduce((n, [, count]) => n + Number(count), 0)
+            )))).pipe(Effect.map((xs) => xs.reduce((a, b) => a + b, 0)))
+        expect(heldByA).toBeGreaterThan(0)
+        yield* waitUntil("b to own every partition", Subscriber.status("g").pipe(
+          Effect.map((s) => s.partitionStatus.every((p) => p.owner?.startsWith("b:"))),
+          Effect.orElseSucceed(() => false)
+        ), 10_000)
+        expected.push(...(yield* produce(200, 600, 40)))
+        yield* Effect.sleep("500 millis")
+        a.child.kill("SIGCONT")
+        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("30 seconds"))
+        yield* Effect.sleep("1 second")
+        const history = DeliveryChecker.readFile(join(dir, "a.jsonl"), join(dir, "b.jsonl"))
+        const report = DeliveryChecker.check(history, { expected })
+        figures({
+          test: "frozen-waiter",
+          events: expected.length,
+          invocations: report.invocations,
+          redeliveries: report.redeliveries,
+          order_violations: report.orderViolations.length,
+          lost: report.lost.length,
+          late_starts: report.lateStarts.length,
+          held_by_frozen: heldByA
+        })
         expect(report.orderViolations.slice(0, 3).map((v) => v.reason)).toEqual([])
         expect(report.lost).toEqual([])
         expect(report.lateStarts).toEqual([])

@@ -19,6 +19,7 @@ import {
   type Lease,
   LeaseLost,
   type ReadResult,
+  type Waited,
   type Watch
 } from "../ConsumerGroups.js"
 import { checkCategory, InvalidArgument } from "../EventStore.js"
@@ -83,6 +84,35 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
       held(g, lease, now)
         ? Effect.succeed(f(g, g.partitions[lease.partition]!, now))
         : Effect.fail(new LeaseLost({ group: lease.group, partition: lease.partition, token: lease.token })))
+
+  const read = (lease: Lease, member: string, count: number) =>
+    withLease(lease, (g, part): ReadResult => {
+      const p = lease.partition
+      const out: Array<Delivery> = []
+      for (const r of part.redelivery) {
+        if (out.length >= count) break
+        if (compareEntryIds(r.id, part.redeliveryLast) <= 0) continue
+        part.redeliveryLast = r.id
+        const event = log.entry(g.info.category, p, r.entryId)
+        if (event === undefined) continue
+        part.pending.set(key("redelivery", r.id), { source: "redelivery", id: r.id, consumer: member, deliveries: 1 })
+        out.push({ partition: p, source: "redelivery", id: r.id, event, deliveries: 1 })
+      }
+      if (out.length < count) {
+        for (const e of log.entriesAfter(g.info.category, p, part.lastDelivered, count - out.length)) {
+          part.lastDelivered = e.id
+          part.pending.set(key("log", e.id), { source: "log", id: e.id, consumer: member, deliveries: 1 })
+          out.push({ partition: p, source: "log", id: e.id, event: e.event, deliveries: 1 })
+        }
+      }
+      return {
+        deliveries: out,
+        tail: out.length < count
+          ? { log: log.lastId(g.info.category, p), redelivery: part.redelivery.at(-1)?.id ?? "0-0" }
+          : undefined
+      }
+    })
+
 
   const eventOf = (g: Group, p: number, source: "log" | "redelivery", id: string): Delivery["event"] | undefined => {
     if (source === "log") return log.entry(g.info.category, p, id)
@@ -205,35 +235,9 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
         }
       }),
 
-    read: (lease, member, count) =>
-      withLease(lease, (g, part): ReadResult => {
-        const p = lease.partition
-        const out: Array<Delivery> = []
-        for (const r of part.redelivery) {
-          if (out.length >= count) break
-          if (compareEntryIds(r.id, part.redeliveryLast) <= 0) continue
-          part.redeliveryLast = r.id
-          const event = log.entry(g.info.category, p, r.entryId)
-          if (event === undefined) continue
-          part.pending.set(key("redelivery", r.id), { source: "redelivery", id: r.id, consumer: member, deliveries: 1 })
-          out.push({ partition: p, source: "redelivery", id: r.id, event, deliveries: 1 })
-        }
-        if (out.length < count) {
-          for (const e of log.entriesAfter(g.info.category, p, part.lastDelivered, count - out.length)) {
-            part.lastDelivered = e.id
-            part.pending.set(key("log", e.id), { source: "log", id: e.id, consumer: member, deliveries: 1 })
-            out.push({ partition: p, source: "log", id: e.id, event: e.event, deliveries: 1 })
-          }
-        }
-        return {
-          deliveries: out,
-          tail: out.length < count
-            ? { log: log.lastId(g.info.category, p), redelivery: part.redelivery.at(-1)?.id ?? "0-0" }
-            : undefined
-        }
-      }),
+    read,
 
-    wait: (_member, watches, blockMillis) => {
+    wait: (member, watches, { blockMillis, count, until }) => {
       const ready = (): Array<number> => {
         const out: Array<number> = []
         for (const w of watches) {
@@ -248,8 +252,16 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
         }
         return out
       }
-      const first = ready()
-      if (first.length > 0 || watches.length === 0) return Effect.succeed(first)
+      // every watched partition is read (its lease checked), as one server does in one step
+      const readAll = Effect.forEach(watches, (w) =>
+        read(w.lease, member, count).pipe(
+          Effect.map((result): Waited | undefined =>
+            result.deliveries.length === 0 && result.tail !== undefined ? undefined : { lease: w.lease, result }
+          ),
+          Effect.catchTag("LeaseLost", (lost) => Effect.succeed<Waited | undefined>({ lease: w.lease, result: lost }))
+        )).pipe(Effect.map((xs) => xs.filter((x): x is Waited => x !== undefined)))
+      if (watches.length === 0) return Effect.succeed([])
+      if (ready().length > 0) return readAll
       const categories = Array.from(new Set(watches.map((w: Watch) => w.lease.category)))
       // subscribe first, then look again, so that an append in between is not missed
       const woken = Effect.async<void>((resume) => {
@@ -268,7 +280,7 @@ export const makeMemoryGroups = (log: MemoryLog): ConsumerGroups["Type"] => {
           for (const stop of stops) stop()
         })
       })
-      return Effect.race(woken, Effect.sleep(blockMillis)).pipe(Effect.map(ready))
+      return Effect.raceAll([woken, Effect.sleep(blockMillis), until]).pipe(Effect.zipRight(readAll))
     },
 
     begin: (lease, delivery) =>

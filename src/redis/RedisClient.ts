@@ -321,17 +321,55 @@ const build = (
       return seen !== undefined && /Connection is closed|Stream isn't writeable/.test(m) ? new Error(`${m} (${seen})`) : cause
     }
 
+    /**
+     * A command's promise as an Effect, failed as a typed error after `millis`. One
+     * callback and one timer, not a fiber racing a sleep: every command of the backend
+     * goes through here, and an Effect timeout costs about as much again as the rest of
+     * the call. Interrupting it stops the wait, not the command (its reply is still read
+     * off the connection).
+     */
+    const awaitReply = <A>(operation: string, connection: Connection, millis: number, timedOut: () => Error, f: (redis: Connection) => Promise<A>) =>
+      Effect.async<A, CallError>((resume) => {
+        let done = false
+        const timer = setTimeout(() => {
+          if (done) return
+          done = true
+          resume(Effect.fail(mapCallError(operation, timedOut(), password)))
+        }, millis)
+        const failed = (cause: unknown) => {
+          if (done) return
+          done = true
+          clearTimeout(timer)
+          resume(Effect.fail(mapCallError(operation, withConnectionCause(connection, cause), password)))
+        }
+        let reply: Promise<A>
+        try {
+          reply = f(connection)
+        } catch (cause) {
+          failed(cause)
+          return
+        }
+        reply.then((a) => {
+          if (done) return
+          done = true
+          clearTimeout(timer)
+          resume(Effect.succeed(a))
+        }, failed)
+        return Effect.sync(() => {
+          done = true
+          clearTimeout(timer)
+        })
+      })
+
+    const commandMillis = Duration.toMillis(commandTimeout)
+    const noReply = () => new Error(`no reply within ${Duration.format(commandTimeout)}`)
+    const noBlockingReply = () => new Error("no reply to a blocking read in time")
+
     const call = <A>(operation: string, f: (redis: Connection) => Promise<A>, connection: Connection = shared) =>
-      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
-        Effect.timeoutFail({ duration: commandTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(commandTimeout)}`) }),
-        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
-      )
+      awaitReply(operation, connection, commandMillis, noReply, f)
 
     const callBlocking = <A>(operation: string, connection: Connection, block: Duration.Duration, f: (redis: Connection) => Promise<A>) =>
-      Effect.tryPromise({ try: () => f(connection), catch: (cause) => cause }).pipe(
-        Effect.timeoutFail({ duration: Duration.sum(block, commandTimeout), onTimeout: () => new Error("no reply to a blocking read in time") }),
-        Effect.mapError((cause) => mapCallError(operation, withConnectionCause(connection, cause), password))
-      )
+      awaitReply(operation, connection, Duration.toMillis(block) + commandMillis, noBlockingReply, f)
 
     return RedisClient.of({
       cluster,

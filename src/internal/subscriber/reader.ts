@@ -7,9 +7,11 @@
  * `refill` and ask for what is left of the window, shared among the partitions to read.
  *
  * A drained partition (its last read took everything) is read again when something
- * arrives: while every partition is drained, one wait (a blocking XREAD from their tails,
- * which changes nothing in the group, cut short by any local change); while others are
- * busy, at most every few milliseconds.
+ * arrives: while every partition is drained, one wait, whose fenced reads run as soon as
+ * it ends (on one server they are queued behind the blocking read on the same
+ * connection, so waking up costs no round trip), cut short by any local change; while
+ * others are busy, at most every few milliseconds. A wait interrupted at shutdown may
+ * have had its reads run: what they took stays pending for the partitions' next owner.
  *
  * A read or claim that fails for a passing reason may still have moved entries to this
  * member (its reply was lost): the partition claims its pending list again, so those
@@ -18,7 +20,7 @@
  * @internal
  */
 import { Effect, Either } from "effect"
-import type { ClaimPage, Delivery, ReadResult, Watch } from "../../ConsumerGroups.js"
+import { type ClaimPage, type Delivery, LeaseLost, type ReadResult, type Watch } from "../../ConsumerGroups.js"
 import { isRetryable } from "../../EventStore.js"
 import type { Lanes } from "./lanes.js"
 import { type PartitionState, reclaim } from "./partition.js"
@@ -133,20 +135,36 @@ export const makeReader = (
       )
     })
 
+  /**
+   * One wait over the drained partitions, with the fenced reads of what arrives taken in
+   * the same step; cut short by any local change (its reads' entries are still taken in).
+   */
   const waitFor = (sts: ReadonlyArray<PartitionState>) => {
     const watches: Array<Watch> = sts.map((st) => ({ lease: st.lease, tail: st.tail! }))
-    return Effect.raceFirst(
-      Effect.either(groups.wait(member, watches, config.maxWait)).pipe(
-        Effect.flatMap((r) => {
-          if (Either.isLeft(r)) return Effect.asVoid(resilience.failed("waits", r.left))
-          for (const p of r.right) {
-            const st = state.owned.get(p)
-            if (st !== undefined && st.phase === "active") st.readable = true
-          }
-          return resilience.succeeded("waits")
-        })
-      ),
-      state.changed.await
+    const room = 2 * config.readCount - state.total
+    const count = Math.max(1, Math.min(config.readCount, Math.floor(room / sts.length)))
+    return Effect.either(groups.wait(member, watches, { blockMillis: config.maxWait, count, until: state.changed.await })).pipe(
+      Effect.flatMap((r): Effect.Effect<unknown> => {
+        if (Either.isLeft(r)) {
+          // a reply lost on the way may have moved entries to this member (the reads ran):
+          // the partitions take them back from their pending lists
+          if (isRetryable(r.left)) for (const st of sts) reclaim(st, lanes.inHand(st))
+          return resilience.failed("waits", r.left)
+        }
+        let dispatched = false
+        return Effect.forEach(r.right, ({ lease, result }) => {
+          const st = sts.find((x) => x.lease === lease)
+          if (st === undefined) return Effect.void
+          if (result instanceof LeaseLost) return markLost(st)
+          dispatched ||= result.deliveries.length > 0
+          read(st, result)
+          return Effect.void
+        }, { discard: true }).pipe(
+          Effect.zipRight(resilience.succeeded("waits")),
+          // the workers just woken start their handlers before this fiber sends the next wait
+          Effect.zipRight(Effect.suspend(() => (dispatched ? Effect.yieldNow() : Effect.void)))
+        )
+      })
     )
   }
 

@@ -33,7 +33,7 @@ import { slotOf } from "./slot.js"
 export interface CoalescerOptions {
   /** Events per coalesced call (docs/semantics.md §3: at most 512). */
   readonly maxEventsPerCall: number
-  /** Coalesced calls in flight on the append connection at once. */
+  /** Coalesced calls in flight at once per partition on the append connection. */
   readonly maxCallsInFlight: number
 }
 
@@ -60,11 +60,19 @@ interface Queue {
   readonly slot: number
   readonly items: Array<Pending>
   listed: boolean
+  /** Calls of this partition in flight. */
+  inFlight: number
 }
 
 interface Call {
+  readonly queue: Queue
   readonly items: ReadonlyArray<Pending>
   readonly deadline: number
+}
+
+interface Corkable {
+  readonly cork: () => void
+  readonly uncork: () => void
 }
 
 /** A failure that happened before the request was written: nothing was sent. */
@@ -99,7 +107,7 @@ export const makeCoalescer = (
       let q = queues.get(tag)
       if (q === undefined) {
         const keyLog = keys.log(category, partition)
-        q = { tag, partition, keyLog, keyStreams: keys.streams(category, partition), slot: slotOf(keyLog), items: [], listed: false }
+        q = { tag, partition, keyLog, keyStreams: keys.streams(category, partition), slot: slotOf(keyLog), items: [], listed: false, inFlight: 0 }
         queues.set(tag, q)
       }
       return q
@@ -127,7 +135,9 @@ export const makeCoalescer = (
       }
       for (const call of calls) {
         if (call.deadline > now) continue
+        // past its deadline the call no longer holds its partition's place
         calls.delete(call)
+        call.queue.inFlight--
         for (const item of call.items) {
           settle(item, Effect.fail(new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: `no reply within ${timeoutMs} ms` })))
         }
@@ -161,7 +171,7 @@ export const makeCoalescer = (
         q.listed = true
         ready.push(q)
       }
-      if (calls.size < options.maxCallsInFlight) schedule()
+      if (q.inFlight < options.maxCallsInFlight) schedule()
     }
 
     const take = (q: Queue): Array<Pending> => {
@@ -186,20 +196,40 @@ export const makeCoalescer = (
       return out
     }
 
+    /**
+     * Sends what is queued, each partition up to its share of calls in flight. The calls
+     * of one pump leave in one write (the socket corked meanwhile): a write is a system
+     * call, and on a small machine one costs more than encoding a call.
+     */
     function pump() {
       scheduled = false
-      while (calls.size < options.maxCallsInFlight && ready.length > 0) {
-        const q = ready.shift()!
-        const items = take(q)
-        if (q.items.length > 0) ready.push(q)
-        else q.listed = false
-        if (items.length > 0) send(q, items)
+      const socket = client.cluster ? undefined : (conn as { readonly stream?: Corkable }).stream
+      const cork = ready.length > 1 && typeof socket?.cork === "function" && typeof socket.uncork === "function"
+      if (cork) socket!.cork()
+      for (let sent = true; sent;) {
+        sent = false
+        for (let i = ready.length; i > 0; i--) {
+          const q = ready.shift()!
+          if (q.inFlight >= options.maxCallsInFlight) {
+            ready.push(q)
+            continue
+          }
+          const items = take(q)
+          if (q.items.length > 0) ready.push(q)
+          else q.listed = false
+          if (items.length > 0) {
+            send(q, items)
+            sent = true
+          }
+        }
       }
+      if (cork) socket!.uncork()
     }
 
     const send = (q: Queue, items: Array<Pending>) => {
-      const call: Call = { items, deadline: Date.now() + timeoutMs + confirmMs }
+      const call: Call = { queue: q, items, deadline: Date.now() + timeoutMs + confirmMs }
       calls.add(call)
+      q.inFlight++
       const encode = (withSource: boolean): Promise<unknown> => {
         const command = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items, q.slot)
         if (command !== undefined) {
@@ -220,7 +250,7 @@ export const makeCoalescer = (
           error instanceof Error && error.message.startsWith("NOSCRIPT") ? encode(true) : Promise.reject(error)
         )
       const done = () => {
-        calls.delete(call)
+        if (calls.delete(call)) q.inFlight--
         if (ready.length > 0) pump()
       }
       const run = conn.status === "ready"

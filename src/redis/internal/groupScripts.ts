@@ -143,25 +143,11 @@ return {r[1], out}
 )
 
 /**
- * A fenced read (docs/semantics.md §5): new entries of one partition enter the member's pending
- * list only while it holds the lease, checked in the same atomic step. Never blocks:
- * waiting for new entries is a plain XREAD elsewhere, with no effect on the group.
- * The redelivery stream (replayed dead letters) is read before the log.
- *
- * KEYS: lease, log, redelivery. ARGV: token, group, member, count.
- * Reply: false when the lease is gone; else {tail|false, logEntries, redeliveries} where
- * a log entry is {id, e, i, v, t, d, m} (its fields' values, false where missing), a
- * redelivery {id, entryId, logEntry|false}, and tail, set when fewer than count entries
- * were there, is {last log id, last redelivery id} ("0-0" for an empty stream): what a
- * wait starts after.
+ * The body of a fenced read of one partition, shared by READ and READ_WAITED: a Lua
+ * function `fenced(lease, log, red, token, group, member, count)` that answers false when
+ * the lease is gone, else {tail|false, logEntries, redeliveries} (see READ).
  */
-export const READ = script(
-  "read",
-  `#!lua flags=allow-oom
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-local log, red = KEYS[2], KEYS[3]
-local group, member, count = ARGV[2], ARGV[3], tonumber(ARGV[4])
--- an entry as {id, e, i, v, t, d, m}: the values of its fields in a fixed order, half
+const FENCED_READ = `-- an entry as {id, e, i, v, t, d, m}: the values of its fields in a fixed order, half
 -- the strings of a field list for the client to take apart
 local slot = {e = 2, i = 3, v = 4, t = 5, d = 6, m = 7}
 local function values(id, f)
@@ -178,34 +164,84 @@ local function values(id, f)
   end
   return out
 end
-local rout = {}
-local rr = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', count, 'STREAMS', red, '>')
-if rr then
-  for _, e in ipairs(rr[1][2]) do
-    local entryId = nil
-    if e[2] then
-      for i = 1, #e[2], 2 do if e[2][i] == 'r' then entryId = e[2][i + 1] end end
+local function fenced(lease, log, red, token, group, member, count)
+  if redis.call('GET', lease) ~= token then return false end
+  local rout = {}
+  local rr = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', count, 'STREAMS', red, '>')
+  if rr then
+    for _, e in ipairs(rr[1][2]) do
+      local entryId = nil
+      if e[2] then
+        for i = 1, #e[2], 2 do if e[2][i] == 'r' then entryId = e[2][i + 1] end end
+      end
+      local orig = entryId and redis.call('XRANGE', log, entryId, entryId)[1]
+      rout[#rout + 1] = {e[1], entryId or '', orig and values(orig[1], orig[2]) or false}
     end
-    local orig = entryId and redis.call('XRANGE', log, entryId, entryId)[1]
-    rout[#rout + 1] = {e[1], entryId or '', orig and values(orig[1], orig[2]) or false}
   end
-end
-local entries = {}
-local left = count - #rout
-if left > 0 then
-  local lr = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', left, 'STREAMS', log, '>')
-  if lr then
-    for i, e in ipairs(lr[1][2]) do entries[i] = values(e[1], e[2]) end
+  local entries = {}
+  local left = count - #rout
+  if left > 0 then
+    local lr = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', left, 'STREAMS', log, '>')
+    if lr then
+      for i, e in ipairs(lr[1][2]) do entries[i] = values(e[1], e[2]) end
+    end
   end
-end
-local tail = false
-if #rout + #entries < count then
-  local lt = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
-  local rt = redis.call('XREVRANGE', red, '+', '-', 'COUNT', 1)[1]
-  tail = {lt and lt[1] or '0-0', rt and rt[1] or '0-0'}
-end
-return {tail, entries, rout}
+  local tail = false
+  if #rout + #entries < count then
+    local lt = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+    local rt = redis.call('XREVRANGE', red, '+', '-', 'COUNT', 1)[1]
+    tail = {lt and lt[1] or '0-0', rt and rt[1] or '0-0'}
+  end
+  return {tail, entries, rout}
+end`
+
+/**
+ * A fenced read (docs/semantics.md §5): new entries of one partition enter the member's pending
+ * list only while it holds the lease, checked in the same atomic step. Never blocks.
+ * The redelivery stream (replayed dead letters) is read before the log.
+ *
+ * KEYS: lease, log, redelivery. ARGV: token, group, member, count.
+ * Reply: false when the lease is gone; else {tail|false, logEntries, redeliveries} where
+ * a log entry is {id, e, i, v, t, d, m} (its fields' values, false where missing), a
+ * redelivery {id, entryId, logEntry|false}, and tail, set when fewer than count entries
+ * were there, is {last log id, last redelivery id} ("0-0" for an empty stream): what a
+ * wait starts after.
+ */
+export const READ = script(
+  "read",
+  `#!lua flags=allow-oom
+${FENCED_READ}
+return fenced(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
 `
+)
+
+/**
+ * The fenced reads of a wait (docs/semantics.md §5), on one server: sent right behind the
+ * wait's blocking XREAD on the same connection, so the server runs it the moment that
+ * read ends (an entry arrived, the time ran out, or CLIENT UNBLOCK) and a waiting member
+ * gets new entries without a round trip of its own. The lease of each partition is
+ * checked when it runs, not when it was sent: a member whose lease lapsed meanwhile
+ * takes nothing. A partition with nothing new is not read.
+ *
+ * KEYS: per partition lease, log, redelivery (any slots: single server only).
+ * ARGV: group, member, count, then per partition token.
+ * Reply: per partition, in order: false when its lease is gone, 0 when nothing new, else
+ * READ's {tail|false, logEntries, redeliveries}.
+ */
+export const READ_WAITED = script(
+  "read-waited",
+  `#!lua flags=allow-oom
+${FENCED_READ}
+local group, member, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 1, #KEYS / 3 do
+  local r = fenced(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 + i], group, member, count)
+  if r and r[1] and #r[2] == 0 and #r[3] == 0 then r = 0 end
+  out[i] = r
+end
+return out
+`,
+  { singleServer: true }
 )
 
 /**

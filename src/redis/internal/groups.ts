@@ -7,13 +7,15 @@
  * Connections: membership, leases, acks and dead letters go over one control connection
  * whose replies are always small, so a renewal never waits behind a page of events.
  * Each member has a data connection for its fenced reads and claim pages, and a blocking
- * connection for waiting (a plain multi-key XREAD BLOCK from the tails of its drained
- * partitions, which changes nothing in the group). An interrupted wait is unblocked with
- * CLIENT UNBLOCK, so its reply arrives at once and is consumed.
+ * connection for waiting: a plain multi-key XREAD BLOCK from the tails of its drained
+ * partitions (which changes nothing in the group), with the fenced reads of those
+ * partitions queued right behind it on the same connection, so the server runs them the
+ * moment the wait ends and checks each lease then. A wait cut short is unblocked with
+ * CLIENT UNBLOCK, so both replies arrive at once and are consumed.
  *
  * @internal
  */
-import { Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import { Duration, Effect, ExecutionStrategy, Exit, Fiber, Scope } from "effect"
 import {
   type ClaimPage,
   ConsumerGroups,
@@ -28,18 +30,22 @@ import {
   type Lease,
   LeaseLost,
   type ReadResult,
+  type Waited,
+  type WaitOptions,
   type Watch
 } from "../../ConsumerGroups.js"
 import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../../EventStore.js"
 import { compareEntryIds, isEntryId } from "../../internal/ids.js"
 import { type EntryValues, fieldsOf, fromValues, toRecorded } from "../../internal/record.js"
-import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
+import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, READ_WAITED, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
 import type { CallError, Connection, RedisClient, RedisConnectionError } from "../RedisClient.js"
 import { makeNotices } from "./notices.js"
 import { evalScript } from "./scripts.js"
 
 type RawEntry = [string, Array<string>]
+/** The read script's reply: {tail|false, logEntries, redeliveries}. */
+type ReadReply = [[string, string] | null, Array<EntryValues>, Array<[string, string, EntryValues | null]>]
 
 const ACK_CHUNK = 1000
 /** Dead letters listed per call: listings are paged, never one unbounded reply. */
@@ -177,17 +183,33 @@ export const makeRedisGroups = (
     /**
      * A wait on a cluster, where one read cannot span partitions: subscribed to the
      * partitions' notices first, then a look at their ends; if nothing is new, the first
-     * notice (or `blockMillis`) ends the wait. A replayed dead letter publishes no
-     * notice: it is found by the look at the ends of the next wait.
+     * notice (or `blockMillis`, or `until`) ends the wait; then a fenced read of each
+     * partition that grew. A replayed dead letter publishes no notice: it is found by the
+     * look at the ends of the next wait.
      */
-    const waitOnNotices = (watches: ReadonlyArray<Watch>, blockMillis: number) =>
-      Effect.scoped(Effect.gen(function*() {
-        const latch = yield* notices.watch(watches.map(({ lease }) => keys.partitionNotice(lease.category, lease.partition)))
-        const now = yield* grown(watches)
-        if (now.length > 0) return now
-        const noticed = yield* Effect.raceFirst(Effect.as(latch.await, true), Effect.as(Effect.sleep(Duration.millis(blockMillis)), false))
-        return noticed ? yield* grown(watches) : []
-      }))
+    const waitOnNotices = (member: string, watches: ReadonlyArray<Watch>, options: WaitOptions) =>
+      Effect.gen(function*() {
+        const partitions = yield* Effect.scoped(Effect.gen(function*() {
+          const latch = yield* notices.watch(watches.map(({ lease }) => keys.partitionNotice(lease.category, lease.partition)))
+          const now = yield* grown(watches)
+          if (now.length > 0) return now
+          const noticed = yield* Effect.raceAll([
+            Effect.as(latch.await, true),
+            Effect.as(Effect.sleep(Duration.millis(options.blockMillis)), false),
+            Effect.as(options.until, false)
+          ])
+          return noticed ? yield* grown(watches) : []
+        }))
+        return yield* Effect.forEach(
+          watches.filter(({ lease }) => partitions.includes(lease.partition)),
+          ({ lease }) =>
+            service.read(lease, member, options.count).pipe(
+              Effect.map((result): Waited => ({ lease, result })),
+              Effect.catchTag("LeaseLost", (e) => Effect.succeed<Waited>({ lease, result: e }))
+            ),
+          { concurrency: "unbounded" }
+        )
+      })
 
     const service: ConsumerGroups["Type"] = {
       ensureGroup: (group, category, startFrom) =>
@@ -308,54 +330,66 @@ export const makeRedisGroups = (
               group,
               member,
               count
-            ]) as Promise<[[string, string] | null, Array<EntryValues>, Array<[string, string, EntryValues | null]>] | null>, c.data).pipe(noGroup(group))
+            ]) as Promise<ReadReply | null>, c.data).pipe(noGroup(group))
           if (reply === null) return yield* lost(lease)
-          const [tail, entries, redelivered] = reply
-          const deliveries: Array<Delivery> = new Array(redelivered.length + entries.length)
-          let i = 0
-          for (const [id, entryId, values] of redelivered) {
-            deliveries[i++] = {
-              partition: p,
-              source: "redelivery",
-              id,
-              event: values === null
-                ? new EventDecodeError({ partition: p, entryId, reason: "the log entry does not exist" })
-                : fromValues(category, p, values),
-              deliveries: 1
-            }
-          }
-          for (const values of entries) {
-            deliveries[i++] = { partition: p, source: "log", id: values[0], event: fromValues(category, p, values), deliveries: 1 }
-          }
-          const result: ReadResult = { deliveries, tail: tail === null ? undefined : { log: tail[0], redelivery: tail[1] } }
-          return result
+          return readResultOf(category, p, reply)
         }),
 
-      wait: (member, watches, blockMillis) =>
+      wait: (member, watches, options) =>
         Effect.gen(function*() {
           if (watches.length === 0) return []
-          if (client.cluster) return yield* waitOnNotices(watches, blockMillis)
+          if (client.cluster) return yield* waitOnNotices(member, watches, options)
           const c = yield* connectionsOf(member)
           const waiter = c.waiter!
+          const group = watches[0]!.lease.group
           const streams: Array<string> = []
           const ids: Array<string> = []
-          const partitionOfKey = new Map<string, number>()
+          const scriptKeys: Array<string> = []
+          const scriptArgs: Array<string | number> = [group, member, options.count]
           for (const { lease, tail } of watches) {
             const log = keys.log(lease.category, lease.partition)
             const red = gk.redelivery(lease.category, lease.partition, lease.group)
             streams.push(log, red)
             ids.push(tail.log, tail.redelivery)
-            partitionOfKey.set(log, lease.partition)
-            partitionOfKey.set(red, lease.partition)
+            scriptKeys.push(gk.lease(lease.category, lease.partition, lease.group), log, red)
+            scriptArgs.push(lease.token)
           }
-          const reply = yield* client.callBlocking("wait", waiter, Duration.millis(blockMillis), (r) =>
-            r.xread("COUNT", 1, "BLOCK", blockMillis, "STREAMS", ...streams, ...ids) as Promise<Array<[string, Array<RawEntry>]> | null>).pipe(
-              // interrupted (something changed locally, or a shutdown): unblock the wait, whose
-              // reply then comes at once and is read off the connection, never left behind
-              Effect.onInterrupt(() => Effect.ignore(ctl("unblock", (r) => r.client("UNBLOCK", c.waiterId))))
-            )
-          if (reply === null) return []
-          return Array.from(new Set(reply.map(([key]) => partitionOfKey.get(key)!)))
+          // The wait and its fenced reads, one after the other on the waiter connection:
+          // the server runs the reads the moment the blocking read ends, and both replies
+          // come back together (no round trip between waking up and reading).
+          // cut short: unblock the wait; its reads then run at once and their reply is
+          // still taken, so what they moved to this member is handled, not stranded
+          const unblock = Effect.ignore(ctl("unblock", (r) => r.client("UNBLOCK", c.waiterId)))
+          const cut = yield* Effect.fork(Effect.zipRight(options.until, unblock))
+          const replies = yield* client.callBlocking("wait", waiter, Duration.millis(options.blockMillis), (r) => {
+            // one write: the blocking read, then the fenced reads the server runs the
+            // moment it ends (both replies come back together)
+            const p = r.pipeline()
+            p.xread("COUNT", 1, "BLOCK", options.blockMillis, "STREAMS", ...streams, ...ids)
+            p.evalsha(READ_WAITED.sha, scriptKeys.length, ...scriptKeys, ...scriptArgs)
+            return p.exec().then((results) => {
+              const [woken, reads] = results ?? []
+              if (woken?.[0]) return Promise.reject(woken[0])
+              if (reads?.[0] instanceof Error && reads[0].message.startsWith("NOSCRIPT")) {
+                // the server lost its scripts (a restart, SCRIPT FLUSH): read again with the source
+                return evalScript(r, READ_WAITED, scriptKeys, scriptArgs) as Promise<Array<ReadReply | 0 | null>>
+              }
+              if (reads?.[0]) return Promise.reject(reads[0])
+              return reads?.[1] as Array<ReadReply | 0 | null>
+            })
+          }).pipe(
+            noGroup(group),
+            Effect.onInterrupt(() => unblock),
+            Effect.ensuring(Fiber.interruptFork(cut))
+          )
+          const out: Array<Waited> = []
+          for (let i = 0; i < watches.length; i++) {
+            const reply = replies[i]
+            const lease = watches[i]!.lease
+            if (reply === null || reply === undefined) out.push({ lease, result: lost(lease) })
+            else if (reply !== 0) out.push({ lease, result: readResultOf(lease.category, lease.partition, reply) })
+          }
+          return out
         }),
 
       begin: (lease, delivery) =>
@@ -567,4 +601,25 @@ export const groupFigures = (
     }
   }
   return { pending: 0, lag: lastEntry === undefined ? 0 : 1 }
+}
+
+/** The deliveries and tail of a fenced read's reply (redeliveries first, then the log's entries). */
+const readResultOf = (category: string, p: number, [tail, entries, redelivered]: ReadReply): ReadResult => {
+  const deliveries: Array<Delivery> = new Array(redelivered.length + entries.length)
+  let i = 0
+  for (const [id, entryId, values] of redelivered) {
+    deliveries[i++] = {
+      partition: p,
+      source: "redelivery",
+      id,
+      event: values === null
+        ? new EventDecodeError({ partition: p, entryId, reason: "the log entry does not exist" })
+        : fromValues(category, p, values),
+      deliveries: 1
+    }
+  }
+  for (const values of entries) {
+    deliveries[i++] = { partition: p, source: "log", id: values[0], event: fromValues(category, p, values), deliveries: 1 }
+  }
+  return { deliveries, tail: tail === null ? undefined : { log: tail[0], redelivery: tail[1] } }
 }

@@ -11,6 +11,8 @@ export interface Script {
   readonly name: string
   readonly source: string
   readonly sha: string
+  /** Run only against one server: its keys may lie in several slots (never sent to a cluster). */
+  readonly singleServer: boolean
 }
 
 const registry: Array<Script> = []
@@ -19,8 +21,8 @@ const registry: Array<Script> = []
 export const allScripts = (): ReadonlyArray<Script> => registry
 
 /** A script and its SHA1, for EVALSHA. */
-export const script = (name: string, source: string): Script => {
-  const s = { name, source, sha: createHash("sha1").update(source).digest("hex") }
+export const script = (name: string, source: string, options?: { readonly singleServer?: boolean }): Script => {
+  const s = { name, source, sha: createHash("sha1").update(source).digest("hex"), singleServer: options?.singleServer ?? false }
   registry.push(s)
   return s
 }
