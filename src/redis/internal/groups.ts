@@ -97,6 +97,21 @@ export const makeRedisGroups = (
     // (waits), opened at the member's first read and closed when it leaves
     const connections = new Map<string, MemberConnections>()
 
+    // Acknowledgements of several partitions sent in one turn leave in one write (a write
+    // is a system call, and on a small machine one costs more than the script it carries)
+    let corked = false
+    const combineControlWrites = () => {
+      if (corked || client.cluster) return
+      const socket = (control as { readonly stream?: { cork?: () => void; uncork?: () => void } }).stream
+      if (typeof socket?.cork !== "function" || typeof socket.uncork !== "function") return
+      socket.cork()
+      corked = true
+      process.nextTick(() => {
+        corked = false
+        socket.uncork!()
+      })
+    }
+
     const run = <A>(operation: string, f: (r: Connection) => Promise<A>) => client.call(operation, f)
     const ctl = <A>(operation: string, f: (r: Connection) => Promise<A>) => client.call(operation, f, control)
 
@@ -403,8 +418,9 @@ export const makeRedisGroups = (
         Effect.forEach(chunks(deliveries, ACK_CHUNK), (chunk) => {
           const logIds = chunk.filter((d) => d.source === "log").map((d) => d.id)
           const redeliveredIds = chunk.filter((d) => d.source === "redelivery").map((d) => d.id)
-          return ctl("ack", (r) =>
-            evalScript(r, ACK, [
+          return ctl("ack", (r) => {
+            combineControlWrites()
+            return evalScript(r, ACK, [
               gk.lease(lease.category, lease.partition, lease.group),
               keys.log(lease.category, lease.partition),
               gk.redelivery(lease.category, lease.partition, lease.group),
@@ -415,7 +431,8 @@ export const makeRedisGroups = (
               logIds.length,
               ...logIds,
               ...redeliveredIds
-            ])).pipe(Effect.flatMap((ok) => (ok === 1 ? Effect.void : Effect.fail(lost(lease)))))
+            ])
+          }).pipe(Effect.flatMap((ok) => (ok === 1 ? Effect.void : Effect.fail(lost(lease)))))
         }, { discard: true }),
 
       deadLetter: (lease, delivery, reason) => {
