@@ -554,6 +554,61 @@ describe("Redis consumer groups: scripts under retries", () => {
       expect(got.length).toBeGreaterThan(0)
     }).pipe(Effect.scoped))
 
+  it.live("a wait given up on (its request held on the way past the timeout) takes nothing when it reaches the server after the partition was claimed again", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy(server.port)), (p) => Effect.promise(() => p.close()))
+      const ctx = yield* Layer.build(RedisChronicle.layer({ prefix: "whold", partitions: 1 }).pipe(Layer.provide(RedisClient.layer({ url: proxy.url, commandTimeout: "300 millis" }))))
+      const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
+      const store = Context.get(ctx, EventStore.EventStore)
+      const info = yield* groups.ensureGroup("g", "whold", "start")
+      const lease = (yield* groups.acquire(info, 0, "m:1", 30_000))!
+      yield* groups.claim(lease, "m:1", ConsumerGroups.claimStart, 100)
+      const { tail } = yield* groups.read(lease, "m:1", 10)
+      proxy.holdRequest((request) => request.includes("XREAD"), 1500)
+      const waited = yield* Effect.either(groups.wait("m:1", [{ lease, tail: tail! }], { blockMillis: 100, count: 10, until: Effect.never }))
+      expect(waited._tag).toBe("Left")
+      // what a subscriber does then: it takes the partition's pending list again
+      let cursor: ConsumerGroups.ClaimCursor | undefined = ConsumerGroups.claimStart
+      while (cursor !== undefined) cursor = (yield* groups.claim(lease, "m:1", cursor, 100)).next
+      // an entry arrives, then the held wait reaches the server and its reads run there
+      yield* store.append("whold-a", [event("Created", {})])
+      const raw = yield* rawRedis(server.url)
+      const log = "whold:{whold:0}:log"
+      yield* Effect.sleep("2 seconds")
+      const xread = ((yield* Effect.promise(() => raw.info("commandstats"))).match(/cmdstat_xread:calls=(\d+)/) ?? [])[1]
+      expect(Number(xread)).toBeGreaterThan(0)
+      expect(yield* Effect.promise(() => raw.xpending(log, "g", "-", "+", 10))).toEqual([])
+      const next = yield* groups.read(lease, "m:1", 10)
+      expect(next.deliveries.length).toBe(1)
+    }).pipe(Effect.scoped))
+
+  it.live("a wait is cut short for a user without admin commands (-@dangerous), and a member's first calls at once open one pair of connections", () =>
+    Effect.gen(function*() {
+      const server = yield* privateServer()
+      const raw = yield* rawRedis(server.url)
+      yield* Effect.promise(() => raw.call("ACL", "SETUSER", "app", "on", ">app-secret", "~*", "&*", "+@all", "-@dangerous"))
+      const url = server.url.replace("redis://", "redis://app:app-secret@")
+      const ctx = yield* Layer.build(RedisChronicle.layer({ prefix: "wacl", partitions: 8 }).pipe(
+        Layer.provide(RedisClient.layer({ url, connectionName: "wacl", readyCheck: false }))
+      ))
+      const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
+      const info = yield* groups.ensureGroup("g", "wacl", "start")
+      const leases = yield* Effect.forEach(Array.from({ length: 8 }, (_, p) => p), (p) => Effect.map(groups.acquire(info, p, "m:1", 30_000), (l) => l!))
+      yield* Effect.forEach(leases, (l) => groups.claim(l, "m:1", ConsumerGroups.claimStart, 10), { concurrency: "unbounded" })
+      const names = (yield* Effect.promise(() => raw.client("LIST") as Promise<string>)).split("\n").map((l) => /name=(\S*)/.exec(l)?.[1] ?? "")
+      expect(names.filter((n) => n === "wacl:data:m:1").length).toBe(1)
+      expect(names.filter((n) => n === "wacl:wait:m:1").length).toBe(1)
+      const tails = yield* Effect.forEach(leases, (l) => Effect.map(groups.read(l, "m:1", 10), (r) => r.tail!))
+      const started = Date.now()
+      const cut = yield* groups.wait("m:1", leases.map((lease, i) => ({ lease, tail: tails[i]! })), { blockMillis: 5000, count: 10, until: Effect.sleep("50 millis") })
+      expect(cut).toEqual([])
+      expect(Date.now() - started).toBeLessThan(2500)
+      yield* groups.leave("g", "m:1")
+      const after = (yield* Effect.promise(() => raw.client("LIST") as Promise<string>)).split("\n").map((l) => /name=(\S*)/.exec(l)?.[1] ?? "")
+      expect(after.filter((n) => n.startsWith("wacl:data:") || n.startsWith("wacl:wait:"))).toEqual([])
+    }).pipe(Effect.scoped))
+
   it.live("a wait after the server lost its scripts (SCRIPT FLUSH) still takes what arrived", () =>
     Effect.gen(function*() {
       const server = yield* privateServer()

@@ -38,7 +38,7 @@ export interface Options {
   readonly coalescing?: {
     /** Events per coalesced script call, at most 512 (default 256). */
     readonly maxEvents?: number | undefined
-    /** Script calls in flight per partition on the append connection (default 4). */
+    /** Script calls in flight per partition on the append connection (default 4); over all partitions at most 16, or this many if larger. */
     readonly maxCallsInFlight?: number | undefined
   } | undefined
   /**

@@ -249,6 +249,9 @@ const baseOptions = (options: Omit<Options, "url">, connectTimeout: Duration.Dur
 /** What a connection is for: it decides auto-pipelining and, on a cluster, sharded subscribers. */
 type Purpose = "shared" | "dedicated" | "blocking" | "subscriber"
 
+/** The longest delay a Node timer takes (larger ones fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** The client over a connection factory: retries at connect, timeouts and error mapping. */
 const build = (
   shown: string,
@@ -326,16 +329,20 @@ const build = (
      * callback and one timer, not a fiber racing a sleep: every command of the backend
      * goes through here, and an Effect timeout costs about as much again as the rest of
      * the call. Interrupting it stops the wait, not the command (its reply is still read
-     * off the connection).
+     * off the connection). The timer runs on the wall clock, not on the Effect `Clock`: a
+     * `TestClock` does not move it.
      */
     const awaitReply = <A>(operation: string, connection: Connection, millis: number, timedOut: () => Error, f: (redis: Connection) => Promise<A>) =>
       Effect.async<A, CallError>((resume) => {
         let done = false
-        const timer = setTimeout(() => {
-          if (done) return
-          done = true
-          resume(Effect.fail(mapCallError(operation, timedOut(), password)))
-        }, millis)
+        // no timer for an unbounded timeout (setTimeout would fire at once past 2^31 - 1 ms)
+        const timer = Number.isFinite(millis) && millis <= MAX_TIMER_MS
+          ? setTimeout(() => {
+            if (done) return
+            done = true
+            resume(Effect.fail(mapCallError(operation, timedOut(), password)))
+          }, millis)
+          : undefined
         const failed = (cause: unknown) => {
           if (done) return
           done = true

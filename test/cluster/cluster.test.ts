@@ -67,6 +67,6 @@ describe("Redis Cluster: keys", () => {
       expect(allScripts().length).toBeGreaterThanOrEqual(15)
       expect(allScripts().filter((s) => !s.singleServer && !cached.has(s.sha)).map((s) => s.name)).toEqual([])
       // the one-server scripts are those whose keys span partitions, and only those
-      expect(allScripts().filter((s) => s.singleServer).map((s) => s.name)).toEqual(["read-waited"])
+      expect(allScripts().filter((s) => s.singleServer).map((s) => s.name)).toEqual(["read-waited", "wake"])
     }))
 })

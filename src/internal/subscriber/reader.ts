@@ -146,16 +146,17 @@ export const makeReader = (
     return Effect.either(groups.wait(member, watches, { blockMillis: config.maxWait, count, until: state.changed.await })).pipe(
       Effect.flatMap((r): Effect.Effect<unknown> => {
         if (Either.isLeft(r)) {
-          // a reply lost on the way may have moved entries to this member (the reads ran):
-          // the partitions take them back from their pending lists
-          if (isRetryable(r.left)) for (const st of sts) reclaim(st, lanes.inHand(st))
+          // whatever the failure, the wait's reads may have run (or may still run): the
+          // partitions take their pending lists again (a claim also fences those reads off)
+          for (const st of sts) reclaim(st, lanes.inHand(st))
           return resilience.failed("waits", r.left)
         }
         let dispatched = false
         return Effect.forEach(r.right, ({ lease, result }) => {
           const st = sts.find((x) => x.lease === lease)
           if (st === undefined) return Effect.void
-          if (result instanceof LeaseLost) return markLost(st)
+          // a partition being handed over may see its lease released first: that is not a loss
+          if (result instanceof LeaseLost) return st.phase === "active" ? markLost(st) : Effect.void
           dispatched ||= result.deliveries.length > 0
           read(st, result)
           return Effect.void

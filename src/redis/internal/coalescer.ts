@@ -75,6 +75,9 @@ interface Corkable {
   readonly uncork: () => void
 }
 
+/** Batches after which an idle partition's first call leaves within the turn (see enqueue). */
+const EARLY_BATCHES = 16
+
 /** A failure that happened before the request was written: nothing was sent. */
 class NotSent {
   constructor(readonly cause: unknown) {}
@@ -99,6 +102,9 @@ export const makeCoalescer = (
     let scheduled = false
     let sweeper: ReturnType<typeof setInterval> | undefined = undefined
     const timeoutMs = Duration.toMillis(client.commandTimeout)
+    // calls in flight over all partitions: past this, appends wait here (where a timeout
+    // means "not sent"), not in the server's queue
+    const maxCallsTotal = Math.max(16, options.maxCallsInFlight)
     const confirmMs = confirmer?.millis ?? 0
     const required = confirmer?.required ?? 0
 
@@ -142,6 +148,8 @@ export const makeCoalescer = (
           settle(item, Effect.fail(new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: `no reply within ${timeoutMs} ms` })))
         }
       }
+      // places freed: what waits behind them goes now
+      if (ready.length > 0) schedule()
       if (queued === 0 && calls.size === 0 && sweeper !== undefined) {
         clearInterval(sweeper)
         sweeper = undefined
@@ -171,7 +179,14 @@ export const makeCoalescer = (
         q.listed = true
         ready.push(q)
       }
-      if (q.inFlight < options.maxCallsInFlight) schedule()
+      // a partition with nothing in flight sends a first call as soon as it holds
+      // EARLY_BATCHES batches, without waiting for the end of the turn: Redis runs it
+      // while the rest of a burst is still being prepared, and the rest follows
+      if (q.inFlight === 0 && q.items.length >= EARLY_BATCHES && calls.size < maxCallsTotal) {
+        const items = take(q)
+        if (items.length > 0) send(q, items)
+      }
+      if (q.inFlight < options.maxCallsInFlight && calls.size < maxCallsTotal) schedule()
     }
 
     const take = (q: Queue): Array<Pending> => {
@@ -206,24 +221,27 @@ export const makeCoalescer = (
       const socket = client.cluster ? undefined : (conn as { readonly stream?: Corkable }).stream
       const cork = ready.length > 1 && typeof socket?.cork === "function" && typeof socket.uncork === "function"
       if (cork) socket!.cork()
-      for (let sent = true; sent;) {
-        sent = false
-        for (let i = ready.length; i > 0; i--) {
-          const q = ready.shift()!
-          if (q.inFlight >= options.maxCallsInFlight) {
-            ready.push(q)
-            continue
-          }
-          const items = take(q)
-          if (q.items.length > 0) ready.push(q)
-          else q.listed = false
-          if (items.length > 0) {
-            send(q, items)
-            sent = true
+      try {
+        for (let sent = true; sent && calls.size < maxCallsTotal;) {
+          sent = false
+          for (let i = ready.length; i > 0 && calls.size < maxCallsTotal; i--) {
+            const q = ready.shift()!
+            if (q.inFlight >= options.maxCallsInFlight) {
+              ready.push(q)
+              continue
+            }
+            const items = take(q)
+            if (q.items.length > 0) ready.push(q)
+            else q.listed = false
+            if (items.length > 0) {
+              send(q, items)
+              sent = true
+            }
           }
         }
+      } finally {
+        if (cork) socket!.uncork()
       }
-      if (cork) socket!.uncork()
     }
 
     const send = (q: Queue, items: Array<Pending>) => {
@@ -245,10 +263,18 @@ export const makeCoalescer = (
         }
         return conn.call(withSource ? "EVAL" : "EVALSHA", argv) as Promise<unknown>
       }
-      const attempt = () =>
-        encode(false).catch((error: unknown) =>
+      const attempt = (): Promise<unknown> => {
+        let sent: Promise<unknown>
+        try {
+          sent = encode(false)
+        } catch (error) {
+          // refused before anything was written (the call could not be encoded)
+          return Promise.reject(new NotSent(error))
+        }
+        return sent.catch((error: unknown) =>
           error instanceof Error && error.message.startsWith("NOSCRIPT") ? encode(true) : Promise.reject(error)
         )
+      }
       const done = () => {
         if (calls.delete(call)) q.inFlight--
         if (ready.length > 0) pump()

@@ -91,11 +91,16 @@ return 1
  * consumers other than the new owner with nothing pending are deleted (names of members
  * that are gone).
  *
- * KEYS: lease, source stream, log, dead letters, starts.
+ * The first page of a claim (the redelivery stream from "0-0") also moves the
+ * partition's wait fence on: a wait's reads sent before it (see READ_WAITED) then take
+ * nothing, so no entry can reach the member's pending list behind the claim's back.
+ *
+ * KEYS: lease, source stream, log, dead letters, starts, wait fence.
  * ARGV: token, group, member, cursor, count, source ("r" or "l"), now ms.
- * Reply: false when the lease is gone; else {nextCursor, entries} where each entry is
- * {id, entryId, fields|false, deliveries}; for redeliveries entryId/fields are the log
- * entry's. nextCursor "0-0" means the source's pending list has been taken whole.
+ * Reply: false when the lease is gone; else {nextCursor, entries, fence} where each entry
+ * is {id, entryId, fields|false, deliveries}; for redeliveries entryId/fields are the log
+ * entry's; fence is the wait fence after a first page, else false. nextCursor "0-0"
+ * means the source's pending list has been taken whole.
  */
 export const CLAIM = script(
   "claim",
@@ -103,6 +108,8 @@ export const CLAIM = script(
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 local key, log, dlq = KEYS[2], KEYS[3], KEYS[4]
 local group, member, source = ARGV[2], ARGV[3], ARGV[6]
+local fence = false
+if source == 'r' and ARGV[4] == '0-0' then fence = redis.call('INCR', KEYS[6]) end
 local r = redis.call('XAUTOCLAIM', key, group, member, 0, ARGV[4], 'COUNT', tonumber(ARGV[5]))
 local claimed = r[2]
 if r[3] then
@@ -138,7 +145,7 @@ if r[1] == '0-0' then
     if name ~= member and pend == 0 then redis.call('XGROUP', 'DELCONSUMER', key, group, name) end
   end
 end
-return {r[1], out}
+return {r[1], out, fence}
 `
 )
 
@@ -218,28 +225,65 @@ return fenced(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], tonumber(ARG
 /**
  * The fenced reads of a wait (docs/semantics.md §5), on one server: sent right behind the
  * wait's blocking XREAD on the same connection, so the server runs it the moment that
- * read ends (an entry arrived, the time ran out, or CLIENT UNBLOCK) and a waiting member
- * gets new entries without a round trip of its own. The lease of each partition is
- * checked when it runs, not when it was sent: a member whose lease lapsed meanwhile
- * takes nothing. A partition with nothing new is not read.
+ * read ends (an entry arrived, the time ran out, or the member's wake stream was
+ * written) and a waiting member gets new entries without a round trip of its own.
+ * Checked when it runs, not when it was sent, per partition: the lease (a member whose
+ * lease lapsed meanwhile takes nothing) and the wait fence (a claim made since, after
+ * the member gave up on this wait, takes the partition back: these reads take nothing).
+ * A partition whose log and redelivery stream still end at the wait's tails is not read.
  *
- * KEYS: per partition lease, log, redelivery (any slots: single server only).
- * ARGV: group, member, count, then per partition token.
+ * KEYS: per partition lease, log, redelivery, wait fence (any slots: single server only).
+ * ARGV: group, member, count, then per partition token, fence ("" when none was seen),
+ * log tail, redelivery tail.
  * Reply: per partition, in order: false when its lease is gone, 0 when nothing new, else
- * READ's {tail|false, logEntries, redeliveries}.
+ * READ's {tail|false, logEntries, redeliveries} (fenced off: {false, {}, {}}, nothing
+ * taken and no tail, so the member reads the partition again with READ).
  */
 export const READ_WAITED = script(
   "read-waited",
   `#!lua flags=allow-oom
 ${FENCED_READ}
 local group, member, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function last(key)
+  local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  return e and e[1] or '0-0'
+end
 local out = {}
-for i = 1, #KEYS / 3 do
-  local r = fenced(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 + i], group, member, count)
-  if r and r[1] and #r[2] == 0 and #r[3] == 0 then r = 0 end
+for i = 1, #KEYS / 4 do
+  local lease, log, red, fk = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
+  local a = 4 + 4 * (i - 1)
+  local token, fence, tlog, tred = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local r
+  if redis.call('GET', lease) ~= token then
+    r = false
+  elseif fence ~= '' and (redis.call('GET', fk) or '0') ~= fence then
+    -- fenced off: nothing taken, and the member is told to read the partition plainly
+    r = {false, {}, {}}
+  elseif last(log) == tlog and last(red) == tred then
+    r = 0
+  else
+    r = fenced(lease, log, red, token, group, member, count)
+    if r and r[1] and #r[2] == 0 and #r[3] == 0 then r = 0 end
+  end
   out[i] = r
 end
 return out
+`,
+  { singleServer: true }
+)
+
+/**
+ * Wakes a member's wait early: one entry in the member's wake stream, which every wait
+ * of the member also reads (no admin command, and it cannot reach another client's
+ * wait). The stream keeps one entry and expires when the member is gone.
+ * KEYS: wake stream. ARGV: expiry ms.
+ */
+export const WAKE = script(
+  "wake",
+  `#!lua flags=allow-oom
+redis.call('XADD', KEYS[1], 'MAXLEN', '1', '*', 'w', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
 `,
   { singleServer: true }
 )

@@ -10,12 +10,15 @@
  * connection for waiting: a plain multi-key XREAD BLOCK from the tails of its drained
  * partitions (which changes nothing in the group), with the fenced reads of those
  * partitions queued right behind it on the same connection, so the server runs them the
- * moment the wait ends and checks each lease then. A wait cut short is unblocked with
- * CLIENT UNBLOCK, so both replies arrive at once and are consumed.
+ * moment the wait ends and checks each lease (and wait fence) then. A wait cut short is
+ * woken through the member's own wake stream, which the XREAD also reads (no admin
+ * command, and it cannot reach another client's wait), so both replies arrive at once
+ * and are consumed. A wait given up on closes the member's connections, and its
+ * partitions are claimed again, which fences off its reads should they still run.
  *
  * @internal
  */
-import { Duration, Effect, ExecutionStrategy, Exit, Fiber, Scope } from "effect"
+import { Deferred, Duration, Effect, ExecutionStrategy, Exit, Fiber, FiberId, Scope } from "effect"
 import {
   type ClaimPage,
   ConsumerGroups,
@@ -37,7 +40,7 @@ import {
 import { checkCategory, EventDecodeError, InvalidArgument, type StoreError, StoreUnavailable } from "../../EventStore.js"
 import { compareEntryIds, isEntryId } from "../../internal/ids.js"
 import { type EntryValues, fieldsOf, fromValues, toRecorded } from "../../internal/record.js"
-import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, READ_WAITED, RELEASE, RENEW, REPLAY } from "./groupScripts.js"
+import { ACK, ACQUIRE, BEGIN, CLAIM, DEAD_LETTER, HEARTBEAT, READ, READ_WAITED, RELEASE, RENEW, REPLAY, WAKE } from "./groupScripts.js"
 import type { Keys } from "./keys.js"
 import type { CallError, Connection, RedisClient, RedisConnectionError } from "../RedisClient.js"
 import { makeNotices } from "./notices.js"
@@ -48,6 +51,8 @@ type RawEntry = [string, Array<string>]
 type ReadReply = [[string, string] | null, Array<EntryValues>, Array<[string, string, EntryValues | null]>]
 
 const ACK_CHUNK = 1000
+/** How long a member's wake stream outlives its last wake (a member gone leaves it behind). */
+const WAKE_TTL_MS = 60_000
 /** Dead letters listed per call: listings are paged, never one unbounded reply. */
 const LIST_PAGE = 200
 
@@ -61,6 +66,10 @@ export interface GroupKeys {
   readonly redelivery: (category: string, p: number, group: string) => string
   readonly deadLetters: (category: string, p: number, group: string) => string
   readonly starts: (category: string, p: number, group: string) => string
+  /** Moved on by every claim's first page: a wait's reads sent before it take nothing. */
+  readonly waitFence: (category: string, p: number, group: string) => string
+  /** What a member's waits also read, so that it can be woken early (one server only). */
+  readonly wake: (group: string, member: string) => string
 }
 
 export const makeGroupKeys = (keys: Keys): GroupKeys => ({
@@ -73,7 +82,9 @@ export const makeGroupKeys = (keys: Keys): GroupKeys => ({
   epoch: (c, p, g) => `${keys.tag(c, p)}:epoch:${g}`,
   redelivery: (c, p, g) => `${keys.tag(c, p)}:redeliver:${g}`,
   deadLetters: (c, p, g) => `${keys.tag(c, p)}:dlq:${g}`,
-  starts: (c, p, g) => `${keys.tag(c, p)}:starts:${g}`
+  starts: (c, p, g) => `${keys.tag(c, p)}:starts:${g}`,
+  waitFence: (c, p, g) => `${keys.tag(c, p)}:wfence:${g}`,
+  wake: (g, m) => `${keys.prefix}:{group:${g}}:wake:${m}`
 })
 
 const fieldMap = (list: ReadonlyArray<string>): Record<string, string> => {
@@ -95,7 +106,9 @@ export const makeRedisGroups = (
     const control = yield* client.dedicated("control")
     // per member: a data connection (fenced reads, claim pages) and a blocking one
     // (waits), opened at the member's first read and closed when it leaves
-    const connections = new Map<string, MemberConnections>()
+    const connections = new Map<string, Deferred.Deferred<MemberConnections, CallError>>()
+    // per lease: the wait fence its last claim left (see READ_WAITED)
+    const fences = new Map<string, string>()
 
     // Acknowledgements of several partitions sent in one turn leave in one write (a write
     // is a system call, and on a small machine one costs more than the script it carries)
@@ -147,35 +160,47 @@ export const makeRedisGroups = (
 
     const lost = (lease: Lease) => new LeaseLost({ group: lease.group, partition: lease.partition, token: lease.token })
 
+    const openConnections = (member: string): Effect.Effect<MemberConnections, CallError> =>
+      Effect.gen(function*() {
+        const child = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+        const opened = Effect.gen(function*() {
+          const data = yield* Scope.extend(client.dedicated(`data:${member}`), child)
+          // on a cluster a member waits on partition notices, not on a blocking read
+          const waiter = client.cluster ? undefined : yield* Scope.extend(client.blocking(`wait:${member}`), child)
+          const c: MemberConnections = { data, waiter, wakeSeen: "0-0", close: Scope.close(child, Exit.void) }
+          return c
+        })
+        return yield* opened.pipe(
+          Effect.tapError(() => Scope.close(child, Exit.void)),
+          Effect.mapError((e) => new StoreUnavailable({ operation: "read", reason: e.message }))
+        )
+      })
+
+    /**
+     * A member's connections, opened at its first read and closed when it leaves; calls
+     * that come together share one opening (the claims of every partition a member
+     * acquires start at once).
+     */
     const connectionsOf = (member: string): Effect.Effect<MemberConnections, CallError> =>
       Effect.suspend(() => {
         const existing = connections.get(member)
-        if (existing !== undefined) return Effect.succeed(existing)
-        return Effect.gen(function*() {
-          const child = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-          const data = yield* Scope.extend(client.dedicated(`data:${member}`), child).pipe(
-            Effect.tapError(() => Scope.close(child, Exit.void)),
-            Effect.mapError((e) => new StoreUnavailable({ operation: "read", reason: e.message }))
-          )
-          // on a cluster a member waits on partition notices, not on a blocking read
-          if (client.cluster) {
-            const c: MemberConnections = { data, waiter: undefined, waiterId: 0, close: Scope.close(child, Exit.void) }
-            connections.set(member, c)
-            return c
-          }
-          const waiter = yield* Scope.extend(client.blocking(`wait:${member}`), child).pipe(
-            Effect.tapError(() => Scope.close(child, Exit.void)),
-            Effect.mapError((e) => new StoreUnavailable({ operation: "read", reason: e.message }))
-          )
-          const id = yield* client.call("read", (r) => r.client("ID") as Promise<number>, waiter).pipe(Effect.tapError(() => Scope.close(child, Exit.void)))
-          const c: MemberConnections = { data, waiter, waiterId: id, close: Scope.close(child, Exit.void) }
-          // a reconnect gives the connection a new id: keep the one CLIENT UNBLOCK needs
-          waiter.on("ready", () => {
-            waiter.client("ID").then((fresh) => (c.waiterId = Number(fresh)), () => undefined)
-          })
-          connections.set(member, c)
-          return c
-        })
+        if (existing !== undefined) return Deferred.await(existing)
+        const opening = Deferred.unsafeMake<MemberConnections, CallError>(FiberId.none)
+        connections.set(member, opening)
+        // not interruptible: whoever else waits for the opening gets its outcome
+        return Effect.uninterruptible(Effect.flatMap(Effect.exit(openConnections(member)), (exit) => {
+          if (exit._tag === "Failure" && connections.get(member) === opening) connections.delete(member)
+          return Effect.zipRight(Deferred.done(opening, exit), exit)
+        }))
+      })
+
+    /** Closes a member's connections (they are opened again when next needed). */
+    const closeConnections = (member: string) =>
+      Effect.suspend(() => {
+        const c = connections.get(member)
+        if (c === undefined) return Effect.void
+        connections.delete(member)
+        return Effect.flatMap(Effect.option(Deferred.await(c)), (o) => (o._tag === "Some" ? o.value.close : Effect.void))
       })
 
     // partition notices, for waits on a cluster (made on first use)
@@ -272,13 +297,11 @@ export const makeRedisGroups = (
         }),
 
       leave: (group, member) =>
-        Effect.asVoid(ctl("leave", (r) => r.zrem(gk.members(group), member))).pipe(
-          Effect.ensuring(Effect.suspend(() => {
-            const c = connections.get(member)
-            if (c === undefined) return Effect.void
-            connections.delete(member)
-            return c.close
-          }))
+        Effect.asVoid(ctl("leave", (r) => Promise.all([r.zrem(gk.members(group), member), r.del(gk.wake(group, member))]))).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            for (const token of fences.keys()) if (token.startsWith(`${member}:`)) fences.delete(token)
+          })),
+          Effect.ensuring(closeConnections(member))
         ),
 
       acquire: (g, partition, member, ttlMillis) =>
@@ -306,7 +329,8 @@ export const makeRedisGroups = (
               source,
               keys.log(category, p),
               gk.deadLetters(category, p, group),
-              gk.starts(category, p, group)
+              gk.starts(category, p, group),
+              gk.waitFence(category, p, group)
             ], [
               lease.token,
               group,
@@ -315,9 +339,10 @@ export const makeRedisGroups = (
               count,
               cursor.source === "redelivery" ? "r" : "l",
               Date.now()
-            ]) as Promise<[string, Array<[string, string, Array<string> | null, number]>] | null>, c.data).pipe(noGroup(group))
+            ]) as Promise<[string, Array<[string, string, Array<string> | null, number]>, number | null] | null>, c.data).pipe(noGroup(group))
           if (reply === null) return yield* lost(lease)
-          const [next, entries] = reply
+          const [next, entries, fence] = reply
+          if (fence !== null && fence !== undefined) fences.set(lease.token, String(fence))
           const page: ClaimPage = {
             deliveries: entries.map(([id, entryId, fields, deliveries]): Delivery => ({
               partition: p,
@@ -357,6 +382,7 @@ export const makeRedisGroups = (
           const c = yield* connectionsOf(member)
           const waiter = c.waiter!
           const group = watches[0]!.lease.group
+          const wake = gk.wake(group, member)
           const streams: Array<string> = []
           const ids: Array<string> = []
           const scriptKeys: Array<string> = []
@@ -366,16 +392,14 @@ export const makeRedisGroups = (
             const red = gk.redelivery(lease.category, lease.partition, lease.group)
             streams.push(log, red)
             ids.push(tail.log, tail.redelivery)
-            scriptKeys.push(gk.lease(lease.category, lease.partition, lease.group), log, red)
-            scriptArgs.push(lease.token)
+            scriptKeys.push(gk.lease(lease.category, lease.partition, lease.group), log, red, gk.waitFence(lease.category, lease.partition, lease.group))
+            scriptArgs.push(lease.token, fences.get(lease.token) ?? "", tail.log, tail.redelivery)
           }
-          // The wait and its fenced reads, one after the other on the waiter connection:
-          // the server runs the reads the moment the blocking read ends, and both replies
-          // come back together (no round trip between waking up and reading).
-          // cut short: unblock the wait; its reads then run at once and their reply is
-          // still taken, so what they moved to this member is handled, not stranded
-          const unblock = Effect.ignore(ctl("unblock", (r) => r.client("UNBLOCK", c.waiterId)))
-          const cut = yield* Effect.fork(Effect.zipRight(options.until, unblock))
+          streams.push(wake)
+          ids.push(c.wakeSeen)
+          // cut short: an entry in the member's wake stream ends the wait; its reads then
+          // run at once and their reply is still taken, so what they moved is handled
+          const cut = yield* Effect.fork(Effect.zipRight(options.until, Effect.ignore(ctl("wake", (r) => evalScript(r, WAKE, [wake], [WAKE_TTL_MS])))))
           const replies = yield* client.callBlocking("wait", waiter, Duration.millis(options.blockMillis), (r) => {
             // one write: the blocking read, then the fenced reads the server runs the
             // moment it ends (both replies come back together)
@@ -383,19 +407,32 @@ export const makeRedisGroups = (
             p.xread("COUNT", 1, "BLOCK", options.blockMillis, "STREAMS", ...streams, ...ids)
             p.evalsha(READ_WAITED.sha, scriptKeys.length, ...scriptKeys, ...scriptArgs)
             return p.exec().then((results) => {
-              const [woken, reads] = results ?? []
-              if (woken?.[0]) return Promise.reject(woken[0])
+              const [woken, reads] = results ?? [[new Error("no reply to the wait")], [new Error("no reply to the wait")]]
+              const seen = (woken?.[1] as Array<[string, Array<RawEntry>]> | null | undefined)?.find(([key]) => key === wake)?.[1][0]?.[0]
+              if (seen !== undefined) c.wakeSeen = seen
+              // the reads' reply decides, whatever became of the blocking read: they ran
               if (reads?.[0] instanceof Error && reads[0].message.startsWith("NOSCRIPT")) {
                 // the server lost its scripts (a restart, SCRIPT FLUSH): read again with the source
                 return evalScript(r, READ_WAITED, scriptKeys, scriptArgs) as Promise<Array<ReadReply | 0 | null>>
               }
               if (reads?.[0]) return Promise.reject(reads[0])
-              return reads?.[1] as Array<ReadReply | 0 | null>
+              const replies = reads?.[1]
+              if (!Array.isArray(replies)) return Promise.reject(new Error("unexpected reply to the wait's reads"))
+              // a blocking read refused (a permission, say) returns at once: what the reads
+              // took is handed over, and with nothing taken the refusal is the outcome (the
+              // caller backs off instead of waiting in a loop)
+              if (woken?.[0] && replies.every((x) => x === 0)) return Promise.reject(woken[0])
+              return replies as Array<ReadReply | 0 | null>
             })
           }).pipe(
             noGroup(group),
-            Effect.onInterrupt(() => unblock),
-            Effect.ensuring(Fiber.interruptFork(cut))
+            Effect.ensuring(Fiber.interruptFork(cut)),
+            // Given up on (no reply in time, a connection dropped, an interruption), the
+            // wait's reads may still run on the server: the member's connections are
+            // closed (opened again when next needed) and the caller claims the
+            // partitions again, which moves their wait fences on, so those reads take
+            // nothing.
+            Effect.onError(() => closeConnections(member))
           )
           const out: Array<Waited> = []
           for (let i = 0; i < watches.length; i++) {
@@ -568,7 +605,8 @@ interface MemberConnections {
   readonly data: Connection
   /** The blocking connection of waits (none on a cluster: waits use notices there). */
   readonly waiter: Connection | undefined
-  waiterId: number
+  /** The last entry of the member's wake stream its waits have seen. */
+  wakeSeen: string
   readonly close: Effect.Effect<void>
 }
 
