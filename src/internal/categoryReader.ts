@@ -16,6 +16,12 @@ export interface CategorySource<R> {
   readonly page: (p: number, after: string, count: number) => Effect.Effect<ReadonlyArray<RecordedEvent>, ReadError, R>
   /** The entry id of the last entry of each partition ("0-0" when empty). */
   readonly ends: Effect.Effect<CategoryCursor, ReadError, R>
+  /**
+   * Optional: the pages of several partitions at once, one per `[partition, after]` asked
+   * for, in that order (a backend that can read them in one round trip). When absent,
+   * `page` is called for each partition concurrently.
+   */
+  readonly pages?: ((wanted: ReadonlyArray<readonly [p: number, after: string]>, count: number) => Effect.Effect<ReadonlyArray<ReadonlyArray<RecordedEvent>>, ReadError, R>) | undefined
 }
 
 /** Waits until something exists after `cursor` and returns it (or returns nothing after a while). */
@@ -86,11 +92,14 @@ export const readCategory = <R, RF>(
       }
       const wanted: Array<number> = []
       for (let p = 0; p < source.partitions; p++) if (s.buffers[p]!.length === 0 && !s.exhausted[p]) wanted.push(p)
-      return Effect.forEach(wanted, (p) =>
-        Effect.map(source.page(p, s.cursor[p]!, pageSize), (events) => {
-          s.buffers[p] = events.slice()
-          if (events.length < pageSize) s.exhausted[p] = true
-        }), { concurrency: "unbounded", discard: true }).pipe(
+      const fill = (p: number, events: ReadonlyArray<RecordedEvent>) => {
+        s.buffers[p] = events.slice()
+        if (events.length < pageSize) s.exhausted[p] = true
+      }
+      const read = source.pages !== undefined && wanted.length > 1
+        ? Effect.map(source.pages(wanted.map((p) => [p, s.cursor[p]!] as const), pageSize), (pages) => wanted.forEach((p, i) => fill(p, pages[i] ?? [])))
+        : Effect.forEach(wanted, (p) => Effect.map(source.page(p, s.cursor[p]!, pageSize), (events) => fill(p, events)), { concurrency: "unbounded", discard: true })
+      return read.pipe(
         Effect.map(() => {
           const out = drain(s)
           if (out.length > 0) return [Chunk.unsafeFromArray<RecordedEvent | CaughtUp>(out), Option.some(s)] as const
