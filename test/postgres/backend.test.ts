@@ -1,0 +1,211 @@
+/**
+ * What is particular to the PostgreSQL backend: its schema and options, the partition
+ * registry shared by processes, coalescing, the error classification, and an append
+ * whose connection is lost after it was sent.
+ */
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { SqlError } from "@effect/sql/SqlError"
+import { PgClient } from "@effect/sql-pg"
+import { Chunk, ConfigProvider, Context, Effect, Fiber, Layer, Stream } from "effect"
+import { EventStore } from "effect-chronicle"
+import { PostgresChronicle } from "effect-chronicle/postgres"
+import { appendError, classify, storeError } from "../../src/postgres/internal/errors.js"
+import { clientLayer, dropSchemas } from "../support/postgres.js"
+import { lazyPostgresServer } from "../support/postgresServer.js"
+import { startProxy } from "../support/proxy.js"
+
+const server = lazyPostgresServer()
+const schemas = new Set<string>()
+afterAll(async () => {
+  const s = await server.get()
+  if (!s.owned) await Effect.runPromise(dropSchemas(s.url, schemas))
+  await server.stop()
+})
+
+const fresh = (name: string) =>
+  Effect.map(Effect.promise(() => server.get()), (s) => {
+    const schema = s.freshSchema(name)
+    schemas.add(schema)
+    return { url: s.url, schema }
+  })
+
+/** Builds a store in the current scope; fails with the layer's error. */
+const storeIn = (url: string, options: PostgresChronicle.Options) =>
+  Effect.map(
+    Layer.build(PostgresChronicle.layer(options).pipe(Layer.provide(clientLayer(url, 4)))),
+    (ctx) => Context.get(ctx, EventStore.EventStore)
+  )
+
+const clientIn = (url: string) => Effect.map(Layer.build(clientLayer(url, 2)), (ctx) => Context.get(ctx, PgClient.PgClient))
+
+const event = (data: Record<string, unknown> = {}, eventId: string = crypto.randomUUID()): EventStore.NewEvent => ({ eventId, type: "Noted", data })
+
+const collect = <A, E, R>(s: Stream.Stream<A, E, R>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)
+
+describe("PostgreSQL backend", () => {
+  it.live("the layer creates its schema and records its version; a schema of a newer version is refused; stores built at once do not race", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_schema")
+      // three processes starting together on a schema that does not exist yet
+      const stores = yield* Effect.all([storeIn(url, { schema }), storeIn(url, { schema }), storeIn(url, { schema })], { concurrency: "unbounded" })
+      yield* stores[0]!.append("things-1", [event()])
+      expect((yield* collect(stores[2]!.read("things-1"))).length).toBe(1)
+      const sql = yield* clientIn(url)
+      const version = yield* sql.unsafe(`SELECT version FROM "${schema}".schema_version`).values
+      expect(version).toEqual([[1]])
+      const tables = yield* sql.unsafe(`SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, [schema]).values
+      expect(tables.map((r) => r[0])).toEqual(["categories", "events", "partitions", "schema_version", "streams"])
+      yield* sql.unsafe(`UPDATE "${schema}".schema_version SET version = 99`)
+      const error = yield* Effect.flip(Effect.scoped(storeIn(url, { schema })))
+      expect(error._tag).toBe("SchemaVersionMismatch")
+      if (error._tag === "SchemaVersionMismatch") expect([error.schema, error.recorded, error.supported]).toEqual([schema, 99, 1])
+    }).pipe(Effect.scoped))
+
+  it.live("bad options are typed errors when the layer is built, before the schema is touched", () =>
+    Effect.gen(function*() {
+      const { url } = yield* fresh("chronicle_options")
+      const cases: ReadonlyArray<readonly [PostgresChronicle.Options, string, string]> = [
+        [{ schema: "Bad-Name" }, "ConfigurationError", "schema"],
+        [{ schema: "" }, "ConfigurationError", "schema"],
+        [{ livePolling: { min: "2 seconds", max: "1 second" } }, "ConfigurationError", "livePolling.max"],
+        [{ livePolling: { min: "0 millis" } }, "ConfigurationError", "livePolling.min"],
+        [{ coalescing: { maxEvents: 0 } }, "ConfigurationError", "coalescing.maxEvents"],
+        [{ partitions: 0 }, "InvalidArgument", "partitions"],
+        [{ limits: { maxBatchEvents: -1 } }, "InvalidArgument", "limits.maxBatchEvents"]
+      ]
+      for (const [options, tag, field] of cases) {
+        const error = yield* Effect.flip(Effect.scoped(storeIn(url, { schema: "chronicle_never_created", ...options })))
+        expect(error._tag, JSON.stringify(options)).toBe(tag)
+        expect(error._tag === "ConfigurationError" ? error.option : error._tag === "InvalidArgument" ? error.argument : "").toBe(field)
+      }
+      const sql = yield* clientIn(url)
+      const created = yield* sql.unsafe(`SELECT count(*)::int FROM pg_namespace WHERE nspname = 'chronicle_never_created'`).values
+      expect(created).toEqual([[0]])
+    }).pipe(Effect.scoped))
+
+  it.live("layerConfig reads the schema and the partition count from the environment", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_config")
+      const ctx = yield* Layer.build(
+        PostgresChronicle.layerConfig().pipe(
+          Layer.provide(clientLayer(url, 2)),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["CHRONICLE_PG_SCHEMA", schema], ["CHRONICLE_PARTITIONS", "3"]]))))
+        )
+      )
+      const store = Context.get(ctx, EventStore.EventStore)
+      expect(yield* store.partitions("things")).toBe(3)
+      const r = yield* store.append("things-1", [event()])
+      expect(r.positions[0]!.partition).toBeLessThan(3)
+      const sql = yield* clientIn(url)
+      expect(yield* sql.unsafe(`SELECT category, partitions FROM "${schema}".categories`).values).toEqual([["things", 3]])
+    }).pipe(Effect.scoped))
+
+  it.live("a category's partition count is fixed when first written: a store configured otherwise gets PartitionCountMismatch, on append and on reads", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_registry")
+      const two = yield* storeIn(url, { schema, partitions: 2 })
+      const four = yield* storeIn(url, { schema, partitions: { default: 4, byCategory: { other: 2 } } })
+      yield* two.append("fixed-1", [event()])
+      const onAppend = yield* Effect.flip(four.append("fixed-2", [event()]))
+      expect(onAppend._tag).toBe("PartitionCountMismatch")
+      if (onAppend._tag === "PartitionCountMismatch") expect([onAppend.category, onAppend.recorded, onAppend.configured]).toEqual(["fixed", 2, 4])
+      expect((yield* Effect.flip(four.partitions("fixed")))._tag).toBe("PartitionCountMismatch")
+      expect((yield* Effect.flip(Stream.runDrain(four.readCategory("fixed"))))._tag).toBe("PartitionCountMismatch")
+      expect((yield* Effect.flip(Stream.runDrain(four.read("fixed-1"))))._tag).toBe("PartitionCountMismatch")
+      // nothing of the refused append was written
+      expect((yield* collect(two.readCategory("fixed"))).length).toBe(1)
+      // a live reader records the count before it reads: the first writer configured otherwise is refused
+      const reader = yield* Effect.fork(Stream.runDrain(four.readCategory("followed", { live: true })))
+      yield* Effect.sleep("200 millis")
+      expect((yield* Effect.flip(two.append("followed-1", [event()])))._tag).toBe("PartitionCountMismatch")
+      yield* Fiber.interrupt(reader)
+      // byCategory applies per category
+      yield* four.append("other-1", [event()])
+      expect(yield* two.partitions("other")).toBe(2)
+    }).pipe(Effect.scoped))
+
+  it.live("concurrent appends to one partition share calls, each answered on its own", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_coalesce")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      yield* store.append("batch-taken", [event()])
+      const results = yield* Effect.all(
+        Array.from({ length: 60 }, (_, i) =>
+          Effect.either(store.append(i === 30 ? "batch-taken" : `batch-${i}`, [event({ i })], { expectedVersion: i === 30 ? "no-stream" : 0 }))),
+        { concurrency: "unbounded" }
+      )
+      const failed = results.filter((r) => r._tag === "Left")
+      expect(failed.length).toBe(1)
+      expect(failed[0]!._tag === "Left" && failed[0]!.left._tag).toBe("WrongExpectedVersion")
+      const positions = results.flatMap((r) => (r._tag === "Right" ? r.right.positions.map((p) => Number(p.entryId.split("-")[0])) : []))
+      expect(positions.slice().sort((a, b) => a - b)).toEqual(Array.from({ length: 59 }, (_, i) => i + 2))
+      // the events of one call share its commit time (taken once, under the lock): fewer times than appends
+      const read = yield* collect(store.readCategory("batch"))
+      expect(read.length).toBe(60)
+      const times = new Set(read.map((e) => e.time.epochMillis))
+      expect(times.size).toBeLessThan(30)
+      // commit times never go back along a partition
+      const ms = read.map((e) => e.time.epochMillis)
+      expect(ms).toEqual(ms.slice().sort((a, b) => a - b))
+      expect(Math.abs(ms[0]! - Date.now())).toBeLessThan(60_000)
+    }).pipe(Effect.scoped))
+
+  it.live("an entity id or a type with a NUL is refused before any I/O; a stream named so reads as empty", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_nul")
+      const store = yield* storeIn(url, { schema })
+      const onId = yield* Effect.flip(store.append("nul-a\u0000b", [event()]))
+      expect(onId._tag).toBe("InvalidArgument")
+      const onType = yield* Effect.flip(store.append("nul-1", [{ ...event(), type: "A\u0000" }]))
+      expect(onType._tag === "InvalidEvent" && onType.path).toBe("type")
+      expect(yield* collect(store.read("nul-a\u0000b"))).toEqual([])
+      expect(yield* collect(store.readCategory("nul"))).toEqual([])
+    }).pipe(Effect.scoped))
+
+  it.live("an append whose connection is lost after it was sent fails with AppendOutcomeUnknown; the same ids then write it exactly once", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_lost")
+      const upstream = new URL(url)
+      const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy(Number(upstream.port))), (p) => Effect.promise(() => p.close()))
+      const viaProxy = url.replace(`:${upstream.port}/`, `:${proxy.port}/`)
+      const store = yield* storeIn(viaProxy, { schema })
+      yield* store.append("lost-warm", [event()])
+      // the call is slow inside the database, so that the connection goes while it runs
+      const sql = yield* clientIn(url)
+      yield* sql.unsafe(`CREATE FUNCTION "${schema}".test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF EXISTS (SELECT 1 FROM inserted WHERE stream_id = 'slow') THEN PERFORM pg_sleep(0.3); END IF; RETURN NULL; END $$`)
+      yield* sql.unsafe(`CREATE TRIGGER test_slow AFTER INSERT ON "${schema}".events REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION "${schema}".test_slow()`)
+      const batch = [event({ n: 1 }), event({ n: 2 })]
+      const cut = proxy.cutAfterRequest((request) => request.includes(".append("))
+      const error = yield* Effect.flip(store.append("lost-slow", batch, { expectedVersion: "no-stream" }))
+      yield* Effect.promise(() => cut)
+      expect(error._tag).toBe("AppendOutcomeUnknown")
+      if (error._tag === "AppendOutcomeUnknown") expect(error.eventIds).toEqual(batch.map((e) => e.eventId))
+      expect(EventStore.isRetryable(error)).toBe(true)
+      // the retry: a replay if the lost call committed, else written now; either way once
+      yield* Effect.sleep("500 millis")
+      const retry = yield* store.append("lost-slow", batch, { expectedVersion: "no-stream" })
+      expect([retry.firstVersion, retry.lastVersion]).toEqual([1, 2])
+      const read = yield* collect(store.read("lost-slow"))
+      expect(read.map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId))
+      yield* Effect.logInfo(`lost reply: the retry was ${retry.replayed ? "a replay (the lost call had committed)" : "a fresh write (the lost call had not committed)"}`)
+    }).pipe(Effect.scoped))
+
+  it("errors are classified by what the server said, never by message text", () => {
+    const server = (code: string) => new SqlError({ cause: Object.assign(new Error(`server says ${code}`), { code, severity: "ERROR" }), message: "Failed to execute statement" })
+    for (const code of ["40001", "40P01", "55P03", "57014", "57P01", "53300", "08006", "25006"]) {
+      expect(classify(server(code)), code).toMatchObject({ kind: "server", code, retryable: true })
+      expect(appendError("s-1", ["x"], server(code))._tag, code).toBe("StoreUnavailable")
+    }
+    expect(classify(server("23505"))).toMatchObject({ kind: "server", retryable: false })
+    expect(storeError("read", server("42501"))._tag).toBe("PermissionDenied")
+    const refused = new SqlError({ cause: Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" }), message: "Failed to acquire connection" })
+    expect(classify(refused)).toMatchObject({ kind: "not-sent", retryable: true })
+    expect(appendError("s-1", ["x"], refused)._tag).toBe("StoreUnavailable")
+    const lost = new SqlError({ cause: new Error("Connection terminated unexpectedly"), message: "Connection error" })
+    expect(classify(lost)).toMatchObject({ kind: "lost", retryable: true })
+    const unknown = appendError("s-1", ["x"], lost)
+    expect(unknown._tag).toBe("AppendOutcomeUnknown")
+    expect(storeError("read", lost)).toMatchObject({ _tag: "StoreUnavailable", retryable: true })
+  })
+})
