@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, ConfigProvider, Context, Effect, Fiber, Layer, Stream } from "effect"
+import { Chunk, ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { appendError, classify, storeError } from "../../src/postgres/internal/errors.js"
@@ -190,6 +190,31 @@ describe("PostgreSQL backend", () => {
       expect(read.map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId))
       yield* Effect.logInfo(`lost reply: the retry was ${retry.replayed ? "a replay (the lost call had committed)" : "a fresh write (the lost call had not committed)"}`)
     }).pipe(Effect.scoped))
+
+  it.effect("a live reader under a test clock still sees another store's appends (the head poller keeps the wall clock)", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_testclock")
+      const writer = yield* storeIn(url, { schema, partitions: 2 })
+      const reader = yield* storeIn(url, { schema, partitions: 2 })
+      const caughtUp = yield* Deferred.make<void>()
+      const seen = yield* Effect.fork(
+        reader.readCategory("clocked", { live: true }).pipe(
+          Stream.tap((x) => (EventStore.isCaughtUp(x) ? Deferred.succeed(caughtUp, undefined) : Effect.void)),
+          Stream.filter((x): x is EventStore.RecordedEvent => !EventStore.isCaughtUp(x)),
+          Stream.take(3),
+          Stream.runCollect
+        )
+      )
+      yield* Deferred.await(caughtUp)
+      // on the wall clock: well after the poller's first poll, so that only later polls can see these
+      const wallSleep = (ms: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, ms)))
+      for (let i = 0; i < 3; i++) {
+        yield* wallSleep(150)
+        yield* writer.append(`clocked-${i}`, [event({ i })])
+      }
+      const events = Chunk.toReadonlyArray(yield* Fiber.join(seen))
+      expect(events.map((e) => (e.data as { i: number }).i).sort()).toEqual([0, 1, 2])
+    }).pipe(Effect.scoped), 20_000)
 
   it("errors are classified by what the server said, never by message text", () => {
     const server = (code: string) => new SqlError({ cause: Object.assign(new Error(`server says ${code}`), { code, severity: "ERROR" }), message: "Failed to execute statement" })

@@ -12,7 +12,7 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Duration, Effect, Fiber, type Scope } from "effect"
+import { Clock, Duration, Effect, Fiber, type Scope } from "effect"
 
 export interface Watch {
   /** Opened when a followed partition may have moved; the reader closes it before it reads. */
@@ -55,6 +55,8 @@ export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): 
     const scope = yield* Effect.scope
     const followed = new Map<string, Followed>()
     const pollSql = `SELECT partition, head::text FROM "${schema}".partitions WHERE category = $1`
+    // the poller's pace is the store's business: a test clock in the reader's fiber must not stop it
+    const wallClock = Clock.make()
     const minMs = Duration.toMillis(options.min)
     const maxMs = Duration.toMillis(options.max)
 
@@ -87,7 +89,7 @@ export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): 
             yield* Effect.logDebug("effect-chronicle: polling partition heads failed", result.left)
             delay = maxMs
           }
-          yield* Effect.sleep(Duration.millis(delay))
+          yield* Effect.withClock(Effect.sleep(Duration.millis(delay)), wallClock)
         }
       })
 
