@@ -73,6 +73,13 @@ export interface Options {
     readonly maxEvents?: number | undefined
   } | undefined
   /**
+   * The longest an append waits for its partition's lock (held by another process's
+   * append, or by a transaction that called the append function and has not ended)
+   * before it fails with a retryable `StoreUnavailable`, nothing written. Default 5
+   * seconds.
+   */
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  /**
    * Polling of the partitions' heads by live readers (appends of other processes): the
    * interval after a change (default 5 ms), doubling while nothing moves up to `max`
    * (default 1 second). Appends of this process wake its readers at once.
@@ -133,6 +140,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
     if (Duration.lessThan(max, min)) {
       return yield* new ConfigurationError({ option: "livePolling.max", reason: `${Duration.format(max)} is shorter than livePolling.min (${Duration.format(min)})` })
     }
+    const lockTimeout = yield* checkDuration("lockTimeout", options.lockTimeout, "5 seconds")
     const maxEvents = options.coalescing?.maxEvents ?? 1000
     if (!Number.isSafeInteger(maxEvents) || maxEvents < 1) {
       return yield* new ConfigurationError({ option: "coalescing.maxEvents", reason: `${String(maxEvents)} is not an integer ≥ 1` })
@@ -142,6 +150,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       partitions: options.partitions ?? defaultPartitions,
       limits: { ...defaultLimits, ...options.limits },
       maxEventsPerCall: maxEvents,
+      lockTimeout,
       poll: { min, max },
       // a safety net only: the poller wakes readers when their partitions move
       recheck: Duration.max(max, Duration.seconds(5))

@@ -70,6 +70,7 @@ describe("PostgreSQL backend", () => {
         [{ livePolling: { min: "2 seconds", max: "1 second" } }, "ConfigurationError", "livePolling.max"],
         [{ livePolling: { min: "0 millis" } }, "ConfigurationError", "livePolling.min"],
         [{ coalescing: { maxEvents: 0 } }, "ConfigurationError", "coalescing.maxEvents"],
+        [{ lockTimeout: "0 millis" }, "ConfigurationError", "lockTimeout"],
         [{ partitions: 0 }, "InvalidArgument", "partitions"],
         [{ limits: { maxBatchEvents: -1 } }, "InvalidArgument", "limits.maxBatchEvents"]
       ]
@@ -189,6 +190,38 @@ describe("PostgreSQL backend", () => {
       const read = yield* collect(store.read("lost-slow"))
       expect(read.map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId))
       yield* Effect.logInfo(`lost reply: the retry was ${retry.replayed ? "a replay (the lost call had committed)" : "a fresh write (the lost call had not committed)"}`)
+    }).pipe(Effect.scoped))
+
+  it.live("an append that waits longer than lockTimeout for its partition's lock fails, retryable, with nothing written", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_locked")
+      const store = yield* storeIn(url, { schema, partitions: 1, lockTimeout: "300 millis" })
+      yield* store.append("locked-1", [event()])
+      // another session calls the append function in a transaction and keeps it open: it holds the lock
+      const holder = yield* clientIn(url)
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
+        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+          "locked", 1, 0, ["2"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+        ])
+        yield* Deferred.succeed(holding, undefined)
+        yield* Deferred.await(release)
+        return yield* Effect.fail("roll back" as const)
+      })).pipe(Effect.flip))
+      yield* Deferred.await(holding)
+      const started = Date.now()
+      const error = yield* Effect.flip(store.append("locked-1", [event()]))
+      const waited = Date.now() - started
+      expect(error._tag).toBe("StoreUnavailable")
+      expect(EventStore.isRetryable(error)).toBe(true)
+      expect(error._tag === "StoreUnavailable" && error.reason).toContain("55P03")
+      expect(waited).toBeGreaterThanOrEqual(250)
+      expect(waited).toBeLessThan(5000)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(held)).toBe("roll back")
+      const retry = yield* store.append("locked-1", [event()])
+      expect([retry.firstVersion, retry.positions[0]!.entryId]).toEqual([2, "2-0"])
     }).pipe(Effect.scoped))
 
   it.effect("a live reader under a test clock still sees another store's appends (the head poller keeps the wall clock)", () =>

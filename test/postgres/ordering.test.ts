@@ -122,8 +122,8 @@ describe("PostgreSQL ordering", () => {
           const outcome = yield* sql.withTransaction(
             Effect.gen(function*() {
               const rows = yield* sql.unsafe(
-                `SELECT r_status, r_positions::text[] FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`,
-                [category, P, partition, [id], [-1], [2], ids, ["Noted", "Noted"], ['{"rolled":1}', '{"rolled":2}'], ["", ""]]
+                `SELECT r_status, r_positions::text[] FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10, $11)`,
+                [category, P, partition, [id], [-1], [2], ids, ["Noted", "Noted"], ['{"rolled":1}', '{"rolled":2}'], ["", ""], 0]
               ).values
               const row = rows[0] as [string, Array<string>]
               yield* Effect.sleep(`${Math.floor(next() * 4)} millis`)

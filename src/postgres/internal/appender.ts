@@ -32,6 +32,8 @@ export interface AppenderOptions {
   readonly schema: string
   /** Events per call; a larger batch goes alone, still in one atomic call. */
   readonly maxEvents: number
+  /** The longest a call waits for its partition's lock (0: no limit). */
+  readonly lockTimeoutMs: number
 }
 
 export interface Appender {
@@ -75,7 +77,7 @@ export const makeAppender = (
     const lanes = new Map<string, Lane>()
     const scope = yield* Effect.scope
     let closed = false
-    const appendSql = `SELECT r_status, r_first::text, r_index, r_version::text, r_type, r_positions::text[] FROM "${options.schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`
+    const appendSql = `SELECT r_status, r_first::text, r_index, r_version::text, r_type, r_positions::text[] FROM "${options.schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10, $11)`
 
     const take = (lane: Lane): Array<Pending> => {
       const out: Array<Pending> = []
@@ -156,7 +158,7 @@ export const makeAppender = (
           meta.push(e.meta)
         }
       }
-      return sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta]).values.pipe(
+      return sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta, options.lockTimeoutMs]).values.pipe(
         Effect.matchCauseEffect({
           onSuccess: (rows) =>
             Effect.forEach(items, (item, b) => {

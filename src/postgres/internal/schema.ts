@@ -103,7 +103,7 @@ $fn$`
 
 /**
  * `append(category, partitions, partition, streams[], expected[], counts[], ids[],
- * types[], data[], meta[])`: appends one or more batches to ONE partition, in one
+ * types[], data[], meta[], lock_timeout_ms)`: appends one or more batches to ONE partition, in one
  * statement. It checks the recorded partition count, then locks the partition row
  * (FOR UPDATE, held to commit), then for each batch, in order and on its own, runs every
  * check before its first write:
@@ -117,13 +117,15 @@ $fn$`
  * version (for `wev` the actual version, for `partitions` the recorded count), the
  * 0-based index and stored version and type of the id at fault, and the positions.
  *
- * `expected` -1 is "any", -2 "exists", any other value the exact version.
+ * `expected` -1 is "any", -2 "exists", any other value the exact version. With
+ * `lock_timeout_ms` above 0, waiting longer than that for the partition's lock fails the
+ * call (SQLSTATE 55P03) with nothing written.
  */
 const appendFunction = (s: string) => `
 CREATE OR REPLACE FUNCTION ${s}.append(
   p_category text, p_partitions int, p_partition int,
   p_streams text[], p_expected bigint[], p_counts int[],
-  p_ids uuid[], p_types text[], p_data text[], p_meta text[]
+  p_ids uuid[], p_types text[], p_data text[], p_meta text[], p_lock_timeout_ms int DEFAULT 0
 ) RETURNS TABLE (r_status text, r_first bigint, r_index int, r_version bigint, r_type text, r_positions bigint[])
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
@@ -142,6 +144,10 @@ DECLARE
   v_positions bigint[];
   v_bad int;
 BEGIN
+  IF p_lock_timeout_ms > 0 THEN
+    -- for this transaction only: the caller's single statement
+    PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+  END IF;
   SELECT c.partitions INTO v_recorded FROM ${s}.categories c WHERE c.category = p_category;
   IF NOT FOUND THEN
     v_recorded := ${s}.register(p_category, p_partitions);
