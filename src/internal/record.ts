@@ -72,10 +72,17 @@ class Stored implements RecordedEvent {
   get time(): DateTime.Utc {
     return DateTime.unsafeMake(this.millis ?? entryIdMillis(this.entryId))
   }
+  /** The commit time in ms, without making a `DateTime`. */
+  static millisOf(e: Stored): number {
+    return e.millis ?? entryIdMillis(e.entryId)
+  }
   toJSON() {
     return { ...envelopeOf(this), time: DateTime.formatIso(this.time), data: this.data }
   }
 }
+
+/** The commit time of a stored event in ms (cheaper than `time` for events this module made). */
+export const commitMillis = (e: RecordedEvent): number => (e instanceof Stored ? Stored.millisOf(e) : e.time.epochMillis)
 
 /** The envelope of a stored event: everything but its data. */
 export const envelopeOf = (r: RecordedEvent): Envelope => ({

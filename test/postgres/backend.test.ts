@@ -9,6 +9,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Chunk, ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
+import { partitionOf } from "../../src/internal/ids.js"
 import { appendError, classify, storeError } from "../../src/postgres/internal/errors.js"
 import { clientLayer, dropSchemas } from "../support/postgres.js"
 import { lazyPostgresServer } from "../support/postgresServer.js"
@@ -149,6 +150,44 @@ describe("PostgreSQL backend", () => {
       const ms = read.map((e) => e.time.epochMillis)
       expect(ms).toEqual(ms.slice().sort((a, b) => a - b))
       expect(Math.abs(ms[0]! - Date.now())).toBeLessThan(60_000)
+    }).pipe(Effect.scoped))
+
+  it.live("readCategory merges partitions by commit time (positions say nothing of time across partitions), catching up and live", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_merge")
+      const store = yield* storeIn(url, { schema, partitions: 4 })
+      // a busy stream first, then a stream of another partition: its first positions are low, its times late
+      const busy = "merged-busy"
+      const quiet = Array.from({ length: 40 }, (_, i) => `merged-q${i}`).find((s) => partitionOf(s.slice(7), 4) !== partitionOf(busy.slice(7), 4))!
+      for (let i = 0; i < 30; i++) yield* store.append(busy, [event({ i })])
+      yield* Effect.sleep("5 millis")
+      for (let i = 0; i < 3; i++) yield* store.append(quiet, [event({ i })])
+      const read = yield* collect(store.readCategory("merged", { pageSize: 8 }))
+      expect(read.map((e) => e.stream)).toEqual([...Array.from({ length: 30 }, () => busy), quiet, quiet, quiet])
+      const ms = read.map((e) => e.time.epochMillis)
+      expect(ms).toEqual(ms.slice().sort((a, b) => a - b))
+      // live: what several partitions hold when a follow reads them comes out in commit order too
+      const other = yield* storeIn(url, { schema, partitions: 4 })
+      const caughtUp = yield* Deferred.make<void>()
+      const reader = yield* Effect.fork(
+        other.readCategory("merged", { live: true, from: "end" }).pipe(
+          Stream.tap((x) => (EventStore.isCaughtUp(x) ? Deferred.succeed(caughtUp, undefined) : Effect.void)),
+          Stream.filter((x): x is EventStore.RecordedEvent => !EventStore.isCaughtUp(x)),
+          Stream.take(12),
+          Stream.runCollect
+        )
+      )
+      yield* Deferred.await(caughtUp)
+      // written by this store while the reader (another store) polls: it sees them in batches
+      // (2 ms apart: commit times in ms differ, so the order is the test's, not a tie's)
+      for (let i = 0; i < 6; i++) {
+        yield* store.append(busy, [event({ late: i })])
+        yield* Effect.sleep("2 millis")
+        yield* store.append(quiet, [event({ late: i })])
+        yield* Effect.sleep("2 millis")
+      }
+      const live = Chunk.toReadonlyArray(yield* Fiber.join(reader))
+      expect(live.map((e) => e.stream)).toEqual(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? busy : quiet)))
     }).pipe(Effect.scoped))
 
   it.live("an entity id or a type with a NUL is refused before any I/O; a stream named so reads as empty", () =>

@@ -28,7 +28,7 @@ import {
 import { type Follow, readCategory as followCategory } from "../../internal/categoryReader.js"
 import { partitionOf } from "../../internal/ids.js"
 import { validateFrom, validatePageSize, validateReadOptions } from "../../internal/options.js"
-import { recordOf } from "../../internal/record.js"
+import { commitMillis, recordOf } from "../../internal/record.js"
 import { followStream } from "../../internal/streamReader.js"
 import { storeError } from "./errors.js"
 import type { Heads } from "./heads.js"
@@ -194,7 +194,9 @@ export const makeReads = (
           partitions,
           page: (p, after, count) => Effect.map(pages(category, [[p, after]], count), (xs) => xs[0] ?? []),
           pages: (wanted, count) => pages(category, wanted, count),
-          ends: ends(category, partitions)
+          ends: ends(category, partitions),
+          // positions say nothing of time across partitions: merged by commit time
+          commitTime: commitMillis
         },
         start,
         pageSize,
