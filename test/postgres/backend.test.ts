@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Stream } from "effect"
+import { Chunk, ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Redacted, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
@@ -85,21 +85,28 @@ describe("PostgreSQL backend", () => {
       expect(created).toEqual([[0]])
     }).pipe(Effect.scoped))
 
-  it.live("layerConfig reads the schema and the partition count from the environment", () =>
+  it.live("layerConfig and clientLayerConfig read the schema, the partition count and the URL from the environment; the URL stays redacted", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_config")
+      // a password in the URL (the test server trusts loopback, so any will do): it must never show
+      const withPassword = url.replace("postgres@", "postgres:s3cr3t-pw@")
+      const env = ConfigProvider.fromMap(new Map([["DATABASE_URL", withPassword], ["CHRONICLE_PG_SCHEMA", schema], ["CHRONICLE_PARTITIONS", "3"]]))
+      const client = PostgresChronicle.clientLayerConfig()
       const ctx = yield* Layer.build(
-        PostgresChronicle.layerConfig().pipe(
-          Layer.provide(clientLayer(url, 2)),
-          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["CHRONICLE_PG_SCHEMA", schema], ["CHRONICLE_PARTITIONS", "3"]]))))
-        )
+        Layer.merge(PostgresChronicle.layerConfig().pipe(Layer.provide(client)), client).pipe(Layer.provide(Layer.setConfigProvider(env)))
       )
       const store = Context.get(ctx, EventStore.EventStore)
       expect(yield* store.partitions("things")).toBe(3)
       const r = yield* store.append("things-1", [event()])
       expect(r.positions[0]!.partition).toBeLessThan(3)
+      const pg = Context.get(ctx, PgClient.PgClient)
+      expect(Redacted.isRedacted(pg.config.url)).toBe(true)
+      expect(`${String(pg.config.url)} ${JSON.stringify(pg.config.url)}`).not.toContain("s3cr3t-pw")
+      expect(pg.config.maxConnections).toBe(10)
       const sql = yield* clientIn(url)
       expect(yield* sql.unsafe(`SELECT category, partitions FROM "${schema}".categories`).values).toEqual([["things", 3]])
+      const names = yield* sql.unsafe(`SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name = 'effect-chronicle'`).values
+      expect(names).toEqual([["effect-chronicle"]])
     }).pipe(Effect.scoped))
 
   it.live("a category's partition count is fixed when first written: a store configured otherwise gets PartitionCountMismatch, on append and on reads", () =>
