@@ -80,6 +80,13 @@ export interface Options {
    */
   readonly lockTimeout?: Duration.DurationInput | undefined
   /**
+   * The longest an append call waits for the database's reply once sent (default 30
+   * seconds; longer than `lockTimeout`). Past it the append fails with
+   * `AppendOutcomeUnknown` (retry with the same event ids) and the call is cancelled, so
+   * that a connection that went silent cannot hold the partition's later appends for good.
+   */
+  readonly appendTimeout?: Duration.DurationInput | undefined
+  /**
    * Polling of the partitions' heads by live readers (appends of other processes): the
    * interval after a change (default 5 ms), doubling while nothing moves up to `max`
    * (default 1 second). Appends of this process wake its readers at once.
@@ -141,6 +148,10 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       return yield* new ConfigurationError({ option: "livePolling.max", reason: `${Duration.format(max)} is shorter than livePolling.min (${Duration.format(min)})` })
     }
     const lockTimeout = yield* checkDuration("lockTimeout", options.lockTimeout, "5 seconds")
+    const appendTimeout = yield* checkDuration("appendTimeout", options.appendTimeout, "30 seconds")
+    if (!Duration.greaterThan(appendTimeout, lockTimeout)) {
+      return yield* new ConfigurationError({ option: "appendTimeout", reason: `${Duration.format(appendTimeout)} is not longer than lockTimeout (${Duration.format(lockTimeout)})` })
+    }
     const maxEvents = options.coalescing?.maxEvents ?? 1000
     if (!Number.isSafeInteger(maxEvents) || maxEvents < 1) {
       return yield* new ConfigurationError({ option: "coalescing.maxEvents", reason: `${String(maxEvents)} is not an integer ≥ 1` })
@@ -151,6 +162,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       limits: { ...defaultLimits, ...options.limits },
       maxEventsPerCall: maxEvents,
       lockTimeout,
+      appendTimeout,
       poll: { min, max },
       // a safety net only: the poller wakes readers when their partitions move
       recheck: Duration.max(max, Duration.seconds(5))

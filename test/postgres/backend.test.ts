@@ -14,6 +14,7 @@ import { appendError, classify, storeError } from "../../src/postgres/internal/e
 import { clientLayer, dropSchemas } from "../support/postgres.js"
 import { lazyPostgresServer } from "../support/postgresServer.js"
 import { startProxy } from "../support/proxy.js"
+import { createConnection, createServer, type Socket } from "node:net"
 
 const server = lazyPostgresServer()
 const schemas = new Set<string>()
@@ -40,6 +41,41 @@ const storeIn = (url: string, options: PostgresChronicle.Options) =>
 const clientIn = (url: string) => Effect.map(Layer.build(clientLayer(url, 2)), (ctx) => Context.get(ctx, PgClient.PgClient))
 
 const event = (data: Record<string, unknown> = {}, eventId: string = crypto.randomUUID()): EventStore.NewEvent => ({ eventId, type: "Noted", data })
+
+/** A loopback TCP relay that can stop passing the server's replies on (while keeping every connection open). */
+const startSilencer = (upstreamPort: number) =>
+  new Promise<{ readonly port: number; readonly silence: (on: boolean) => void; readonly close: () => Promise<void> }>((resolve) => {
+    let silent = false
+    const sockets = new Set<Socket>()
+    const relay = createServer((client) => {
+      const upstream = createConnection({ host: "127.0.0.1", port: upstreamPort })
+      sockets.add(client).add(upstream)
+      client.on("data", (chunk) => upstream.write(chunk))
+      upstream.on("data", (chunk) => {
+        if (!silent) client.write(chunk)
+      })
+      const end = () => {
+        client.destroy()
+        upstream.destroy()
+      }
+      client.on("close", end).on("error", end)
+      upstream.on("close", end).on("error", end)
+    })
+    relay.listen(0, "127.0.0.1", () => {
+      const address = relay.address()
+      resolve({
+        port: typeof address === "object" && address !== null ? address.port : 0,
+        silence: (on) => {
+          silent = on
+        },
+        close: () =>
+          new Promise<void>((done) => {
+            for (const socket of sockets) socket.destroy()
+            relay.close(() => done())
+          })
+      })
+    })
+  })
 
 const collect = <A, E, R>(s: Stream.Stream<A, E, R>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)
 
@@ -72,6 +108,7 @@ describe("PostgreSQL backend", () => {
         [{ livePolling: { min: "0 millis" } }, "ConfigurationError", "livePolling.min"],
         [{ coalescing: { maxEvents: 0 } }, "ConfigurationError", "coalescing.maxEvents"],
         [{ lockTimeout: "0 millis" }, "ConfigurationError", "lockTimeout"],
+        [{ lockTimeout: "10 seconds", appendTimeout: "5 seconds" }, "ConfigurationError", "appendTimeout"],
         [{ partitions: 0 }, "InvalidArgument", "partitions"],
         [{ limits: { maxBatchEvents: -1 } }, "InvalidArgument", "limits.maxBatchEvents"]
       ]
@@ -237,6 +274,30 @@ describe("PostgreSQL backend", () => {
       expect(read.map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId))
       yield* Effect.logInfo(`lost reply: the retry was ${retry.replayed ? "a replay (the lost call had committed)" : "a fresh write (the lost call had not committed)"}`)
     }).pipe(Effect.scoped))
+
+  it.live("an append call with no reply within appendTimeout fails with AppendOutcomeUnknown (a connection gone silent does not hold it for good)", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_silent")
+      const upstream = new URL(url)
+      const silent = yield* Effect.acquireRelease(Effect.promise(() => startSilencer(Number(upstream.port))), (p) => Effect.promise(() => p.close()))
+      const store = yield* storeIn(url.replace(`:${upstream.port}/`, `:${silent.port}/`), { schema, lockTimeout: "200 millis", appendTimeout: "1 second" })
+      yield* store.append("silent-warm", [event()])
+      silent.silence(true)
+      const batch = [event({ n: 1 })]
+      const started = Date.now()
+      const error = yield* Effect.flip(store.append("silent-1", batch, { expectedVersion: "no-stream" }))
+      expect(error._tag).toBe("AppendOutcomeUnknown")
+      expect(error._tag === "AppendOutcomeUnknown" && error.reason).toContain("no reply within 1s")
+      const waited = Date.now() - started
+      expect(waited).toBeGreaterThanOrEqual(900)
+      expect(waited, "answered at the deadline, not after the driver's cancel").toBeLessThan(3000)
+      silent.silence(false)
+      // the same ids, from a store with a sound connection: written once
+      const direct = yield* storeIn(url, { schema })
+      const retry = yield* direct.append("silent-1", batch, { expectedVersion: "no-stream" })
+      expect([retry.firstVersion, retry.lastVersion]).toEqual([1, 1])
+      expect((yield* collect(direct.read("silent-1"))).map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId))
+    }).pipe(Effect.scoped), 30_000)
 
   it.live("an append that waits longer than lockTimeout for its partition's lock fails, retryable, with nothing written", () =>
     Effect.gen(function*() {

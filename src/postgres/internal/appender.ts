@@ -14,7 +14,7 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Cause, Deferred, Effect, Exit, type Scope } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, type Scope } from "effect"
 import type { Position } from "../../Envelope.js"
 import {
   type AppendError,
@@ -34,6 +34,8 @@ export interface AppenderOptions {
   readonly maxEvents: number
   /** The longest a call waits for its partition's lock (0: no limit). */
   readonly lockTimeoutMs: number
+  /** The longest a call waits for its reply: then its batches' outcome is unknown. */
+  readonly replyTimeout: Duration.Duration
 }
 
 export interface Appender {
@@ -158,7 +160,10 @@ export const makeAppender = (
           meta.push(e.meta)
         }
       }
-      return sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta, options.lockTimeoutMs]).values.pipe(
+      // disconnected: past the deadline the batches are answered at once, while the driver
+      // cancels the statement in the background
+      return Effect.disconnect(sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta, options.lockTimeoutMs]).values).pipe(
+        Effect.timeoutFail({ duration: options.replyTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(options.replyTimeout)}`) }),
         Effect.matchCauseEffect({
           onSuccess: (rows) =>
             Effect.forEach(items, (item, b) => {

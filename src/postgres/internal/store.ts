@@ -26,6 +26,8 @@ export interface PostgresStoreOptions {
   readonly maxEventsPerCall: number
   /** The longest an append waits for its partition's lock before it fails, nothing written. */
   readonly lockTimeout: Duration.Duration
+  /** The longest an append call waits for its reply once sent: then its outcome is unknown. */
+  readonly appendTimeout: Duration.Duration
   /** Polling of partition heads for live reads: from `min` after a change up to `max`. */
   readonly poll: { readonly min: Duration.Duration; readonly max: Duration.Duration }
   /** The longest a live reader waits without a wake-up before it reads again. */
@@ -46,7 +48,7 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
 
     const registry = makeRegistry(sql, schema, options.partitions)
     const heads = yield* makeHeads(sql, schema, options.poll)
-    const appender = yield* makeAppender(sql, { schema, maxEvents: options.maxEventsPerCall, lockTimeoutMs: Math.max(1, Math.round(Duration.toMillis(options.lockTimeout))) }, ({ partition, partitions, prepared, result }) => {
+    const appender = yield* makeAppender(sql, { schema, maxEvents: options.maxEventsPerCall, lockTimeoutMs: Math.max(1, Math.round(Duration.toMillis(options.lockTimeout))), replyTimeout: options.appendTimeout }, ({ partition, partitions, prepared, result }) => {
       registry.learn(prepared.category, partitions)
       const first = Number(result.positions[0]!.entryId.split("-")[0])
       heads.appended(prepared.category, partition, first, first + prepared.events.length - 1, prepared.entityId)
