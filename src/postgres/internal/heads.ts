@@ -13,6 +13,7 @@
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
 import { Clock, Duration, Effect, Fiber, type Scope } from "effect"
+import { headsQuery } from "./schema.js"
 
 export interface Watch {
   /** Opened when a followed partition may have moved; the reader closes it before it reads. */
@@ -54,7 +55,7 @@ export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): 
   Effect.gen(function*() {
     const scope = yield* Effect.scope
     const followed = new Map<string, Followed>()
-    const pollSql = `SELECT partition, head::text FROM "${schema}".partitions WHERE category = $1`
+    const pollSql = headsQuery(schema)
     // the poller's pace is the store's business: a test clock in the reader's fiber must not stop it
     const wallClock = Clock.make()
     const minMs = Duration.toMillis(options.min)

@@ -2,7 +2,7 @@
  * Reads on PostgreSQL: one stream by version (one query a page; live: read again when
  * its partition may have moved), a category's partitions by position (`pos > cursor
  * ORDER BY pos LIMIT n` for every partition in ONE query, `unnest` + `LATERAL`), and
- * where a category ends (its partitions' heads).
+ * where a category ends (its partitions' heads: their last positions).
  *
  * The committed rows of a partition are always the prefix `1..head` (positions are
  * assigned under the partition's row lock, held to commit), so a cursor never skips a
@@ -33,6 +33,7 @@ import { followStream } from "../../internal/streamReader.js"
 import { storeError } from "./errors.js"
 import type { Heads } from "./heads.js"
 import type { Registry } from "./registry.js"
+import { headsQuery } from "./schema.js"
 
 export interface Reads {
   readonly read: (stream: string, options?: ReadOptions) => Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>
@@ -79,7 +80,7 @@ export const makeReads = (
   const pagesSql = `SELECT ${COLUMNS} FROM unnest($2::int[], $3::bigint[]) AS c(p, after)
     CROSS JOIN LATERAL (SELECT * FROM ${s}.events x WHERE x.category = $1 AND x.partition = c.p AND x.pos > c.after ORDER BY x.pos LIMIT $4) e
     ORDER BY e.partition, e.pos`
-  const headsSql = `SELECT partition, head::text FROM ${s}.partitions WHERE category = $1`
+  const headsSql = headsQuery(schema)
 
   const streamPage = (category: string, id: string, forward: boolean, from: number, count: number) =>
     hasNul(id)

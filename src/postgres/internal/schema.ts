@@ -4,12 +4,22 @@
  *
  * - `categories(category, partitions)`: the registry; a category's partition count is
  *   fixed when it is first written or followed.
- * - `partitions(category, partition, head)`: one row per partition, the lock every
- *   append to the partition takes (`FOR UPDATE`, held to commit) and its gapless
- *   position counter. Positions are assigned under that lock, so the committed rows of a
- *   partition are always a prefix `1..head`: a reader's cursor can never skip a row that
- *   commits later (a sequence, taken at INSERT and seen at COMMIT, would allow that).
- * - `streams(category, id, partition, version)`: each stream's version.
+ * - `partitions(category, partition)`: one row per partition, the lock every append to
+ *   the partition takes (`FOR UPDATE`, held to commit). Positions are assigned under that
+ *   lock (the next after the partition's last), so the committed rows of a partition are
+ *   always a prefix `1..head`: a reader's cursor can never skip a row that commits later
+ *   (a sequence, taken at INSERT and seen at COMMIT, would allow that).
+ * - `streams(category, id, partition)`: the streams of each partition, written once per
+ *   stream.
+ *
+ * No row is ever updated by an append: a partition's head and a stream's version are read
+ * from the events' primary and unique indexes (the last entry of each), under the lock.
+ * A counter row updated on every append would gather a version per append while any
+ * session elsewhere holds an old snapshot (vacuum cannot remove them), and every lock and
+ * every head poll would walk them. Measured (server time per append call, P = 1, one
+ * session idle in a transaction, in blocks of 4,000 appends): 0.53, 0.79, 1.03, 1.30 ms
+ * with a counter row updated per append; 0.35, 0.38, 0.42, 0.50 ms without (some growth
+ * remains, not explained yet).
  * - `events(category, partition, pos, stream_id, version, event_id, type, data, meta,
  *   recorded_at)`: the log; `pos` is the position within the partition (entry id
  *   `pos-0`), `data` the event's JSON exactly as appended (text: cast it to jsonb to
@@ -25,6 +35,14 @@ export const schemaVersion = 1
 
 /** A schema name the store accepts: a plain lower-case SQL identifier (no quoting surprises). */
 export const isValidSchemaName = (name: unknown): name is string => typeof name === "string" && /^[a-z_][a-z0-9_]{0,62}$/.test(name)
+
+/**
+ * The head (last position, 0 when empty) of every partition of category `$1`, as
+ * `[partition, head as text]` rows: one probe of the events' primary key per partition.
+ */
+export const headsQuery = (schema: string) =>
+  `SELECT h.partition, coalesce((SELECT e.pos FROM "${schema}".events e WHERE e.category = h.category AND e.partition = h.partition ORDER BY e.pos DESC LIMIT 1), 0)::text
+   FROM "${schema}".partitions h WHERE h.category = $1`
 
 /** The key of the advisory lock that serialises schema creation across processes. */
 export const migrationLockKey = (schema: string) => `effect-chronicle:${schema}`
@@ -45,14 +63,12 @@ export const migrations = (schema: string, from: number): ReadonlyArray<string> 
       `CREATE TABLE IF NOT EXISTS ${s}.partitions (
         category text NOT NULL REFERENCES ${s}.categories (category),
         partition int NOT NULL,
-        head bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (category, partition)
       )`,
       `CREATE TABLE IF NOT EXISTS ${s}.streams (
         category text NOT NULL,
         id text NOT NULL,
         partition int NOT NULL,
-        version bigint NOT NULL,
         PRIMARY KEY (category, id)
       )`,
       `CREATE TABLE IF NOT EXISTS ${s}.events (
@@ -94,8 +110,8 @@ BEGIN
   END IF;
   INSERT INTO ${s}.categories (category, partitions) VALUES (p_category, p_partitions) ON CONFLICT DO NOTHING;
   SELECT c.partitions INTO v_recorded FROM ${s}.categories c WHERE c.category = p_category;
-  INSERT INTO ${s}.partitions (category, partition, head)
-    SELECT p_category, g, 0 FROM generate_series(0, v_recorded - 1) AS g
+  INSERT INTO ${s}.partitions (category, partition)
+    SELECT p_category, g FROM generate_series(0, v_recorded - 1) AS g
     ON CONFLICT DO NOTHING;
   RETURN v_recorded;
 END
@@ -112,8 +128,9 @@ $fn$`
  *     and positions (`replay`), a partial one fails (`mismatch`, or `known` when the
  *     first id is new but a later one is not);
  *  2. the expected version (-1 any, -2 exists, else exact) against the stream's (`wev`);
- *  3. inserts the events at head + 1 … head + n and sets the stream's version (`ok`).
- * The head is written once at the end. One row per batch, in order: status, first
+ *  3. inserts the events at head + 1 … head + n (`ok`), head being the partition's
+ *     last position, read under the lock.
+ * One row per batch, in order: status, first
  * version (for `wev` the actual version, for `partitions` the recorded count), the
  * 0-based index and stored version and type of the id at fault, and the positions.
  *
@@ -132,7 +149,6 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
   v_recorded int;
   v_head bigint;
-  v_start bigint;
   v_now timestamptz;
   v_off int := 0;
   v_n int;
@@ -157,12 +173,13 @@ BEGIN
       FROM generate_series(1, cardinality(p_streams));
     RETURN;
   END IF;
-  SELECT h.head INTO v_head FROM ${s}.partitions h
-    WHERE h.category = p_category AND h.partition = p_partition FOR UPDATE;
+  PERFORM 1 FROM ${s}.partitions h WHERE h.category = p_category AND h.partition = p_partition FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'effect-chronicle: category % has no row for partition %', p_category, p_partition;
   END IF;
-  v_start := v_head;
+  -- a new statement, so a new snapshot: it sees what the lock's previous holder committed
+  SELECT e.pos INTO v_head FROM ${s}.events e WHERE e.category = p_category AND e.partition = p_partition ORDER BY e.pos DESC LIMIT 1;
+  v_head := coalesce(v_head, 0);
   -- taken under the lock: commit times never go back within a partition
   v_now := clock_timestamp();
   FOR b IN 1 .. cardinality(p_streams) LOOP
@@ -199,10 +216,9 @@ BEGIN
       IF v_bad IS NOT NULL THEN
         r_status := 'known'; r_index := v_bad - 1; r_version := v_versions[v_bad]; r_type := v_types[v_bad];
       ELSE
-        SELECT st.version INTO v_current FROM ${s}.streams st WHERE st.category = p_category AND st.id = v_stream;
-        IF NOT FOUND THEN
-          v_current := 0;
-        END IF;
+        -- earlier batches of this call included: the same transaction sees its own writes
+        SELECT e.version INTO v_current FROM ${s}.events e WHERE e.category = p_category AND e.stream_id = v_stream ORDER BY e.version DESC LIMIT 1;
+        v_current := coalesce(v_current, 0);
         v_expected := p_expected[b];
         IF NOT (v_expected = -1 OR (v_expected = -2 AND v_current > 0) OR v_expected = v_current) THEN
           r_status := 'wev'; r_first := v_current;
@@ -211,8 +227,9 @@ BEGIN
             SELECT p_category, p_partition, v_head + x.i, v_stream, v_current + x.i, x.id, x.t, x.d, x.m, v_now
             FROM unnest(p_ids[v_off + 1 : v_off + v_n], p_types[v_off + 1 : v_off + v_n],
                         p_data[v_off + 1 : v_off + v_n], p_meta[v_off + 1 : v_off + v_n]) WITH ORDINALITY AS x(id, t, d, m, i);
-          INSERT INTO ${s}.streams (category, id, partition, version) VALUES (p_category, v_stream, p_partition, v_current + v_n)
-            ON CONFLICT (category, id) DO UPDATE SET version = EXCLUDED.version;
+          IF v_current = 0 THEN
+            INSERT INTO ${s}.streams (category, id, partition) VALUES (p_category, v_stream, p_partition) ON CONFLICT DO NOTHING;
+          END IF;
           r_status := 'ok'; r_first := v_current + 1;
           r_positions := ARRAY(SELECT generate_series(v_head + 1, v_head + v_n));
           v_head := v_head + v_n;
@@ -222,8 +239,5 @@ BEGIN
     v_off := v_off + v_n;
     RETURN NEXT;
   END LOOP;
-  IF v_head <> v_start THEN
-    UPDATE ${s}.partitions SET head = v_head WHERE category = p_category AND partition = p_partition;
-  END IF;
 END
 $fn$`
