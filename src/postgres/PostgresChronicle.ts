@@ -21,7 +21,9 @@
  *
  * Errors are classified here: serialization failures, deadlocks, lock or statement
  * timeouts and lost connections are retryable `StoreUnavailable`s; a connection lost
- * after an append was sent is `AppendOutcomeUnknown` (retry with the same event ids).
+ * after an append was sent is `AppendOutcomeUnknown` (retry with the same event ids), and
+ * so is an append call with no reply within `appendTimeout`; one that waits longer than
+ * `lockTimeout` for its partition's lock fails, retryable, with nothing written.
  * "Acknowledged" means committed on the server you are connected to, with its
  * `synchronous_commit` setting.
  *
