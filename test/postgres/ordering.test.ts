@@ -9,7 +9,8 @@
  *    exactly 1, 2, 3, … with no hole at every step, and each stream in version order;
  *  - at the end, each partition holds exactly positions 1..head, every acknowledged
  *    event once, and nothing of the rolled-back calls (whose positions others reused).
- * And a session idle in a transaction elsewhere (holding an xid and a snapshot) does not
+ * A control shows the trap itself on this server: positions from a sequence let a reader
+ * of `pos > cursor` skip an event for good. And a session idle in a transaction elsewhere (holding an xid and a snapshot) does not
  * hold readers back: catch-up read latency and append-to-live-reader latency with and
  * without it, in the same run.
  */
@@ -220,6 +221,46 @@ describe("PostgreSQL ordering", () => {
       expect(liveChecker.lastPos).toEqual(heads)
       yield* Effect.logInfo(`ordering: ${total} events, heads ${heads.join(",")}, ${sleeps} sleeps, ${rolledBack.length} rollbacks (${reused} reused), reads ${results.map((r) => r.reads).join(",")}`)
     }).pipe(Effect.scoped), 180_000)
+
+  it.live("control: with positions from a sequence (taken at INSERT, seen at COMMIT), a reader of pos > cursor skips an event for good, which the store's lock prevents", () =>
+    Effect.gen(function*() {
+      const s = yield* Effect.promise(() => server.get())
+      const schema = s.freshSchema("chronicle_control")
+      schemas.add(schema)
+      const admin = yield* clientIn(s.url)
+      yield* admin.unsafe(`CREATE SCHEMA "${schema}"`)
+      yield* admin.unsafe(`CREATE TABLE "${schema}".log (pos bigserial PRIMARY KEY, note text)`)
+      const slow = yield* clientIn(s.url, 1)
+      const fast = yield* clientIn(s.url, 1)
+      const taken = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      // A takes position 1 and commits late; B takes position 2 and commits at once
+      const a = yield* Effect.fork(slow.withTransaction(Effect.gen(function*() {
+        yield* slow.unsafe(`INSERT INTO "${schema}".log (note) VALUES ('slow')`)
+        yield* Deferred.succeed(taken, undefined)
+        yield* Deferred.await(release)
+      })))
+      yield* Deferred.await(taken)
+      yield* fast.unsafe(`INSERT INTO "${schema}".log (note) VALUES ('fast')`)
+      const read = (after: number) =>
+        Effect.map(admin.unsafe(`SELECT l.pos::text FROM "${schema}".log l WHERE l.pos > $1 ORDER BY l.pos`, [after]).values, (rows) => rows.map((r) => Number(r[0])))
+      let cursor = 0
+      const problems: Array<string> = []
+      const step = (positions: ReadonlyArray<number>) => {
+        for (const pos of positions) {
+          if (pos !== cursor + 1) problems.push(`position ${pos} after ${cursor}`)
+          cursor = pos
+        }
+      }
+      step(yield* read(cursor))
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(a)
+      step(yield* read(cursor))
+      expect(problems).toEqual(["position 2 after 0"])
+      // and the reader, at its cursor 2, never sees position 1
+      expect(cursor).toBe(2)
+      expect(yield* read(0)).toEqual([1, 2])
+    }).pipe(Effect.scoped))
 
   it.live("a session idle in a transaction elsewhere (an xid and a snapshot held) does not slow readers: catch-up reads and append-to-live-reader latency, with and without it", () =>
     Effect.gen(function*() {
