@@ -27,6 +27,9 @@
  * "Acknowledged" means committed on the server you are connected to, with its
  * `synchronous_commit` setting.
  *
+ * Appends need the READ COMMITTED isolation level (the default): a store whose connections
+ * default to another one is refused at start with `ConfigurationError`.
+ *
  * PostgreSQL's text cannot hold U+0000: an entity id or event type containing it is
  * refused with a typed error before any I/O (the other backends accept it).
  *

@@ -122,6 +122,37 @@ describe("PostgreSQL backend", () => {
       expect(created).toEqual([[0]])
     }).pipe(Effect.scoped))
 
+  it.live("appends need READ COMMITTED: a store whose connections default to another level is refused at start; the function refuses a transaction at another level", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_isolation")
+      const serializable = `${url}?options=${encodeURIComponent("-c default_transaction_isolation=serializable")}`
+      const error = yield* Effect.flip(Effect.scoped(storeIn(serializable, { schema })))
+      expect(error._tag).toBe("ConfigurationError")
+      expect(error._tag === "ConfigurationError" && [error.option, error.reason]).toEqual([
+        "default_transaction_isolation",
+        expect.stringContaining("serializable")
+      ])
+      // the schema is not touched by a store refused at start
+      const sql = yield* clientIn(url)
+      expect(yield* sql.unsafe(`SELECT count(*)::int FROM pg_namespace WHERE nspname = $1`, [schema]).values).toEqual([[0]])
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      yield* store.append("iso-1", [event()])
+      // a caller's own REPEATABLE READ transaction: its snapshot would not see later commits
+      const refused = yield* sql.withTransaction(
+        Effect.gen(function*() {
+          yield* sql.unsafe("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+          return yield* sql.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+            "iso", 1, 0, ["1"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+          ])
+        })
+      ).pipe(Effect.flip)
+      const classified = storeError("append", refused)
+      expect(classified).toMatchObject({ _tag: "StoreUnavailable", retryable: false })
+      expect(classified.reason).toContain("READ COMMITTED")
+      expect(classified.reason).toContain("0A000")
+      expect((yield* collect(store.read("iso-1"))).length).toBe(1)
+    }).pipe(Effect.scoped))
+
   it.live("layerConfig and clientLayerConfig read the schema, the partition count and the URL from the environment; the URL stays redacted", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_config")

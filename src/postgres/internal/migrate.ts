@@ -11,7 +11,7 @@
 import type { PgClient } from "@effect/sql-pg/PgClient"
 import { Effect } from "effect"
 import type { PermissionDenied, StoreUnavailable } from "../../EventStore.js"
-import { SchemaVersionMismatch } from "../PostgresError.js"
+import { ConfigurationError, SchemaVersionMismatch } from "../PostgresError.js"
 import { storeError } from "./errors.js"
 import { migrationLockKey, migrations, schemaVersion } from "./schema.js"
 
@@ -22,6 +22,27 @@ const recorded = (sql: PgClient, schema: string) =>
       rows[0]?.[0] === true
         ? Effect.map(sql.unsafe(`SELECT version FROM "${schema}".schema_version`).values, (r) => (r[0] === undefined ? 0 : Number(r[0][0])))
         : Effect.succeed(0)
+  )
+
+/**
+ * Appends need READ COMMITTED (the append function refuses any other level): a database or
+ * role whose default is another level is refused when the store starts, not at the first
+ * append.
+ */
+export const checkIsolation = (sql: PgClient): Effect.Effect<void, ConfigurationError | StoreUnavailable | PermissionDenied> =>
+  Effect.flatMap(
+    sql.unsafe(`SELECT current_setting('transaction_isolation')`).values.pipe(Effect.mapError((e) => storeError("schema", e))),
+    (rows) => {
+      const level = String(rows[0]?.[0])
+      return level === "read committed"
+        ? Effect.void
+        : Effect.fail(
+          new ConfigurationError({
+            option: "default_transaction_isolation",
+            reason: `the store's connections run at ${level}; appends need read committed (set it for the store's role, database or connection)`
+          })
+        )
+    }
   )
 
 export const migrate = (sql: PgClient, schema: string): Effect.Effect<void, SchemaVersionMismatch | StoreUnavailable | PermissionDenied> =>

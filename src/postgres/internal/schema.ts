@@ -134,6 +134,9 @@ $fn$`
  * version (for `wev` the actual version, for `partitions` the recorded count), the
  * 0-based index and stored version and type of the id at fault, and the positions.
  *
+ * It runs only at READ COMMITTED (each of its statements then sees what the lock's previous
+ * holder committed); at another isolation level it fails (SQLSTATE 0A000) before any write.
+ *
  * `expected` -1 is "any", -2 "exists", any other value the exact version. With
  * `lock_timeout_ms` above 0, waiting longer than that for the partition's lock fails the
  * call (SQLSTATE 55P03) with nothing written.
@@ -160,6 +163,12 @@ DECLARE
   v_positions bigint[];
   v_bad int;
 BEGIN
+  -- each statement below must see what the lock's previous holder committed: a snapshot
+  -- taken once for the transaction would not (and would write at a position taken)
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'effect-chronicle: appends need the READ COMMITTED isolation level; this transaction runs at %', current_setting('transaction_isolation')
+      USING ERRCODE = '0A000';
+  END IF;
   IF p_lock_timeout_ms > 0 THEN
     -- for this transaction only: the caller's single statement
     PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);

@@ -14,7 +14,7 @@ import { partitionOf } from "../../internal/ids.js"
 import { partitionsFor, validateLimits, validatePartitions } from "../../internal/options.js"
 import { makeAppender } from "./appender.js"
 import { makeHeads } from "./heads.js"
-import { migrate } from "./migrate.js"
+import { checkIsolation, migrate } from "./migrate.js"
 import { hasNul, makeReads } from "./reads.js"
 import { makeRegistry } from "./registry.js"
 
@@ -44,6 +44,7 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
     const limits = options.limits
     const schema = options.schema
 
+    yield* checkIsolation(sql)
     yield* migrate(sql, schema)
 
     const registry = makeRegistry(sql, schema, options.partitions)
