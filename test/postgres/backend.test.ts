@@ -153,6 +153,35 @@ describe("PostgreSQL backend", () => {
       expect((yield* collect(store.read("iso-1"))).length).toBe(1)
     }).pipe(Effect.scoped))
 
+  it.live("an append (and a live read) inside a caller's transaction runs outside it: the caller's rollback does not undo an acknowledged append", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_outside")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      const sql = yield* clientIn(url)
+      const e = event()
+      const outcome = yield* sql.withTransaction(
+        Effect.gen(function*() {
+          const written = yield* Effect.orDie(store.append("outside-1", [e]))
+          // and a live reader started in the transaction: it must not read through its connection
+          const first = yield* store.readCategory("outside", { live: true }).pipe(
+            Stream.filter((x): x is EventStore.RecordedEvent => !EventStore.isCaughtUp(x)),
+            Stream.take(1),
+            Stream.runCollect,
+            Effect.orDie
+          )
+          return yield* Effect.fail({ written, first: Chunk.toReadonlyArray(first) })
+        })
+      ).pipe(Effect.flip)
+      if (!("written" in outcome)) return yield* Effect.die(outcome)
+      expect(outcome.written.replayed).toBe(false)
+      expect(outcome.first.map((x) => x.eventId)).toEqual([e.eventId])
+      // the caller's transaction was rolled back; the acknowledged append stays
+      expect((yield* collect(store.read("outside-1"))).map((x) => x.eventId)).toEqual([e.eventId])
+      // and a later append from outside any transaction is not held behind it
+      const later = yield* store.append("outside-1", [event()])
+      expect(later.firstVersion).toBe(2)
+    }).pipe(Effect.scoped))
+
   it.live("layerConfig and clientLayerConfig read the schema, the partition count and the URL from the environment; the URL stays redacted", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_config")

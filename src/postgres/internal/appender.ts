@@ -27,6 +27,7 @@ import {
 } from "../../EventStore.js"
 import type { PreparedAppend } from "../../internal/append.js"
 import { appendError } from "./errors.js"
+import { outside } from "./outside.js"
 
 export interface AppenderOptions {
   readonly schema: string
@@ -162,7 +163,7 @@ export const makeAppender = (
       }
       // disconnected: past the deadline the batches are answered at once, while the driver
       // cancels the statement in the background
-      return Effect.disconnect(sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta, options.lockTimeoutMs]).values).pipe(
+      return Effect.disconnect(outside(sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta, options.lockTimeoutMs]).values)).pipe(
         Effect.timeoutFail({ duration: options.replyTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(options.replyTimeout)}`) }),
         Effect.matchCauseEffect({
           onSuccess: (rows) =>

@@ -13,6 +13,7 @@
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
 import { Clock, Duration, Effect, Fiber, type Scope } from "effect"
+import { outside } from "./outside.js"
 import { headsQuery } from "./schema.js"
 
 export interface Watch {
@@ -65,7 +66,7 @@ export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): 
       Effect.gen(function*() {
         let delay = minMs
         for (;;) {
-          const result = yield* Effect.either(sql.unsafe(pollSql, [category]).values)
+          const result = yield* Effect.either(outside(sql.unsafe(pollSql, [category]).values))
           if (result._tag === "Right") {
             const moved = new Set<number>()
             for (const row of result.right) {

@@ -32,6 +32,7 @@ import { commitMillis, recordOf } from "../../internal/record.js"
 import { followStream } from "../../internal/streamReader.js"
 import { storeError } from "./errors.js"
 import type { Heads } from "./heads.js"
+import { outside } from "./outside.js"
 import type { Registry } from "./registry.js"
 import { headsQuery } from "./schema.js"
 
@@ -85,7 +86,7 @@ export const makeReads = (
   const streamPage = (category: string, id: string, forward: boolean, from: number, count: number) =>
     hasNul(id)
       ? Effect.succeed<Array<RecordedEvent>>([])
-      : sql.unsafe(forward ? forwardSql : backwardSql, [category, id, from, count]).values.pipe(
+      : outside(sql.unsafe(forward ? forwardSql : backwardSql, [category, id, from, count]).values).pipe(
         Effect.mapError((e) => storeError("read", e)),
         Effect.flatMap((rows) => decodeRows(category, rows))
       )
@@ -131,7 +132,7 @@ export const makeReads = (
   }
 
   const pages = (category: string, wanted: ReadonlyArray<readonly [number, string]>, count: number) =>
-    sql.unsafe(pagesSql, [category, wanted.map(([p]) => p), wanted.map(([, after]) => afterPos(after)), count]).values.pipe(
+    outside(sql.unsafe(pagesSql, [category, wanted.map(([p]) => p), wanted.map(([, after]) => afterPos(after)), count]).values).pipe(
       Effect.mapError((e) => storeError("readCategory", e)),
       Effect.flatMap((rows) => decodeRows(category, rows)),
       Effect.map((events) => {
@@ -147,7 +148,7 @@ export const makeReads = (
     )
 
   const ends = (category: string, partitions: number) =>
-    sql.unsafe(headsSql, [category]).values.pipe(
+    outside(sql.unsafe(headsSql, [category]).values).pipe(
       Effect.mapError((e) => storeError("readCategory", e)),
       Effect.map((rows): CategoryCursor => {
         const cursor = Array.from({ length: partitions }, () => "0-0")

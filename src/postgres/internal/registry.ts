@@ -12,6 +12,7 @@ import { Effect } from "effect"
 import { PartitionCountMismatch, type PartitionsConfig, type StoreError } from "../../EventStore.js"
 import { partitionsFor } from "../../internal/options.js"
 import { storeError } from "./errors.js"
+import { outside } from "./outside.js"
 
 export interface Registry {
   /** The count of a category already resolved by this store, without I/O. */
@@ -52,7 +53,7 @@ export const makeRegistry = (sql: PgClient, schema: string, partitions: Partitio
       const query = register
         ? sql.unsafe(registerSql, [category, configured])
         : sql.unsafe(lookUpSql, [category])
-      return query.values.pipe(
+      return outside(query.values).pipe(
         Effect.mapError((e) => storeError("registry", e)),
         Effect.flatMap(check(category, configured))
       )

@@ -15,6 +15,7 @@ import { partitionsFor, validateLimits, validatePartitions } from "../../interna
 import { makeAppender } from "./appender.js"
 import { makeHeads } from "./heads.js"
 import { checkIsolation, migrate } from "./migrate.js"
+import { outside } from "./outside.js"
 import { hasNul, makeReads } from "./reads.js"
 import { makeRegistry } from "./registry.js"
 
@@ -44,8 +45,9 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
     const limits = options.limits
     const schema = options.schema
 
-    yield* checkIsolation(sql)
-    yield* migrate(sql, schema)
+    // a layer built inside a caller's transaction still makes its schema on its own
+    yield* outside(checkIsolation(sql))
+    yield* outside(migrate(sql, schema))
 
     const registry = makeRegistry(sql, schema, options.partitions)
     const heads = yield* makeHeads(sql, schema, options.poll)
