@@ -8,6 +8,7 @@ export default defineConfig({
     // tests import the package by name: from its sources, not from dist/
     alias: [
       { find: /^effect-chronicle\/redis$/, replacement: source("./src/redis/index.ts") },
+      { find: /^effect-chronicle\/postgres$/, replacement: source("./src/postgres/index.ts") },
       { find: /^effect-chronicle\/testing$/, replacement: source("./src/testing/index.ts") },
       { find: /^effect-chronicle\/testing\/DeliveryChecker$/, replacement: source("./src/testing/DeliveryChecker.ts") },
       { find: /^effect-chronicle$/, replacement: source("./src/index.ts") }

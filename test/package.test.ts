@@ -66,7 +66,7 @@ describe("the package as users install it", () => {
       const [info] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("["))) as Array<{ filename: string; size: number; unpackedSize: number; files: Array<{ path: string }> }>
       const paths = info!.files.map((f) => f.path)
       expect(paths.filter((p) => /^(test|bench|examples|scratch|\.ci)\//.test(p) || p.endsWith(".tgz"))).toEqual([])
-      for (const needed of ["dist/index.js", "dist/index.d.ts", "dist/redis/index.js", "dist/testing/index.js", "bin/chronicle.mjs", "LICENSE", "docs/semantics.md"]) {
+      for (const needed of ["dist/index.js", "dist/index.d.ts", "dist/redis/index.js", "dist/postgres/index.js", "dist/testing/index.js", "bin/chronicle.mjs", "LICENSE", "docs/semantics.md"]) {
         expect(paths, needed).toContain(needed)
       }
       figures(({ tarball: info!.filename, files: paths.length, size: info!.size, unpacked_size: info!.unpackedSize }))

@@ -1,7 +1,8 @@
 /**
  * Turns a stored log entry into a `RecordedEvent`. Both backends store the same fields:
  * `e` event id, `i` entity id, `v` version, `t` type, `d` data (JSON), `m` metadata
- * (JSON, or "" when there is none). The commit time is the entry id's milliseconds.
+ * (JSON, or "" when there is none). The commit time is the entry id's milliseconds, or given
+ * apart where the entry id does not carry it (PostgreSQL's positions `pos-0`).
  *
  * @internal
  */
@@ -59,7 +60,8 @@ class Stored implements RecordedEvent {
     readonly causationId: string | undefined,
     readonly traceparent: string | undefined,
     readonly personalFields: ReadonlyArray<string> | undefined,
-    readonly data: unknown
+    readonly data: unknown,
+    private readonly millis: number | undefined
   ) {}
   get stream(): string {
     return `${this.category}-${this.entityId}`
@@ -68,12 +70,19 @@ class Stored implements RecordedEvent {
     return (this.position_ ??= { partition: this.partition, entryId: this.entryId })
   }
   get time(): DateTime.Utc {
-    return DateTime.unsafeMake(entryIdMillis(this.entryId))
+    return DateTime.unsafeMake(this.millis ?? entryIdMillis(this.entryId))
+  }
+  /** The commit time in ms, without making a `DateTime`. */
+  static millisOf(e: Stored): number {
+    return e.millis ?? entryIdMillis(e.entryId)
   }
   toJSON() {
     return { ...envelopeOf(this), time: DateTime.formatIso(this.time), data: this.data }
   }
 }
+
+/** The commit time of a stored event in ms (cheaper than `time` for events this module made). */
+export const commitMillis = (e: RecordedEvent): number => (e instanceof Stored ? Stored.millisOf(e) : e.time.epochMillis)
 
 /** The envelope of a stored event: everything but its data. */
 export const envelopeOf = (r: RecordedEvent): Envelope => ({
@@ -119,7 +128,10 @@ const undecodable = (
     reason
   })
 
-/** The event an entry holds, from its fields (`e`, `i`, `v`, `t`, `d`, `m`), or why it cannot be read. */
+/**
+ * The event an entry holds, from its fields (`e`, `i`, `v`, `t`, `d`, `m`), or why it cannot be read.
+ * `millis` is its commit time where the entry id does not carry it (PostgreSQL's `pos-0`).
+ */
 export const recordOf = (
   category: string,
   partition: number,
@@ -129,7 +141,8 @@ export const recordOf = (
   v: string | undefined,
   t: string | undefined,
   d: string | undefined,
-  m: string | undefined
+  m: string | undefined,
+  millis?: number | undefined
 ): RecordedEvent | EventDecodeError => {
   const version = v === undefined ? NaN : Number(v)
   if (i === undefined || i === "") return undecodable(category, partition, entryId, i, version, t, "the entry has no entity id")
@@ -150,5 +163,5 @@ export const recordOf = (
     // the parser's message quotes the data, which may be personal: say only what is wrong
     return undecodable(category, partition, entryId, i, version, t, "the data is not JSON")
   }
-  return new Stored(e, t, category, i, version, partition, entryId, meta.ev ?? 1, meta.c, meta.k, meta.tp, meta.pf, data)
+  return new Stored(e, t, category, i, version, partition, entryId, meta.ev ?? 1, meta.c, meta.k, meta.tp, meta.pf, data, millis)
 }

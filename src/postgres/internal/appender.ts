@@ -1,0 +1,246 @@
+/**
+ * Appends, coalesced per partition. Every append to a partition takes that partition's
+ * row lock in the database, so two calls for one partition never run at once anyway:
+ * this process keeps at most one call in flight per partition, and the batches that
+ * arrive meanwhile go together in the next call of the append function (up to
+ * `maxEvents` events; a larger batch goes alone), which checks and applies each batch on
+ * its own and answers each with its own row. A lone append goes at once. The busier a
+ * partition, the larger its calls, and no connection of the pool sits waiting on a lock
+ * another of our own calls holds.
+ *
+ * An append whose caller is interrupted before its call is sent is dropped (never
+ * written); once sent, its outcome is the database's.
+ *
+ * @internal
+ */
+import type { PgClient } from "@effect/sql-pg/PgClient"
+import { Cause, Deferred, Duration, Effect, Exit, type Scope } from "effect"
+import type { Position } from "../../Envelope.js"
+import {
+  type AppendError,
+  AppendOutcomeUnknown,
+  type AppendResult,
+  IdempotencyMismatch,
+  PartitionCountMismatch,
+  StoreUnavailable,
+  WrongExpectedVersion
+} from "../../EventStore.js"
+import type { PreparedAppend } from "../../internal/append.js"
+import { appendError } from "./errors.js"
+import { outside } from "./outside.js"
+
+export interface AppenderOptions {
+  readonly schema: string
+  /** Events per call; a larger batch goes alone, still in one atomic call. */
+  readonly maxEvents: number
+  /** The longest a call waits for its partition's lock (0: no limit). */
+  readonly lockTimeoutMs: number
+  /** The longest a call waits for its reply: then its batches' outcome is unknown. */
+  readonly replyTimeout: Duration.Duration
+}
+
+export interface Appender {
+  /** Sends a checked batch to its partition; settles with the batch's own outcome. */
+  readonly submit: (prepared: PreparedAppend, partitions: number, partition: number) => Effect.Effect<AppendResult, AppendError>
+}
+
+/** What the store learns from each written batch. */
+export interface Written {
+  readonly prepared: PreparedAppend
+  readonly partitions: number
+  readonly partition: number
+  readonly result: AppendResult
+}
+
+interface Pending {
+  readonly prepared: PreparedAppend
+  readonly deferred: Deferred.Deferred<AppendResult, AppendError>
+  cancelled: boolean
+}
+
+interface Lane {
+  readonly category: string
+  readonly partitions: number
+  readonly partition: number
+  readonly items: Array<Pending>
+  running: boolean
+}
+
+/** One row of the append function's answer: status, first, index, stored version, stored type, positions. */
+type Row = readonly [string, string | null, number | null, string | null, string | null, ReadonlyArray<string> | null]
+
+const eventIdsOf = (p: PreparedAppend) => p.events.map((e) => e.eventId)
+
+export const makeAppender = (
+  sql: PgClient,
+  options: AppenderOptions,
+  onWritten: (written: Written) => void
+): Effect.Effect<Appender, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const lanes = new Map<string, Lane>()
+    const scope = yield* Effect.scope
+    let closed = false
+    const appendSql = `SELECT r_status, r_first::text, r_index, r_version::text, r_type, r_positions::text[] FROM "${options.schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10, $11)`
+
+    const take = (lane: Lane): Array<Pending> => {
+      const out: Array<Pending> = []
+      let events = 0
+      let i = 0
+      for (; i < lane.items.length; i++) {
+        const next = lane.items[i]!
+        if (next.cancelled) continue
+        const n = next.prepared.events.length
+        if (out.length > 0 && events + n > options.maxEvents) break
+        out.push(next)
+        events += n
+      }
+      lane.items.splice(0, i)
+      return out
+    }
+
+    const resultOf = (lane: Lane, p: PreparedAppend, row: Row | undefined): Exit.Exit<AppendResult, AppendError> => {
+      const stream = p.stream
+      if (row === undefined) {
+        return Exit.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: "the append function returned fewer rows than batches" }))
+      }
+      const [status, first, index, version, type, positions] = row
+      switch (status) {
+        case "ok":
+        case "replay": {
+          const firstVersion = Number(first)
+          const out: Array<Position> = (positions ?? []).map((pos) => ({ partition: lane.partition, entryId: `${pos}-0` }))
+          if (out.length !== p.events.length) {
+            return Exit.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: "the reply lists fewer positions than events" }))
+          }
+          return Exit.succeed({ stream, firstVersion, lastVersion: firstVersion + p.events.length - 1, positions: out, replayed: status === "replay" })
+        }
+        case "wev":
+          return Exit.fail(new WrongExpectedVersion({ stream, expected: p.expectedVersion, actual: Number(first) }))
+        case "mismatch": {
+          const i = index ?? 0
+          const eventId = p.events[i]?.eventId ?? "?"
+          return Exit.fail(
+            new IdempotencyMismatch({
+              stream,
+              eventId,
+              reason: version === null
+                ? `the batch replays an earlier append from version ${first}, but this id was not part of it`
+                : `the batch replays an earlier append, but this id was written at version ${version} as ${type}, not at ${Number(first) + i} as ${p.events[i]?.type}`
+            })
+          )
+        }
+        case "known": {
+          const i = index ?? 0
+          return Exit.fail(
+            new IdempotencyMismatch({ stream, eventId: p.events[i]?.eventId ?? "?", reason: `this id was written at version ${version} but the batch's first id is new` })
+          )
+        }
+        case "partitions":
+          return Exit.fail(new PartitionCountMismatch({ category: lane.category, recorded: Number(first), configured: lane.partitions }))
+        default:
+          return Exit.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: `unexpected reply ${JSON.stringify(row).slice(0, 200)}` }))
+      }
+    }
+
+    const call = (lane: Lane, items: ReadonlyArray<Pending>) => {
+      const streams: Array<string> = []
+      const expected: Array<number> = []
+      const counts: Array<number> = []
+      const ids: Array<string> = []
+      const types: Array<string> = []
+      const data: Array<string> = []
+      const meta: Array<string> = []
+      for (const { prepared } of items) {
+        streams.push(prepared.entityId)
+        expected.push(prepared.expected)
+        counts.push(prepared.events.length)
+        for (const e of prepared.events) {
+          ids.push(e.eventId)
+          types.push(e.type)
+          data.push(e.data)
+          meta.push(e.meta)
+        }
+      }
+      // disconnected: past the deadline the batches are answered at once, while the driver
+      // cancels the statement in the background
+      return Effect.disconnect(outside(sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta, options.lockTimeoutMs]).values)).pipe(
+        Effect.timeoutFail({ duration: options.replyTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(options.replyTimeout)}`) }),
+        Effect.matchCauseEffect({
+          onSuccess: (rows) =>
+            Effect.forEach(items, (item, b) => {
+              const exit = resultOf(lane, item.prepared, rows[b] as Row | undefined)
+              if (Exit.isSuccess(exit) && !exit.value.replayed) {
+                onWritten({ prepared: item.prepared, partitions: lane.partitions, partition: lane.partition, result: exit.value })
+              }
+              return Deferred.done(item.deferred, exit)
+            }, { discard: true }),
+          onFailure: (cause) => {
+            const failure = Cause.squash(cause)
+            return Effect.forEach(items, (item) =>
+              Deferred.fail(item.deferred, appendError(item.prepared.stream, eventIdsOf(item.prepared), failure)), { discard: true })
+          }
+        }),
+        // interrupted once sent (the store closing): the database decides, and nobody will know
+        Effect.onInterrupt(() =>
+          Effect.forEach(items, (item) =>
+            Deferred.fail(item.deferred, new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: "the store was closed while the append was under way" })), { discard: true }))
+      )
+    }
+
+    const drain = (lane: Lane): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        // let the appends issued together with this one join it
+        yield* Effect.yieldNow()
+        for (;;) {
+          const items = take(lane)
+          if (items.length === 0) {
+            lane.running = false
+            return
+          }
+          yield* call(lane, items)
+        }
+      })
+
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closed = true
+        const waiting: Array<Pending> = []
+        for (const lane of lanes.values()) waiting.push(...lane.items.splice(0))
+        return Effect.forEach(waiting, (item) =>
+          Deferred.fail(item.deferred, new StoreUnavailable({ operation: "append", reason: "the store was closed" })), { discard: true })
+      })
+    )
+
+    const laneOf = (category: string, partitions: number, partition: number): Lane => {
+      const key = `${partitions}:${partition}:${category}`
+      let lane = lanes.get(key)
+      if (lane === undefined) {
+        lane = { category, partitions, partition, items: [], running: false }
+        lanes.set(key, lane)
+      }
+      return lane
+    }
+
+    const submit: Appender["submit"] = (prepared, partitions, partition) =>
+      Effect.suspend(() => {
+        if (closed) return Effect.fail(new StoreUnavailable({ operation: "append", reason: "the store was closed" }))
+        return Effect.flatMap(Deferred.make<AppendResult, AppendError>(), (deferred) => {
+          const lane = laneOf(prepared.category, partitions, partition)
+          const item: Pending = { prepared, deferred, cancelled: false }
+          lane.items.push(item)
+          // interruptible whatever the caller's region, so that closing the store can stop it
+          const start = lane.running ? Effect.void : Effect.asVoid(Effect.forkIn(Effect.interruptible(drain(lane)), scope))
+          lane.running = true
+          return start.pipe(
+            Effect.zipRight(Deferred.await(deferred)),
+            Effect.onInterrupt(() =>
+              Effect.sync(() => {
+                item.cancelled = true
+              })
+            )
+          )
+        })
+      })
+
+    return { submit }
+  })

@@ -1,0 +1,252 @@
+/**
+ * The store's schema in PostgreSQL: tables, indexes and the append function, created and
+ * versioned by the layer (one row in `schema_version`).
+ *
+ * - `categories(category, partitions)`: the registry; a category's partition count is
+ *   fixed when it is first written or followed.
+ * - `partitions(category, partition)`: one row per partition, the lock every append to
+ *   the partition takes (`FOR UPDATE`, held to commit). Positions are assigned under that
+ *   lock (the next after the partition's last), so the committed rows of a partition are
+ *   always a prefix `1..head`: a reader's cursor can never skip a row that commits later
+ *   (a sequence, taken at INSERT and seen at COMMIT, would allow that).
+ * - `streams(category, id, partition)`: the streams of each partition, written once per
+ *   stream.
+ *
+ * No row is ever updated by an append: a partition's head and a stream's version are read
+ * from the events' primary and unique indexes (the last entry of each), under the lock.
+ * A counter row updated on every append would gather a version per append while any
+ * session elsewhere holds an old snapshot (vacuum cannot remove them), and every lock and
+ * every head poll would walk them. Measured (server time per append call, P = 1, one
+ * session idle in a transaction, in blocks of 4,000 appends): 0.53, 0.79, 1.03, 1.30 ms
+ * with a counter row updated per append; 0.35, 0.38, 0.42, 0.50 ms without (some growth
+ * remains, not explained yet).
+ * - `events(category, partition, pos, stream_id, version, event_id, type, data, meta,
+ *   recorded_at)`: the log; `pos` is the position within the partition (entry id
+ *   `pos-0`), `data` the event's JSON exactly as appended (text: cast it to jsonb to
+ *   query it), `meta` the envelope's metadata JSON ("" when none). Unique
+ *   `(category, stream_id, version)` and `(category, stream_id, event_id)` (the permanent
+ *   idempotency map) back the append function's checks.
+ *
+ * @internal
+ */
+
+/** The version of the schema this code creates and expects. */
+export const schemaVersion = 1
+
+/** A schema name the store accepts: a plain lower-case SQL identifier (no quoting surprises). */
+export const isValidSchemaName = (name: unknown): name is string => typeof name === "string" && /^[a-z_][a-z0-9_]{0,62}$/.test(name)
+
+/**
+ * The head (last position, 0 when empty) of every partition of category `$1`, as
+ * `[partition, head as text]` rows: one probe of the events' primary key per partition.
+ */
+export const headsQuery = (schema: string) =>
+  `SELECT h.partition, coalesce((SELECT e.pos FROM "${schema}".events e WHERE e.category = h.category AND e.partition = h.partition ORDER BY e.pos DESC LIMIT 1), 0)::text
+   FROM "${schema}".partitions h WHERE h.category = $1`
+
+/** The key of the advisory lock that serialises schema creation across processes. */
+export const migrationLockKey = (schema: string) => `effect-chronicle:${schema}`
+
+/**
+ * The statements that take a schema from `from` to `schemaVersion`, in order. Every
+ * version's step is idempotent on its own tables (IF NOT EXISTS, CREATE OR REPLACE).
+ */
+export const migrations = (schema: string, from: number): ReadonlyArray<string> => {
+  const s = `"${schema}"`
+  const steps: Array<ReadonlyArray<string>> = [
+    // version 1
+    [
+      `CREATE TABLE IF NOT EXISTS ${s}.categories (
+        category text PRIMARY KEY,
+        partitions int NOT NULL CHECK (partitions BETWEEN 1 AND 1024)
+      )`,
+      `CREATE TABLE IF NOT EXISTS ${s}.partitions (
+        category text NOT NULL REFERENCES ${s}.categories (category),
+        partition int NOT NULL,
+        PRIMARY KEY (category, partition)
+      )`,
+      `CREATE TABLE IF NOT EXISTS ${s}.streams (
+        category text NOT NULL,
+        id text NOT NULL,
+        partition int NOT NULL,
+        PRIMARY KEY (category, id)
+      )`,
+      `CREATE TABLE IF NOT EXISTS ${s}.events (
+        category text NOT NULL,
+        partition int NOT NULL,
+        pos bigint NOT NULL,
+        stream_id text NOT NULL,
+        version bigint NOT NULL,
+        event_id uuid NOT NULL,
+        type text NOT NULL,
+        data text NOT NULL,
+        meta text NOT NULL,
+        recorded_at timestamptz NOT NULL,
+        PRIMARY KEY (category, partition, pos),
+        UNIQUE (category, stream_id, version),
+        UNIQUE (category, stream_id, event_id)
+      )`,
+      registerFunction(s),
+      appendFunction(s)
+    ]
+  ]
+  return steps.slice(from).flat()
+}
+
+/**
+ * `register(category, partitions)`: records a category's partition count (and its
+ * partition rows) if none is, and returns the recorded count. Separate statements, so
+ * that the last one sees a row a concurrent first writer committed meanwhile.
+ */
+const registerFunction = (s: string) => `
+CREATE OR REPLACE FUNCTION ${s}.register(p_category text, p_partitions int) RETURNS int
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_recorded int;
+BEGIN
+  SELECT c.partitions INTO v_recorded FROM ${s}.categories c WHERE c.category = p_category;
+  IF FOUND THEN
+    RETURN v_recorded;
+  END IF;
+  INSERT INTO ${s}.categories (category, partitions) VALUES (p_category, p_partitions) ON CONFLICT DO NOTHING;
+  SELECT c.partitions INTO v_recorded FROM ${s}.categories c WHERE c.category = p_category;
+  INSERT INTO ${s}.partitions (category, partition)
+    SELECT p_category, g FROM generate_series(0, v_recorded - 1) AS g
+    ON CONFLICT DO NOTHING;
+  RETURN v_recorded;
+END
+$fn$`
+
+/**
+ * `append(category, partitions, partition, streams[], expected[], counts[], ids[],
+ * types[], data[], meta[], lock_timeout_ms)`: appends one or more batches to ONE partition, in one
+ * statement. It checks the recorded partition count, then locks the partition row
+ * (FOR UPDATE, held to commit), then for each batch, in order and on its own, runs every
+ * check before its first write:
+ *  1. the batch's ids in the stream's id map: an exact replay (every id at consecutive
+ *     versions from the first's, with the same types) returns the original versions
+ *     and positions (`replay`), a partial one fails (`mismatch`, or `known` when the
+ *     first id is new but a later one is not);
+ *  2. the expected version (-1 any, -2 exists, else exact) against the stream's (`wev`);
+ *  3. inserts the events at head + 1 … head + n (`ok`), head being the partition's
+ *     last position, read under the lock.
+ * One row per batch, in order: status, first
+ * version (for `wev` the actual version, for `partitions` the recorded count), the
+ * 0-based index and stored version and type of the id at fault, and the positions.
+ *
+ * It runs only at READ COMMITTED (each of its statements then sees what the lock's previous
+ * holder committed); at another isolation level it fails (SQLSTATE 0A000) before any write.
+ *
+ * `expected` -1 is "any", -2 "exists", any other value the exact version. With
+ * `lock_timeout_ms` above 0, waiting longer than that for the partition's lock fails the
+ * call (SQLSTATE 55P03) with nothing written.
+ */
+const appendFunction = (s: string) => `
+CREATE OR REPLACE FUNCTION ${s}.append(
+  p_category text, p_partitions int, p_partition int,
+  p_streams text[], p_expected bigint[], p_counts int[],
+  p_ids uuid[], p_types text[], p_data text[], p_meta text[], p_lock_timeout_ms int DEFAULT 0
+) RETURNS TABLE (r_status text, r_first bigint, r_index int, r_version bigint, r_type text, r_positions bigint[])
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_recorded int;
+  v_head bigint;
+  v_now timestamptz;
+  v_off int := 0;
+  v_n int;
+  v_stream text;
+  v_current bigint;
+  v_expected bigint;
+  v_versions bigint[];
+  v_types text[];
+  v_positions bigint[];
+  v_bad int;
+BEGIN
+  -- each statement below must see what the lock's previous holder committed: a snapshot
+  -- taken once for the transaction would not (and would write at a position taken)
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'effect-chronicle: appends need the READ COMMITTED isolation level; this transaction runs at %', current_setting('transaction_isolation')
+      USING ERRCODE = '0A000';
+  END IF;
+  IF p_lock_timeout_ms > 0 THEN
+    -- for this transaction only: the caller's single statement
+    PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+  END IF;
+  SELECT c.partitions INTO v_recorded FROM ${s}.categories c WHERE c.category = p_category;
+  IF NOT FOUND THEN
+    v_recorded := ${s}.register(p_category, p_partitions);
+  END IF;
+  IF v_recorded <> p_partitions THEN
+    RETURN QUERY SELECT 'partitions'::text, v_recorded::bigint, NULL::int, NULL::bigint, NULL::text, NULL::bigint[]
+      FROM generate_series(1, cardinality(p_streams));
+    RETURN;
+  END IF;
+  PERFORM 1 FROM ${s}.partitions h WHERE h.category = p_category AND h.partition = p_partition FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'effect-chronicle: category % has no row for partition %', p_category, p_partition;
+  END IF;
+  -- a new statement, so a new snapshot: it sees what the lock's previous holder committed
+  SELECT e.pos INTO v_head FROM ${s}.events e WHERE e.category = p_category AND e.partition = p_partition ORDER BY e.pos DESC LIMIT 1;
+  v_head := coalesce(v_head, 0);
+  -- taken under the lock: commit times never go back within a partition
+  v_now := clock_timestamp();
+  FOR b IN 1 .. cardinality(p_streams) LOOP
+    v_n := p_counts[b];
+    v_stream := p_streams[b];
+    r_status := NULL; r_first := NULL; r_index := NULL; r_version := NULL; r_type := NULL; r_positions := NULL;
+    SELECT array_agg(e.version ORDER BY x.i), array_agg(e.type ORDER BY x.i), array_agg(e.pos ORDER BY x.i)
+      INTO v_versions, v_types, v_positions
+      FROM unnest(p_ids[v_off + 1 : v_off + v_n]) WITH ORDINALITY AS x(id, i)
+      LEFT JOIN ${s}.events e ON e.category = p_category AND e.stream_id = v_stream AND e.event_id = x.id;
+    IF v_versions[1] IS NOT NULL THEN
+      -- the first id is known: an exact replay, or nothing
+      v_bad := NULL;
+      FOR i IN 1 .. v_n LOOP
+        IF v_versions[i] IS NULL OR v_versions[i] <> v_versions[1] + i - 1 OR v_types[i] <> p_types[v_off + i] THEN
+          v_bad := i;
+          EXIT;
+        END IF;
+      END LOOP;
+      IF v_bad IS NULL THEN
+        r_status := 'replay'; r_first := v_versions[1]; r_positions := v_positions;
+      ELSE
+        r_status := 'mismatch'; r_first := v_versions[1]; r_index := v_bad - 1;
+        r_version := v_versions[v_bad]; r_type := v_types[v_bad];
+      END IF;
+    ELSE
+      v_bad := NULL;
+      FOR i IN 2 .. v_n LOOP
+        IF v_versions[i] IS NOT NULL THEN
+          v_bad := i;
+          EXIT;
+        END IF;
+      END LOOP;
+      IF v_bad IS NOT NULL THEN
+        r_status := 'known'; r_index := v_bad - 1; r_version := v_versions[v_bad]; r_type := v_types[v_bad];
+      ELSE
+        -- earlier batches of this call included: the same transaction sees its own writes
+        SELECT e.version INTO v_current FROM ${s}.events e WHERE e.category = p_category AND e.stream_id = v_stream ORDER BY e.version DESC LIMIT 1;
+        v_current := coalesce(v_current, 0);
+        v_expected := p_expected[b];
+        IF NOT (v_expected = -1 OR (v_expected = -2 AND v_current > 0) OR v_expected = v_current) THEN
+          r_status := 'wev'; r_first := v_current;
+        ELSE
+          INSERT INTO ${s}.events (category, partition, pos, stream_id, version, event_id, type, data, meta, recorded_at)
+            SELECT p_category, p_partition, v_head + x.i, v_stream, v_current + x.i, x.id, x.t, x.d, x.m, v_now
+            FROM unnest(p_ids[v_off + 1 : v_off + v_n], p_types[v_off + 1 : v_off + v_n],
+                        p_data[v_off + 1 : v_off + v_n], p_meta[v_off + 1 : v_off + v_n]) WITH ORDINALITY AS x(id, t, d, m, i);
+          IF v_current = 0 THEN
+            INSERT INTO ${s}.streams (category, id, partition) VALUES (p_category, v_stream, p_partition) ON CONFLICT DO NOTHING;
+          END IF;
+          r_status := 'ok'; r_first := v_current + 1;
+          r_positions := ARRAY(SELECT generate_series(v_head + 1, v_head + v_n));
+          v_head := v_head + v_n;
+        END IF;
+      END IF;
+    END IF;
+    v_off := v_off + v_n;
+    RETURN NEXT;
+  END LOOP;
+END
+$fn$`

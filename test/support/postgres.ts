@@ -1,0 +1,47 @@
+/**
+ * PostgreSQL helpers for tests: a store layer in a fresh schema of the file's server, a
+ * client for inspecting it, statement counts, and dropping what the file created.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, Redacted } from "effect"
+import { PostgresChronicle } from "effect-chronicle/postgres"
+import type { lazyPostgresServer, PostgresServer } from "./postgresServer.js"
+
+type Lazy = ReturnType<typeof lazyPostgresServer>
+
+/** A `PgClient` layer on the server (its own pool). */
+export const clientLayer = (url: string, maxConnections = 10) =>
+  PgClient.layer({ url: Redacted.make(url), maxConnections, applicationName: "chronicle-test" })
+
+/**
+ * The store on the file's server, in `schema` (fresh names come from the server's
+ * `freshSchema`; every schema named here is recorded so that `dropSchemas` can drop it).
+ */
+export const postgresStore = (server: Lazy, schemas: Set<string>, options: PostgresChronicle.Options = {}) =>
+  Layer.unwrapEffect(
+    Effect.map(Effect.promise(() => server.get()), (s: PostgresServer) => {
+      const schema = options.schema ?? s.freshSchema("chronicle_t")
+      schemas.add(schema)
+      return PostgresChronicle.layer({ ...options, schema }).pipe(Layer.provide(clientLayer(s.url)))
+    })
+  )
+
+/** Top-level statements the server ran so far (pg_stat_statements), the probe's own excluded. */
+export const statementCount = (client: PgClient.PgClient) =>
+  Effect.map(
+    client.unsafe(`SELECT coalesce(sum(calls), 0)::int8::text FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'`).values,
+    (rows) => Number(rows[0]?.[0] ?? 0)
+  )
+
+/**
+ * Drops the schemas this file created (with DATABASE_URL, never anything else: the names
+ * are fresh, and a schema that is not there is left alone).
+ */
+export const dropSchemas = (url: string, schemas: Iterable<string>) =>
+  Effect.gen(function*() {
+    const sql = yield* PgClient.PgClient
+    for (const schema of schemas) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(schema)) continue
+      yield* sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    }
+  }).pipe(Effect.provide(clientLayer(url, 1)), Effect.scoped)
