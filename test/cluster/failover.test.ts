@@ -106,7 +106,18 @@ const scenario = (durable: boolean) =>
       }), { concurrency: 8, discard: true })
     const lost = Array.from(acknowledged.keys()).filter((id) => !present.has(id)).length
 
-    yield* Subscriber.awaitIdle("g", { pollInterval: "100 millis" }).pipe(Effect.provide(ctx), Effect.timeout("60 seconds"))
+    yield* Subscriber.awaitIdle("g", { pollInterval: "100 millis" }).pipe(
+      Effect.provide(ctx),
+      Effect.timeout("60 seconds"),
+      // a group that does not settle says where it is stuck
+      Effect.tapError(() =>
+        Subscriber.status("g").pipe(
+          Effect.provide(ctx),
+          Effect.flatMap((s) => Effect.sync(() => console.error(JSON.stringify({ stuck: s.partitionStatus.filter((p) => p.pending + p.lag > 0), members: s.members, local: s.local })))),
+          Effect.ignore
+        )
+      )
+    )
     const status = yield* Subscriber.status("g").pipe(Effect.provide(ctx))
     yield* Effect.forEach(consumers, Fiber.interrupt, { discard: true })
     const report = DeliveryChecker.check(history.invocations, { expected })

@@ -151,6 +151,14 @@ export const makeReader = (
           for (const st of sts) reclaim(st, lanes.inHand(st))
           return resilience.failed("waits", r.left)
         }
+        if (r.right.length === 0) {
+          // nothing arrived within the wait: each partition is read once anyway. A wait
+          // looks for entries after the tails the member last saw; should the group's own
+          // position fall behind them (a failover that lost the last reads, a restart
+          // that replayed an older AOF), only a read finds what is undelivered before them
+          for (const st of sts) if (st.phase === "active") st.readable = true
+          return resilience.succeeded("waits")
+        }
         let dispatched = false
         return Effect.forEach(r.right, ({ lease, result }) => {
           const st = sts.find((x) => x.lease === lease)
