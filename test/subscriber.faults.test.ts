@@ -111,6 +111,39 @@ const spawnFlt = (url: string, dir: string, name: string) =>
     })
   )
 
+/**
+ * The recorded histories of consumers a and b against what was appended: printed, then
+ * no order violation, nothing lost, no late start, both processes alive, nothing left
+ * pending or unread in group "g".
+ */
+const expectCleanHistory = (
+  test: string,
+  dir: string,
+  expected: ReadonlyArray<DeliveryChecker.Expected>,
+  consumers: ReadonlyArray<{ readonly child: ChildProcess }>,
+  extra: Record<string, number> = {}
+) =>
+  Effect.gen(function*() {
+    const history = DeliveryChecker.readFile(join(dir, "a.jsonl"), join(dir, "b.jsonl"))
+    const report = DeliveryChecker.check(history, { expected })
+    figures({
+      test,
+      events: expected.length,
+      invocations: report.invocations,
+      redeliveries: report.redeliveries,
+      order_violations: report.orderViolations.length,
+      lost: report.lost.length,
+      late_starts: report.lateStarts.length,
+      ...extra
+    })
+    expect(report.orderViolations.slice(0, 3).map((v) => v.reason)).toEqual([])
+    expect(report.lost).toEqual([])
+    expect(report.lateStarts).toEqual([])
+    for (const { child } of consumers) expect(child.exitCode).toBe(null)
+    const status = yield* Subscriber.status("g")
+    expect(status.partitionStatus.every((p) => p.pending === 0 && p.lag === 0)).toBe(true)
+  })
+
 describe("consumers under Redis faults", () => {
   it.live("a consumer frozen past its lease with a backlog in hand: resumed, its reads are refused, it starts nothing late, order holds, nothing is lost", () =>
     Effect.gen(function*() {
@@ -145,24 +178,7 @@ describe("consumers under Redis faults", () => {
         a.child.kill("SIGCONT")
         yield* waitUntil("a to notice", Effect.sync(() => a.output.slice(before).some((l) => l.includes("lost the lease"))), 10_000)
         yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("30 seconds"))
-        const history = DeliveryChecker.readFile(join(dir, "a.jsonl"), join(dir, "b.jsonl"))
-        const report = DeliveryChecker.check(history, { expected })
-        figures(({
-          test: "stalled-owner",
-          events: expected.length,
-          invocations: report.invocations,
-          redeliveries: report.redeliveries,
-          order_violations: report.orderViolations.length,
-          lost: report.lost.length,
-          late_starts: report.lateStarts.length
-        }))
-        expect(report.orderViolations.slice(0, 3).map((v) => v.reason)).toEqual([])
-        expect(report.lost).toEqual([])
-        expect(report.lateStarts).toEqual([])
-        expect(a.child.exitCode).toBe(null)
-        expect(b.child.exitCode).toBe(null)
-        const status = yield* Subscriber.status("g")
-        expect(status.partitionStatus.every((p) => p.pending === 0 && p.lag === 0)).toBe(true)
+        yield* expectCleanHistory("stalled-owner", dir, expected, [a, b])
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 150_000)
 
@@ -209,25 +225,7 @@ describe("consumers under Redis faults", () => {
         a.child.kill("SIGCONT")
         yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("30 seconds"))
         yield* Effect.sleep("1 second")
-        const history = DeliveryChecker.readFile(join(dir, "a.jsonl"), join(dir, "b.jsonl"))
-        const report = DeliveryChecker.check(history, { expected })
-        figures({
-          test: "frozen-waiter",
-          events: expected.length,
-          invocations: report.invocations,
-          redeliveries: report.redeliveries,
-          order_violations: report.orderViolations.length,
-          lost: report.lost.length,
-          late_starts: report.lateStarts.length,
-          held_by_frozen: heldByA
-        })
-        expect(report.orderViolations.slice(0, 3).map((v) => v.reason)).toEqual([])
-        expect(report.lost).toEqual([])
-        expect(report.lateStarts).toEqual([])
-        expect(a.child.exitCode).toBe(null)
-        expect(b.child.exitCode).toBe(null)
-        const status = yield* Subscriber.status("g")
-        expect(status.partitionStatus.every((p) => p.pending === 0 && p.lag === 0)).toBe(true)
+        yield* expectCleanHistory("frozen-waiter", dir, expected, [a, b], { held_by_frozen: heldByA })
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 150_000)
 

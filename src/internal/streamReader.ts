@@ -1,5 +1,6 @@
 /**
- * Following one stream (`read(stream, { live: true })`), shared by every backend: catch
+ * Reading one stream, shared by every backend: in pages of versions, forwards or
+ * backwards, up to a limit; and following it (`read(stream, { live: true })`): catch
  * up from a version in pages, emit `CaughtUp`, then read again from the next version each
  * time the backend says the stream may have grown (or after a while, whatever it says).
  * Reads are by version, so the switch has no gap and no duplicate, and a notice that is
@@ -59,3 +60,34 @@ export const followStream = <R>(source: StreamSource<R>, from: number, pageSize:
       )
     })
   }))
+
+interface Paging {
+  readonly from: number
+  readonly remaining: number
+}
+
+/**
+ * At most `limit` events of one stream from version `start`, in pages of `pageSize`:
+ * `page(from, count)` gives at most `count` events from version `from` in the read's
+ * direction (newest first backwards), contiguous in version. Ends at a short page, at
+ * version 1 backwards, or at the limit.
+ */
+export const pagedStream = <R>(
+  page: (from: number, count: number) => Effect.Effect<ReadonlyArray<RecordedEvent>, ReadError, R>,
+  start: number,
+  forward: boolean,
+  limit: number,
+  pageSize: number
+): Stream.Stream<RecordedEvent, ReadError, R> =>
+  Stream.paginateChunkEffect<Paging, RecordedEvent, ReadError, R>({ from: start, remaining: limit }, (st) => {
+    const count = Math.min(pageSize, st.remaining)
+    if (count === 0) return Effect.succeed([Chunk.empty<RecordedEvent>(), Option.none<Paging>()] as const)
+    return Effect.map(page(st.from, count), (events) => {
+      const got = events.length
+      const last = events[got - 1]
+      const next = got < count || last === undefined || (!forward && last.version <= 1)
+        ? Option.none<Paging>()
+        : Option.some<Paging>({ from: forward ? last.version + 1 : last.version - 1, remaining: st.remaining - got })
+      return [Chunk.unsafeFromArray(events), next] as const
+    })
+  })

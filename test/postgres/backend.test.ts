@@ -3,7 +3,7 @@
  * registry shared by processes, coalescing, the error classification, and an append
  * whose connection is lost after it was sent.
  */
-import { afterAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Redacted, Stream } from "effect"
@@ -11,18 +11,11 @@ import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
 import { appendError, classify, storeError } from "../../src/postgres/internal/errors.js"
-import { clientLayer, dropSchemas } from "../support/postgres.js"
-import { lazyPostgresServer } from "../support/postgresServer.js"
+import { clientLayer, postgresFile } from "../support/postgres.js"
 import { startProxy } from "../support/proxy.js"
 import { createConnection, createServer, type Socket } from "node:net"
 
-const server = lazyPostgresServer()
-const schemas = new Set<string>()
-afterAll(async () => {
-  const s = await server.get()
-  if (!s.owned) await Effect.runPromise(dropSchemas(s.url, schemas))
-  await server.stop()
-})
+const { server, schemas } = postgresFile()
 
 const fresh = (name: string) =>
   Effect.map(Effect.promise(() => server.get()), (s) => {

@@ -14,22 +14,15 @@
  * hold readers back: catch-up read latency and append-to-live-reader latency with and
  * without it, in the same run.
  */
-import { afterAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Context, Deferred, Effect, Fiber, Layer, Ref, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
-import { clientLayer, dropSchemas } from "../support/postgres.js"
-import { lazyPostgresServer } from "../support/postgresServer.js"
+import { clientLayer, postgresFile } from "../support/postgres.js"
 
-const server = lazyPostgresServer()
-const schemas = new Set<string>()
-afterAll(async () => {
-  const s = await server.get()
-  if (!s.owned) await Effect.runPromise(dropSchemas(s.url, schemas))
-  await server.stop()
-})
+const { server, schemas } = postgresFile()
 
 const P = 4
 

@@ -2,10 +2,11 @@
  * PostgreSQL helpers for tests: a store layer in a fresh schema of the file's server, a
  * client for inspecting it, statement counts, and dropping what the file created.
  */
+import { afterAll } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted } from "effect"
 import { PostgresChronicle } from "effect-chronicle/postgres"
-import type { lazyPostgresServer, PostgresServer } from "./postgresServer.js"
+import { lazyPostgresServer, type PostgresServer } from "./postgresServer.js"
 
 type Lazy = ReturnType<typeof lazyPostgresServer>
 
@@ -45,3 +46,20 @@ export const dropSchemas = (url: string, schemas: Iterable<string>) =>
       yield* sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
     }
   }).pipe(Effect.provide(clientLayer(url, 1)), Effect.scoped)
+
+/**
+ * A test file's PostgreSQL: its server (started on first use) and the schemas it creates,
+ * dropped at the end when the server is not the file's own; then the server is stopped.
+ * `beforeStop` runs first (close what uses the server).
+ */
+export const postgresFile = (beforeStop: () => Promise<void> = async () => undefined) => {
+  const server = lazyPostgresServer()
+  const schemas = new Set<string>()
+  afterAll(async () => {
+    await beforeStop()
+    const s = await server.get()
+    if (!s.owned) await Effect.runPromise(dropSchemas(s.url, schemas))
+    await server.stop()
+  })
+  return { server, schemas }
+}

@@ -12,7 +12,7 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Chunk, Duration, Effect, Option, Stream } from "effect"
+import { Duration, Effect, Stream } from "effect"
 import type { CategoryCursor } from "../../Envelope.js"
 import {
   checkCategory,
@@ -22,26 +22,19 @@ import {
   type ReadError,
   type ReadOptions,
   type RecordedEvent,
-  type StoreError,
   type StreamCaughtUp
 } from "../../EventStore.js"
 import { type Follow, readCategory as followCategory } from "../../internal/categoryReader.js"
 import { partitionOf } from "../../internal/ids.js"
 import { validateFrom, validatePageSize, validateReadOptions } from "../../internal/options.js"
 import { commitMillis, recordOf } from "../../internal/record.js"
-import { followStream } from "../../internal/streamReader.js"
+import type { Reads } from "../../internal/storeService.js"
+import { followStream, pagedStream } from "../../internal/streamReader.js"
 import { storeError } from "./errors.js"
 import type { Heads } from "./heads.js"
 import { outside } from "./outside.js"
 import type { Registry } from "./registry.js"
 import { headsQuery } from "./schema.js"
-
-export interface Reads {
-  readonly read: (stream: string, options?: ReadOptions) => Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>
-  readonly readCategory: (category: string, options?: ReadCategoryOptions & { readonly live?: boolean | undefined }) => Stream.Stream<unknown, ReadError>
-  /** The end of every partition of a category now: `head-0` ("0-0" when empty). */
-  readonly ends: (category: string, partitions: number) => Effect.Effect<CategoryCursor, StoreError>
-}
 
 /** Versions per page of a stream read. */
 const STREAM_PAGE = 256
@@ -104,31 +97,8 @@ export const makeReads = (
           recheck
         }, checked.from ?? 1, STREAM_PAGE)))
     }
-    return Stream.unwrap(Effect.map(registry.resolve(category, false), () => {
-      interface S {
-        readonly from: number
-        readonly remaining: number
-      }
-      return Stream.paginateChunkEffect<S, RecordedEvent, ReadError, never>(
-        { from: checked.from ?? (forward ? 1 : Number.MAX_SAFE_INTEGER), remaining: limit },
-        (st) => {
-          const count = Math.min(STREAM_PAGE, st.remaining)
-          if (count === 0) return Effect.succeed([Chunk.empty<RecordedEvent>(), Option.none<S>()] as const)
-          return Effect.map(streamPage(category, id, forward, st.from, count), (events) => {
-            const got = events.length
-            const last = events[got - 1]
-            const next: S | undefined = got < count || last === undefined
-              ? undefined
-              : forward
-              ? { from: last.version + 1, remaining: st.remaining - got }
-              : last.version <= 1
-              ? undefined
-              : { from: last.version - 1, remaining: st.remaining - got }
-            return [Chunk.unsafeFromArray(events), next === undefined ? Option.none<S>() : Option.some(next)] as const
-          })
-        }
-      )
-    }))
+    return Stream.unwrap(Effect.map(registry.resolve(category, false), () =>
+      pagedStream((from, count) => streamPage(category, id, forward, from, count), checked.from ?? (forward ? 1 : Number.MAX_SAFE_INTEGER), forward, limit, STREAM_PAGE)))
   }
 
   const pages = (category: string, wanted: ReadonlyArray<readonly [number, string]>, count: number) =>

@@ -8,8 +8,9 @@
  */
 import { PgClient } from "@effect/sql-pg/PgClient"
 import { Duration, Effect } from "effect"
-import { checkCategory, EventStore, InvalidArgument, InvalidEvent, type Limits, type PartitionsConfig } from "../../EventStore.js"
+import { EventStore, InvalidArgument, InvalidEvent, type Limits, type PartitionsConfig } from "../../EventStore.js"
 import { prepareAppend } from "../../internal/append.js"
+import { storeService } from "../../internal/storeService.js"
 import { partitionOf } from "../../internal/ids.js"
 import { partitionsFor, validateLimits, validatePartitions } from "../../internal/options.js"
 import { makeAppender } from "./appender.js"
@@ -75,20 +76,5 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
         return appender.submit(prepared, partitions, partitionOf(prepared.entityId, partitions))
       })
 
-    return EventStore.of({
-      append,
-      read: reads.read as EventStore["Type"]["read"],
-      readCategory: reads.readCategory as EventStore["Type"]["readCategory"],
-      partitions: (category) => {
-        const invalidCategory = checkCategory(category)
-        return invalidCategory ? Effect.fail(invalidCategory) : registry.resolve(category, false)
-      },
-      end: (category) => {
-        const invalidCategory = checkCategory(category)
-        return invalidCategory
-          ? Effect.fail(invalidCategory)
-          : Effect.flatMap(registry.resolve(category, false), (partitions) => reads.ends(category, partitions))
-      },
-      limits
-    })
+    return storeService(append, reads, registry.resolve, limits)
   })

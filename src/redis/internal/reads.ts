@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { Chunk, Duration, Effect, Option, Stream } from "effect"
+import { Duration, Effect, Stream } from "effect"
 import type { CategoryCursor } from "../../Envelope.js"
 import {
   checkCategory,
@@ -17,7 +17,6 @@ import {
   type ReadError,
   type ReadOptions,
   type RecordedEvent,
-  type StoreError,
   StoreUnavailable,
   type StreamCaughtUp,
   WrongKeyType
@@ -25,20 +24,14 @@ import {
 import { type Follow, readCategory as followCategory } from "../../internal/categoryReader.js"
 import { partitionOf } from "../../internal/ids.js"
 import { validateFrom, validatePageSize, validateReadOptions } from "../../internal/options.js"
-import { followStream } from "../../internal/streamReader.js"
+import type { Reads } from "../../internal/storeService.js"
+import { followStream, pagedStream } from "../../internal/streamReader.js"
 import type { RedisClient, RedisConnectionError } from "../RedisClient.js"
 import type { Keys } from "./keys.js"
 import type { Notices } from "./notices.js"
 import type { Registry } from "./registry.js"
 import { decodeEntries, decodeEntry, type RawEntry } from "./replies.js"
 import { evalScript, READ_STREAM } from "./scripts.js"
-
-export interface Reads {
-  readonly read: (stream: string, options?: ReadOptions) => Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>
-  readonly readCategory: (category: string, options?: ReadCategoryOptions & { readonly live?: boolean | undefined }) => Stream.Stream<unknown, ReadError>
-  /** The end of every partition of a category now: its last entry id ("0-0" when empty). */
-  readonly ends: (category: string, partitions: number) => Effect.Effect<CategoryCursor, StoreError>
-}
 
 /** Versions per page of a stream read. */
 const STREAM_PAGE = 256
@@ -85,25 +78,9 @@ export const makeReads = (
     }
     return Stream.unwrap(Effect.map(registry.resolve(category, false), (partitions) => {
       const p = partitionOf(id, partitions)
-      interface S {
-        readonly from: number
-        readonly remaining: number
-      }
-      return Stream.paginateChunkEffect<S, RecordedEvent, ReadError, never>(
-        { from: checked.from ?? (forward ? 1 : 0), remaining: limit },
-        (s) => {
-          const count = Math.min(STREAM_PAGE, s.remaining)
-          if (count === 0) return Effect.succeed([emptyChunk, noState] as const)
-          return Effect.map(readPage(category, p, id, stream, forward, s.from, count), ({ events, lo }) => {
-            const got = events.length
-            if (!forward) events.reverse()
-            const next: S | undefined = forward
-              ? (got < count ? undefined : { from: lo + got, remaining: s.remaining - got })
-              : (got === 0 || lo <= 1 ? undefined : { from: lo - 1, remaining: s.remaining - got })
-            return [chunkOf(events), next === undefined ? noState : someState(next)] as const
-          })
-        }
-      )
+      // backwards from 0: from the stream's last version
+      return pagedStream((from, count) =>
+        Effect.map(readPage(category, p, id, stream, forward, from, count), ({ events }) => (forward ? events : events.reverse())), checked.from ?? (forward ? 1 : 0), forward, limit, STREAM_PAGE)
     }))
   }
 
@@ -178,7 +155,3 @@ export const makeReads = (
   return { read, readCategory, ends }
 }
 
-const emptyChunk = Chunk.empty<RecordedEvent>()
-const chunkOf = <A>(xs: Array<A>) => Chunk.unsafeFromArray(xs)
-const noState = Option.none<never>()
-const someState = <S>(s: S) => Option.some(s)

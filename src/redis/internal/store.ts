@@ -8,8 +8,9 @@
  */
 import { type Duration, Effect } from "effect"
 import type { Connection } from "../RedisClient.js"
-import { checkCategory, EventStore, InvalidArgument, type Limits, type PartitionsConfig } from "../../EventStore.js"
+import { EventStore, InvalidArgument, type Limits, type PartitionsConfig } from "../../EventStore.js"
 import { prepareAppend } from "../../internal/append.js"
+import { storeService } from "../../internal/storeService.js"
 import { partitionOf } from "../../internal/ids.js"
 import { validateLimits, validatePartitions } from "../../internal/options.js"
 import { RedisClient } from "../RedisClient.js"
@@ -68,20 +69,5 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
           : Effect.flatMap(registry.resolve(prepared.category, true), (partitions) => coalescer.submit(prepared, partitionOf(prepared.entityId, partitions)))
       })
 
-    return EventStore.of({
-      append,
-      read: reads.read as EventStore["Type"]["read"],
-      readCategory: reads.readCategory as EventStore["Type"]["readCategory"],
-      partitions: (category) => {
-        const invalidCategory = checkCategory(category)
-        return invalidCategory ? Effect.fail(invalidCategory) : registry.resolve(category, false)
-      },
-      end: (category) => {
-        const invalidCategory = checkCategory(category)
-        return invalidCategory
-          ? Effect.fail(invalidCategory)
-          : Effect.flatMap(registry.resolve(category, false), (partitions) => reads.ends(category, partitions))
-      },
-      limits
-    })
+    return storeService(append, reads, registry.resolve, limits)
   })
