@@ -17,6 +17,7 @@
  * fresh group; figures are medians.
  *
  * Usage: npm run bench:consume [-- --events 1000000 --partitions 8 --rounds 1]
+ * With `--backend postgres`: the same on PostgreSQL (bench/consume-postgres.ts).
  * Starts its own redis-server on a free loopback port unless REDIS_URL is set.
  * Prints one JSON line at the end.
  *
@@ -33,7 +34,7 @@ import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Cluster, Redis } from "ioredis"
 import { startRedisCluster } from "../test/support/redisCluster.js"
 import { startRedisServer } from "../test/support/redisServer.js"
-import { arg, median, withCpu } from "./support.js"
+import { arg, backend, median, withCpu } from "./support.js"
 
 const CLUSTER = process.argv.includes("--cluster")
 const EVENTS = arg("events", CLUSTER ? 200_000 : 1_000_000)
@@ -282,6 +283,7 @@ const clusterMain = async () => {
 }
 
 const main = async () => {
+  if (backend() === "postgres") return (await import("./consume-postgres.js")).main()
   if (CLUSTER) return clusterMain()
   const external = process.env.REDIS_URL
   const server = external ? undefined : await startRedisServer()

@@ -46,3 +46,14 @@ export const percentile = (xs: ReadonlyArray<number>, p: number): number => {
   const s = xs.slice().sort((a, b) => a - b)
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(s.length * p))]!
 }
+
+/** The `--backend` argument: "redis" (the default) or "postgres". */
+export const backend = (): "redis" | "postgres" => {
+  const i = process.argv.indexOf("--backend")
+  const given = i >= 0 ? process.argv[i + 1] : "redis"
+  if (given !== "redis" && given !== "postgres") {
+    console.error(`--backend must be redis or postgres, not ${JSON.stringify(given)}`)
+    process.exit(2)
+  }
+  return given
+}

@@ -49,6 +49,8 @@ import {
   type PermissionDenied,
   type StoreUnavailable
 } from "../EventStore.js"
+import { ConsumerGroups } from "../ConsumerGroups.js"
+import { makePostgresGroups } from "./internal/groups.js"
 import { isValidSchemaName } from "./internal/schema.js"
 import { makePostgresStore } from "./internal/store.js"
 import { ConfigurationError, type SchemaVersionMismatch } from "./PostgresError.js"
@@ -92,6 +94,12 @@ export interface Options {
    */
   readonly appendTimeout?: Duration.DurationInput | undefined
   /**
+   * The longest a consumer-group statement (a heartbeat, a lease, a read, an ack…) waits
+   * for its reply before it fails, retryable (default 10 seconds). A read given up on
+   * this way takes nothing should it still run: the partition is claimed again first.
+   */
+  readonly commandTimeout?: Duration.DurationInput | undefined
+  /**
    * Polling of the partitions' heads by live readers (appends of other processes): the
    * interval after a change (default 5 ms), doubling while nothing moves up to `max`
    * (default 1 second). Appends of this process wake its readers at once.
@@ -108,7 +116,7 @@ export interface Options {
  * @since 0.3.0
  * @category models
  */
-export type Services = EventStore
+export type Services = EventStore | ConsumerGroups
 
 /**
  * Every way building the store can fail: bad options, a schema it cannot use, the
@@ -161,7 +169,8 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
     if (!Number.isSafeInteger(maxEvents) || maxEvents < 1) {
       return yield* new ConfigurationError({ option: "coalescing.maxEvents", reason: `${String(maxEvents)} is not an integer ≥ 1` })
     }
-    const store = yield* makePostgresStore({
+    const commandTimeout = yield* checkDuration("commandTimeout", options.commandTimeout, "10 seconds")
+    const { heads, registry, sql, store } = yield* makePostgresStore({
       schema,
       partitions: options.partitions ?? defaultPartitions,
       limits: { ...defaultLimits, ...options.limits },
@@ -172,7 +181,8 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       // a safety net only: the poller wakes readers when their partitions move
       recheck: Duration.max(max, Duration.seconds(5))
     })
-    return Context.make(EventStore, store)
+    const groups = yield* makePostgresGroups(sql, registry, heads, { schema, commandTimeout })
+    return Context.make(EventStore, store).pipe(Context.add(ConsumerGroups, groups))
   })
 
 /**

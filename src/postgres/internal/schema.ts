@@ -30,8 +30,10 @@
  * @internal
  */
 
+import { groupTables } from "./groupSchema.js"
+
 /** The version of the schema this code creates and expects. */
-export const schemaVersion = 1
+export const schemaVersion = 2
 
 /** A schema name the store accepts: a plain lower-case SQL identifier (no quoting surprises). */
 export const isValidSchemaName = (name: unknown): name is string => typeof name === "string" && /^[a-z_][a-z0-9_]{0,62}$/.test(name)
@@ -88,7 +90,9 @@ export const migrations = (schema: string, from: number): ReadonlyArray<string> 
       )`,
       registerFunction(s),
       appendFunction(s)
-    ]
+    ],
+    // version 2: consumer groups (groupSchema.ts)
+    [...groupTables(s)]
   ]
   return steps.slice(from).flat()
 }

@@ -76,5 +76,5 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
         return appender.submit(prepared, partitions, partitionOf(prepared.entityId, partitions))
       })
 
-    return storeService(append, reads, registry.resolve, limits)
+    return { store: storeService(append, reads, registry.resolve, limits), sql, registry, heads }
   })
