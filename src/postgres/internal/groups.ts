@@ -20,7 +20,7 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import { Clock, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
 import {
   type ClaimCursor,
   type ClaimPage,
@@ -97,6 +97,8 @@ export const makePostgresGroups = (
     const s = `"${options.schema}"`
     const layerScope = yield* Effect.scope
     const timeoutMs = Duration.toMillis(options.commandTimeout)
+    // waits last real time, as a blocking read on a server would: a test clock does not hold them
+    const wallClock = Clock.make()
 
     /** Runs a statement of the groups outside any caller's transaction, its failures classified, within the command timeout. */
     const run = (operation: string, text: string, params: ReadonlyArray<unknown>) =>
@@ -290,11 +292,21 @@ export const makePostgresGroups = (
           )
         })
         // something may have moved since the member's last read: look first (partitions
-        // that did not move cost an index probe each, no lock)
-        const found = yield* readAll
-        if (found.length > 0) return found
-        yield* Effect.raceAll([...latches.map((w) => w.latch.await), Effect.sleep(Duration.millis(blockMillis)), until])
-        return yield* readAll
+        // that did not move cost an index probe each, no lock); then wait for a wake-up.
+        // A wake-up that finds nothing (another partition moved) waits again, to the end
+        const deadline = Date.now() + blockMillis
+        for (;;) {
+          const found = yield* readAll
+          if (found.length > 0) return found
+          const left = deadline - Date.now()
+          if (left <= 0) return found
+          const why = yield* Effect.raceAll([
+            ...latches.map((w) => Effect.as(w.latch.await, "woken" as const)),
+            Effect.as(Effect.withClock(Effect.sleep(Duration.millis(left)), wallClock), "timeout" as const),
+            Effect.as(until, "cut" as const)
+          ])
+          if (why !== "woken") return yield* readAll
+        }
       })
 
     const ensureSql = `SELECT * FROM ${s}.ensure_group($1, $2, $3, $4)`
