@@ -82,13 +82,13 @@ describe("PostgreSQL backend", () => {
       expect((yield* collect(stores[2]!.read("things-1"))).length).toBe(1)
       const sql = yield* clientIn(url)
       const version = yield* sql.unsafe(`SELECT version FROM "${schema}".schema_version`).values
-      expect(version).toEqual([[1]])
+      expect(version).toEqual([[2]])
       const tables = yield* sql.unsafe(`SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, [schema]).values
-      expect(tables.map((r) => r[0])).toEqual(["categories", "events", "partitions", "schema_version", "streams"])
+      expect(tables.map((r) => r[0])).toEqual(["categories", "data_keys", "events", "partitions", "projections", "schema_version", "snapshots", "streams"])
       yield* sql.unsafe(`UPDATE "${schema}".schema_version SET version = 99`)
       const error = yield* Effect.flip(Effect.scoped(storeIn(url, { schema })))
       expect(error._tag).toBe("SchemaVersionMismatch")
-      if (error._tag === "SchemaVersionMismatch") expect([error.schema, error.recorded, error.supported]).toEqual([schema, 99, 1])
+      if (error._tag === "SchemaVersionMismatch") expect([error.schema, error.recorded, error.supported]).toEqual([schema, 99, 2])
     }).pipe(Effect.scoped))
 
   it.live("bad options are typed errors when the layer is built, before the schema is touched", () =>
