@@ -102,6 +102,7 @@ describe("PostgreSQL backend", () => {
         [{ coalescing: { maxEvents: 0 } }, "ConfigurationError", "coalescing.maxEvents"],
         [{ lockTimeout: "0 millis" }, "ConfigurationError", "lockTimeout"],
         [{ lockTimeout: "10 seconds", appendTimeout: "5 seconds" }, "ConfigurationError", "appendTimeout"],
+        [{ personalData: { cacheTtl: "0 millis" } }, "ConfigurationError", "personalData.cacheTtl"],
         [{ partitions: 0 }, "InvalidArgument", "partitions"],
         [{ limits: { maxBatchEvents: -1 } }, "InvalidArgument", "limits.maxBatchEvents"]
       ]
