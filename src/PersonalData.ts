@@ -4,8 +4,8 @@
  * fresh 96-bit IV per value, the event id and the field name as associated data), under
  * one data key per data subject: the stream's entity id, or the field marked
  * `Contract.subject`. The keys live in a {@link KeyStore}: in memory, in Redis under a
- * prefix of their own (so an ACL can fence them from the event data), or anything that
- * implements the service (a KMS). {@link forget} destroys a subject's key: the log keeps
+ * prefix of their own (so an ACL can fence them from the event data), in a PostgreSQL
+ * table of their own, or anything that implements the service (a KMS). {@link forget} destroys a subject's key: the log keeps
  * every event, but the subject's personal fields can no longer be read by anyone; they
  * read as the contract's `forgotten` value.
  *

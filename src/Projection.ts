@@ -92,8 +92,8 @@ export declare namespace ProjectionStore {
 }
 
 /**
- * Checkpoints and leases of projections. `Chronicle.layerMemory` and
- * `RedisChronicle.layer` provide it.
+ * Checkpoints and leases of projections. `Chronicle.layerMemory`,
+ * `RedisChronicle.layer` and `PostgresChronicle.layer` provide it.
  *
  * @since 0.1.0
  * @category tags

@@ -43,7 +43,8 @@ export declare namespace SnapshotStore {
 }
 
 /**
- * The snapshot store. `Chronicle.layerMemory` and `RedisChronicle.layer` provide it.
+ * The snapshot store. `Chronicle.layerMemory`, `RedisChronicle.layer` and
+ * `PostgresChronicle.layer` provide it.
  *
  * @since 0.1.0
  * @category tags

@@ -1,10 +1,12 @@
 /**
- * The event store on PostgreSQL, with the same semantics as `Chronicle.layerMemory`'s
- * (docs/semantics.md §1–4), over `@effect/sql-pg`'s `PgClient`.
+ * The event store, snapshots, projection checkpoints and the key store of personal data
+ * on PostgreSQL, with the same semantics as `Chronicle.layerMemory`'s (docs/semantics.md
+ * §1–4, §7, §8, §11), over `@effect/sql-pg`'s `PgClient`.
  *
  * The layer creates its schema (tables `categories`, `partitions`, `streams`, `events`,
- * the functions `register` and `append`, and a `schema_version` row) when it is built,
- * and upgrades one made by an older version; it refuses one made by a newer version
+ * `snapshots`, `projections`, `data_keys`, the functions `register`, `append` and
+ * `save_checkpoint`, and a `schema_version` row) when it is built, and upgrades one made
+ * by an older version in place; it refuses one made by a newer version
  * (`SchemaVersionMismatch`). Once the schema is at this version, starting needs no right
  * beyond using it.
  *
@@ -30,8 +32,16 @@
  * Appends need the READ COMMITTED isolation level (the default): a store whose connections
  * default to another one is refused at start with `ConfigurationError`.
  *
- * PostgreSQL's text cannot hold U+0000: an entity id or event type containing it is
- * refused with a typed error before any I/O (the other backends accept it).
+ * Snapshots are one row per stream, saved by one statement that never writes over a
+ * snapshot at the same or a newer version. A projection's checkpoint and lease are one
+ * row; leases expire on the database's clock, never this process's, and a checkpoint is
+ * saved by one statement that checks lease and generation first. The key store keeps one
+ * key per data subject in `data_keys`, made by one statement that leaves exactly one key
+ * when processes create it at once, and caches keys for `personalData.cacheTtl`.
+ *
+ * PostgreSQL's text cannot hold U+0000: an entity id, event type, projection member or
+ * data subject containing it is refused with a typed error before any I/O where it would
+ * be written (the other backends accept it); a read for one finds nothing.
  *
  * @since 0.3.0
  */
@@ -51,7 +61,13 @@ import {
 } from "../EventStore.js"
 import { ConsumerGroups } from "../ConsumerGroups.js"
 import { makePostgresGroups } from "./internal/groups.js"
+import { KeyStore } from "../PersonalData.js"
+import { ProjectionStore } from "../Projection.js"
+import { SnapshotStore } from "../Snapshots.js"
+import { makePostgresKeyStore } from "./internal/keystore.js"
+import { makePostgresProjections } from "./internal/projections.js"
 import { isValidSchemaName } from "./internal/schema.js"
+import { makePostgresSnapshots } from "./internal/snapshots.js"
 import { makePostgresStore } from "./internal/store.js"
 import { ConfigurationError, type SchemaVersionMismatch } from "./PostgresError.js"
 
@@ -108,15 +124,29 @@ export interface Options {
     readonly min?: Duration.DurationInput | undefined
     readonly max?: Duration.DurationInput | undefined
   } | undefined
+  /** The key store of personal data (table `data_keys` of the schema). */
+  readonly personalData?: {
+    /**
+     * How long a key read is kept in the process (default 30 seconds): a subject
+     * forgotten by another process is forgotten here within it.
+     */
+    readonly cacheTtl?: Duration.DurationInput | undefined
+  } | undefined
 }
 
 /**
- * The services `make` builds.
+ * The services `make` builds: the event store, snapshots, projection checkpoints and
+ * leases, and the key store of personal data.
  *
  * @since 0.3.0
  * @category models
  */
-export type Services = EventStore | ConsumerGroups
+export type Services =
+  | EventStore
+  | ConsumerGroups
+  | SnapshotStore
+  | ProjectionStore
+  | KeyStore
 
 /**
  * Every way building the store can fail: bad options, a schema it cannot use, the
@@ -128,21 +158,24 @@ export type Services = EventStore | ConsumerGroups
 export type MakeError = InvalidArgument | ConfigurationError | SchemaVersionMismatch | StoreUnavailable | PermissionDenied
 
 /**
- * Builds the event store on the `PgClient`'s database within the current scope: checks
- * every option (bad input is an `InvalidArgument` or a `ConfigurationError`, never a
- * throw), creates or upgrades the schema, and returns the services.
+ * Builds the event store, snapshots, projection checkpoints and the key store on the
+ * `PgClient`'s database within the current scope: checks every option (bad input is an
+ * `InvalidArgument` or a `ConfigurationError`, never a throw), creates or upgrades the
+ * schema, and returns the services.
  *
  * @example
  * ```ts
  * import { PgClient } from "@effect/sql-pg"
  * import { Config, Context, Effect } from "effect"
- * import { EventStore } from "effect-chronicle"
+ * import { EventStore, PersonalData, Snapshots } from "effect-chronicle"
  * import { PostgresChronicle } from "effect-chronicle/postgres"
  *
  * const program = Effect.gen(function*() {
- *   const services = yield* PostgresChronicle.make({ schema: "shop" })
+ *   const services = yield* PostgresChronicle.make({ schema: "shop", personalData: { cacheTtl: "10 seconds" } })
  *   const store = Context.get(services, EventStore.EventStore)
- *   return yield* store.partitions("orders")
+ *   const snapshots = Context.get(services, Snapshots.SnapshotStore)
+ *   yield* PersonalData.forget("customer-42").pipe(Effect.provide(services))
+ *   return [yield* store.partitions("orders"), yield* snapshots.load("orders-42")] as const
  * }).pipe(Effect.scoped, Effect.provide(PgClient.layerConfig({ url: Config.redacted("DATABASE_URL") })))
  * ```
  *
@@ -170,6 +203,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       return yield* new ConfigurationError({ option: "coalescing.maxEvents", reason: `${String(maxEvents)} is not an integer ≥ 1` })
     }
     const commandTimeout = yield* checkDuration("commandTimeout", options.commandTimeout, "10 seconds")
+    const cacheTtl = yield* checkDuration("personalData.cacheTtl", options.personalData?.cacheTtl, "30 seconds")
     const { heads, registry, sql, store } = yield* makePostgresStore({
       schema,
       partitions: options.partitions ?? defaultPartitions,
@@ -182,13 +216,19 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       recheck: Duration.max(max, Duration.seconds(5))
     })
     const groups = yield* makePostgresGroups(sql, registry, heads, { schema, commandTimeout })
-    return Context.make(EventStore, store).pipe(Context.add(ConsumerGroups, groups))
+    return Context.make(EventStore, store).pipe(
+      Context.add(ConsumerGroups, groups),
+      Context.add(SnapshotStore, makePostgresSnapshots(sql, schema)),
+      Context.add(ProjectionStore, makePostgresProjections(sql, schema)),
+      Context.add(KeyStore, makePostgresKeyStore(sql, schema, cacheTtl))
+    )
   })
 
 /**
- * The event store on PostgreSQL. Needs a `PgClient` (from `@effect/sql-pg`), which holds
- * the connection settings, the pool and the secrets (`Redacted`); see `clientLayerConfig`
- * for one from the environment.
+ * The event store, consumer groups, snapshots, projection checkpoints and the key store on PostgreSQL
+ * (`Services`). Needs a `PgClient` (from `@effect/sql-pg`), which holds the connection
+ * settings, the pool and the secrets (`Redacted`); see `clientLayerConfig` for one from
+ * the environment.
  *
  * @example
  * ```ts

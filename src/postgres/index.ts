@@ -1,13 +1,13 @@
 /**
- * The PostgreSQL backend: `PostgresChronicle.layer` provides the `EventStore` over
- * `@effect/sql-pg`'s `PgClient`.
+ * The PostgreSQL backend: `PostgresChronicle.layer` provides the `EventStore`,
+ * `SnapshotStore`, `ProjectionStore` and `KeyStore` over `@effect/sql-pg`'s `PgClient`.
  *
  * @since 0.3.0
  */
 
 /**
- * The event store on PostgreSQL: `layer`, `layerConfig`, `make`, and a `PgClient` layer
- * from the environment.
+ * The event store and its services on PostgreSQL: `layer`, `layerConfig`, `make`, and a
+ * `PgClient` layer from the environment.
  *
  * @since 0.3.0
  */

@@ -85,8 +85,8 @@ describe("PostgreSQL backend", () => {
       expect(version).toEqual([[2]])
       const tables = yield* sql.unsafe(`SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, [schema]).values
       expect(tables.map((r) => r[0])).toEqual([
-        "acks", "categories", "dead_letters", "deliveries", "events", "group_members", "group_partitions", "groups",
-        "partitions", "pending_redeliveries", "redeliveries", "schema_version", "streams"
+        "acks", "categories", "data_keys", "dead_letters", "deliveries", "events", "group_members", "group_partitions", "groups",
+        "partitions", "pending_redeliveries", "projections", "redeliveries", "schema_version", "snapshots", "streams"
       ])
       yield* sql.unsafe(`UPDATE "${schema}".schema_version SET version = 99`)
       const error = yield* Effect.flip(Effect.scoped(storeIn(url, { schema })))
@@ -105,6 +105,7 @@ describe("PostgreSQL backend", () => {
         [{ coalescing: { maxEvents: 0 } }, "ConfigurationError", "coalescing.maxEvents"],
         [{ lockTimeout: "0 millis" }, "ConfigurationError", "lockTimeout"],
         [{ lockTimeout: "10 seconds", appendTimeout: "5 seconds" }, "ConfigurationError", "appendTimeout"],
+        [{ personalData: { cacheTtl: "0 millis" } }, "ConfigurationError", "personalData.cacheTtl"],
         [{ partitions: 0 }, "InvalidArgument", "partitions"],
         [{ limits: { maxBatchEvents: -1 } }, "InvalidArgument", "limits.maxBatchEvents"]
       ]

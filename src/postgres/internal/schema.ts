@@ -27,6 +27,22 @@
  *   `(category, stream_id, version)` and `(category, stream_id, event_id)` (the permanent
  *   idempotency map) back the append function's checks.
  *
+ * Version 2 adds the services beside the event store:
+ *
+ * - `snapshots(category, stream_id, version, state_version, state)`: one snapshot per
+ *   stream, `state` its JSON as text (NULL for a state JSON has no text for). A save is
+ *   one upsert that keeps a snapshot at the same or a newer version.
+ * - `projections(name, generation, cursor, reset_done, category, lease_member,
+ *   lease_until, epoch)`: a projection's checkpoint and its lease, on the database's
+ *   clock (`clock_timestamp()`): the token is `lease_member:epoch`, and `epoch` grows each
+ *   time another lease begins. `save_checkpoint` checks lease and generation under the
+ *   row's lock and writes in the same statement.
+ * - `data_keys(subject, key_id, material)`: the key store of personal data, one 32-byte
+ *   key per data subject.
+ *
+ * Each version's step is a list of its parts' DDL, so that parts added together stay
+ * apart.
+ *
  * @internal
  */
 
@@ -91,11 +107,78 @@ export const migrations = (schema: string, from: number): ReadonlyArray<string> 
       registerFunction(s),
       appendFunction(s)
     ],
-    // version 2: consumer groups (groupSchema.ts)
-    [...groupTables(s)]
+    // version 2: consumer groups (groupSchema.ts), snapshots, projections, personal-data keys
+    [
+      ...groupTables(s),
+      ...snapshotTables(s),
+      ...projectionTables(s),
+      ...keyTables(s)
+    ]
   ]
   return steps.slice(from).flat()
 }
+
+/** Snapshots (version 2): one per stream, never written over one at the same or a newer version. */
+const snapshotTables = (s: string): ReadonlyArray<string> => [
+  `CREATE TABLE IF NOT EXISTS ${s}.snapshots (
+    category text NOT NULL,
+    stream_id text NOT NULL,
+    version bigint NOT NULL,
+    state_version bigint NOT NULL,
+    state text,
+    PRIMARY KEY (category, stream_id)
+  )`
+]
+
+/**
+ * Projections (version 2): checkpoint and lease in one row per projection, and
+ * `save_checkpoint(name, token, generation, cursor, reset_done, category)`, which locks
+ * the row, checks the lease (held by `token`, not expired on the database's clock), then
+ * the generation, and only then writes: 'ok', 'lease' or 'generation'.
+ */
+const projectionTables = (s: string): ReadonlyArray<string> => [
+  `CREATE TABLE IF NOT EXISTS ${s}.projections (
+    name text PRIMARY KEY,
+    generation bigint NOT NULL DEFAULT 0,
+    cursor text[],
+    reset_done bigint NOT NULL DEFAULT 0,
+    category text,
+    lease_member text,
+    lease_until timestamptz,
+    epoch bigint NOT NULL DEFAULT 0
+  )`,
+  `CREATE OR REPLACE FUNCTION ${s}.save_checkpoint(
+  p_name text, p_token text, p_generation bigint, p_cursor text[], p_reset_done bigint, p_category text
+) RETURNS text
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_member text;
+  v_epoch bigint;
+  v_until timestamptz;
+  v_generation bigint;
+BEGIN
+  SELECT p.lease_member, p.epoch, p.lease_until, p.generation INTO v_member, v_epoch, v_until, v_generation
+    FROM ${s}.projections p WHERE p.name = p_name FOR UPDATE;
+  IF NOT FOUND OR v_member IS NULL OR v_until IS NULL OR v_member || ':' || v_epoch <> p_token OR v_until <= clock_timestamp() THEN
+    RETURN 'lease';
+  END IF;
+  IF v_generation <> p_generation THEN
+    RETURN 'generation';
+  END IF;
+  UPDATE ${s}.projections p SET cursor = p_cursor, reset_done = p_reset_done, category = p_category WHERE p.name = p_name;
+  RETURN 'ok';
+END
+$fn$`
+]
+
+/** The key store of personal data (version 2): one key per data subject, made once. */
+const keyTables = (s: string): ReadonlyArray<string> => [
+  `CREATE TABLE IF NOT EXISTS ${s}.data_keys (
+    subject text PRIMARY KEY,
+    key_id text NOT NULL,
+    material bytea NOT NULL CHECK (octet_length(material) = 32)
+  )`
+]
 
 /**
  * `register(category, partitions)`: records a category's partition count (and its

@@ -3,108 +3,36 @@
  * `<keyPrefix>:key:<subject>` = `<key id>:<32 bytes, base64>`, under a prefix of its own
  * (an ACL can then give the event data and the keys to different users, and the keys a
  * backup policy of their own). Made with `SET … NX GET`, so two processes writing for a
- * new subject at once end with one key. Keys are cached for `cacheTtl`: a subject
- * forgotten here is forgotten at once (a lookup under way while it is forgotten caches
- * nothing); forgotten by another process, within `cacheTtl` (until then this process
- * still reads the subject's fields, and what it writes for the subject goes under the
- * destroyed key, so it reads as forgotten too).
+ * new subject at once end with one key. Keys are cached for `cacheTtl` (internal/keyCache.ts):
+ * a subject forgotten here is forgotten at once (a lookup under way while it is forgotten
+ * caches nothing); forgotten by another process, within `cacheTtl` (until then this
+ * process still reads the subject's fields, and what it writes for the subject goes under
+ * the destroyed key, so it reads as forgotten too).
  *
  * @internal
  */
-import { Duration, Effect, Option, Redacted } from "effect"
-import { type DataKey, KeyStore, KeyStoreError, newKey } from "../../PersonalData.js"
+import { type Duration, Effect } from "effect"
+import { makeCachedKeyStore } from "../../internal/keyCache.js"
+import { type KeyStore, KeyStoreError } from "../../PersonalData.js"
 import type { RedisClient } from "../RedisClient.js"
 
-const encode = (key: DataKey) => `${key.id}:${Buffer.from(Redacted.value(key.material)).toString("base64")}`
-
-const decode = (stored: string): DataKey | undefined => {
-  const at = stored.indexOf(":")
-  if (at <= 0) return undefined
-  const material = Buffer.from(stored.slice(at + 1), "base64")
-  return material.length === 32 ? { id: stored.slice(0, at), material: Redacted.make(new Uint8Array(material)) } : undefined
-}
-
 export const makeRedisKeyStore = (client: RedisClient.Service, keyPrefix: string, cacheTtl: Duration.Duration): KeyStore.Service => {
-  const cache = new Map<string, { readonly key: DataKey; readonly until: number }>()
-  // per subject, how many times this process forgot it: a lookup under way while it is
-  // forgotten must not put the destroyed key back in the cache
-  const forgets = new Map<string, number>()
-  const generation = (subject: string) => forgets.get(subject) ?? 0
-  const ttl = Duration.toMillis(cacheTtl)
   const keyOf = (subject: string) => `${keyPrefix}:key:${subject}`
   const failed = (operation: string) => (e: { readonly message: string }) => new KeyStoreError({ operation, reason: e.message })
-  const cached = (subject: string) => {
-    const hit = cache.get(subject)
-    if (hit === undefined) return undefined
-    if (hit.until > Date.now()) return hit.key
-    cache.delete(subject)
-    return undefined
-  }
-  // the last stored value seen per subject and its key: a write that finds the same value decodes nothing
-  const decoded = new Map<string, { readonly stored: string; readonly key: DataKey }>()
-  const decodeCached = (subject: string, stored: string): DataKey | undefined => {
-    const seen = decoded.get(subject)
-    if (seen !== undefined && seen.stored === stored) return seen.key
-    const key = decode(stored)
-    if (key !== undefined) decoded.set(subject, { stored, key })
-    return key
-  }
-  const remember = (subject: string, key: DataKey, asOf: number) => {
-    if (generation(subject) === asOf) cache.set(subject, { key, until: Date.now() + ttl })
-    return key
-  }
-  // the subject is not named: it may itself be personal (an email used as an id, say)
-  const unreadable = (operation: string) => new KeyStoreError({ operation, reason: "a stored key is not a key" })
-
-  return KeyStore.of({
-    // from the cache when it has the key (a write per round trip to the key store would
-    // cut personal appends to an eighth, measured); GET, then SET NX GET for a subject without one
-    getOrCreate: (subject) =>
-      Effect.suspend(() => {
-        const hit = cached(subject)
-        if (hit !== undefined) return Effect.succeed(hit)
-        const asOf = generation(subject)
-        return client.call("keyStore.getOrCreate", (r) =>
-          (r.get(keyOf(subject)) as Promise<string | null>).then((stored) => {
-            if (stored !== null) return stored
-            const encoded = encode(newKey())
-            return (r.call("SET", keyOf(subject), encoded, "NX", "GET") as Promise<string | null>).then((previous) => previous ?? encoded)
-          })).pipe(
-            Effect.mapError(failed("getOrCreate")),
-            Effect.flatMap((stored) => {
-              const key = decodeCached(subject, stored)
-              return key === undefined ? Effect.fail(unreadable("getOrCreate")) : Effect.succeed(remember(subject, key, asOf))
-            })
-          )
-      }),
+  return makeCachedKeyStore({
+    // GET, then SET NX GET for a subject without one
+    getOrCreate: (subject, fresh) =>
+      client.call("keyStore.getOrCreate", (r) =>
+        (r.get(keyOf(subject)) as Promise<string | null>).then((stored) => {
+          if (stored !== null) return stored
+          const encoded = fresh()
+          return (r.call("SET", keyOf(subject), encoded, "NX", "GET") as Promise<string | null>).then((previous) => previous ?? encoded)
+        })).pipe(Effect.mapError(failed("getOrCreate"))),
     get: (subject) =>
-      Effect.suspend(() => {
-        const hit = cached(subject)
-        if (hit !== undefined) return Effect.succeed(Option.some(hit))
-        const asOf = generation(subject)
-        return client.call("keyStore.get", (r) => r.get(keyOf(subject))).pipe(
-          Effect.mapError(failed("get")),
-          Effect.flatMap((stored) => {
-            if (stored === null) return Effect.succeed(Option.none())
-            const key = decodeCached(subject, stored)
-            return key === undefined ? Effect.fail(unreadable("get")) : Effect.succeed(Option.some(remember(subject, key, asOf)))
-          })
-        )
-      }),
-    forget: (subject) =>
-      Effect.suspend(() => {
-        forgets.set(subject, generation(subject) + 1)
-        cache.delete(subject)
-        return client.call("keyStore.forget", (r) => r.del(keyOf(subject))).pipe(
-          Effect.mapError(failed("forget")),
-          // a lookup that started while the key was still there caches nothing either
-          Effect.ensuring(Effect.sync(() => {
-            forgets.set(subject, generation(subject) + 1)
-            cache.delete(subject)
-            decoded.delete(subject)
-          })),
-          Effect.asVoid
-        )
-      })
-  })
+      client.call("keyStore.get", (r) => r.get(keyOf(subject))).pipe(
+        Effect.mapError(failed("get")),
+        Effect.map((stored) => stored ?? undefined)
+      ),
+    forget: (subject) => client.call("keyStore.forget", (r) => r.del(keyOf(subject))).pipe(Effect.mapError(failed("forget")), Effect.asVoid)
+  }, cacheTtl)
 }
