@@ -11,11 +11,18 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { Inventory, InventoryItem, ItemDeactivated, ItemNotFound, NotEnoughStock, SameName } from "../examples/inventory/domain.js"
+import { postgresFile } from "./support/postgres.js"
 import { redisStore, redisUrl, uniquePrefix, withoutRedisUrl } from "./support/redis.js"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
+/** The environment of an example run in memory: neither REDIS_URL nor DATABASE_URL. */
+const inMemory = (): Record<string, string> => {
+  const { DATABASE_URL: _, ...env } = withoutRedisUrl()
+  return env
+}
 const tsx = (script: string, env: Record<string, string> = {}) =>
-  spawn(process.execPath, ["--import", "tsx", script], { cwd: root, env: { ...withoutRedisUrl(), ...env }, stdio: ["ignore", "pipe", "pipe"] })
+  spawn(process.execPath, ["--import", "tsx", script], { cwd: root, env: { ...inMemory(), ...env }, stdio: ["ignore", "pipe", "pipe"] })
+const { server: postgres, schemas } = postgresFile()
 
 const finished = (child: ChildProcess) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
@@ -36,11 +43,23 @@ const steps = (order: string) => [
 describe("examples", () => {
   it.live("npm start runs shipment tracking in memory, prints the four changes of every order and exits 0", () =>
     Effect.gen(function*() {
-      const run = yield* Effect.promise(() => finished(spawn("npm", ["start", "--silent"], { cwd: root, env: withoutRedisUrl() })))
+      const run = yield* Effect.promise(() => finished(spawn("npm", ["start", "--silent"], { cwd: root, env: inMemory() })))
       expect(run.code, run.stderr).toBe(0)
       for (let i = 1; i <= 5; i++) for (const step of steps(`order-${i}`)) expect(run.stdout).toMatch(step)
       expect(run.stdout).toContain("every order was received")
     }), 60_000)
+
+  it.live("with DATABASE_URL set, npm start runs the same program on PostgreSQL", () =>
+    Effect.gen(function*() {
+      const pg = yield* Effect.promise(() => postgres.get())
+      const schema = pg.freshSchema("shipments")
+      schemas.add(schema)
+      const env = { ...inMemory(), DATABASE_URL: pg.url, CHRONICLE_PG_SCHEMA: schema }
+      const run = yield* Effect.promise(() => finished(spawn("npm", ["start", "--silent"], { cwd: root, env })))
+      expect(run.code, run.stderr).toBe(0)
+      for (let i = 1; i <= 5; i++) for (const step of steps(`order-${i}`)) expect(run.stdout).toMatch(step)
+      expect(run.stdout).toContain("every order was received")
+    }), 90_000)
 
   it.live("every TypeScript block of the README is a complete program that compiles and runs, or an excerpt found as is in an example a test runs", () =>
     Effect.gen(function*() {

@@ -3,10 +3,12 @@
  * optimistic concurrency, an idempotent retry, and reads of a stream and a category.
  *
  * Run: npm start            (in memory)
- *      REDIS_URL=redis://127.0.0.1:6379 npm start   (the same program on Redis)
+ *      REDIS_URL=redis://127.0.0.1:6379 npx tsx examples/event-store/main.ts   (the same program on Redis)
+ *      DATABASE_URL=postgres://localhost/postgres npx tsx examples/event-store/main.ts   (on PostgreSQL)
  */
 import { Console, Effect, Layer, Schema, Stream } from "effect"
 import { Chronicle, Contract, EventStore } from "effect-chronicle"
+import { PostgresChronicle } from "effect-chronicle/postgres"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 
 const Shipments = Contract.make("shipments", {
@@ -51,7 +53,10 @@ const program = Effect.gen(function*() {
 })
 
 const redisUrl = process.env.REDIS_URL
-const Store = redisUrl !== undefined && redisUrl !== ""
+const databaseUrl = process.env.DATABASE_URL
+const Store: Layer.Layer<Chronicle.Services, unknown> = databaseUrl !== undefined && databaseUrl !== ""
+  ? PostgresChronicle.layer({ schema: `example_${Date.now().toString(36)}` }).pipe(Layer.provide(PostgresChronicle.clientLayerConfig()))
+  : redisUrl !== undefined && redisUrl !== ""
   ? RedisChronicle.layer({ prefix: `example_${Date.now().toString(36)}` }).pipe(Layer.provide(RedisClient.layerConfig()))
   : Chronicle.layerMemory
 

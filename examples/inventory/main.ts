@@ -1,11 +1,12 @@
 /**
  * Inventory end to end: commands through the aggregate, read models through a projection.
  *
- * Run: npx tsx examples/inventory/main.ts   (in memory; REDIS_URL switches to Redis)
+ * Run: npx tsx examples/inventory/main.ts   (in memory; DATABASE_URL switches to PostgreSQL, REDIS_URL to Redis)
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Console, Effect, Fiber, Layer } from "effect"
 import { Aggregate, Chronicle, Projection } from "effect-chronicle"
+import { PostgresChronicle } from "effect-chronicle/postgres"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { InventoryItem } from "./domain.js"
 import { makeReadModels } from "./readModels.js"
@@ -33,8 +34,10 @@ const program = Effect.gen(function*() {
 })
 
 const Store = Layer.unwrapEffect(
-  Effect.map(Config.option(Config.string("REDIS_URL")), (url) =>
-    url._tag === "None" || url.value === ""
+  Effect.map(Config.all([Config.option(Config.string("DATABASE_URL")), Config.option(Config.string("REDIS_URL"))]), ([database, redis]): Layer.Layer<Chronicle.Services, unknown> =>
+    database._tag === "Some" && database.value !== ""
+      ? PostgresChronicle.layer({ schema: `inventory_${Date.now().toString(36)}` }).pipe(Layer.provide(PostgresChronicle.clientLayerConfig()))
+      : redis._tag === "None" || redis.value === ""
       ? Chronicle.layerMemory
       : RedisChronicle.layer({ prefix: `inventory_${Date.now().toString(36)}` }).pipe(Layer.provide(RedisClient.layerConfig())))
 )

@@ -1,12 +1,14 @@
 /**
  * Live reads: a screen following one order (`read(stream, { live: true })`) while other
  * orders are busy, and a report that counts only what is placed after it asked for the
- * category's end (`end(category)`). In memory by default; with REDIS_URL set, on Redis.
+ * category's end (`end(category)`). In memory by default; with DATABASE_URL set, on
+ * PostgreSQL; with REDIS_URL set, on Redis.
  *
  * Run: npx tsx examples/live-reads/main.ts
  */
 import { Chunk, Console, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
 import { Chronicle, Contract, EventStore } from "effect-chronicle"
+import { PostgresChronicle } from "effect-chronicle/postgres"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 
 const Orders = Contract.make("orders", {
@@ -46,7 +48,9 @@ const program = Effect.gen(function*() {
   yield* Console.log(`events since the report asked: ${placedSince}`)
 })
 
-const backend = process.env.REDIS_URL
+const backend: Layer.Layer<Chronicle.Services> = process.env.DATABASE_URL
+  ? PostgresChronicle.layer({ schema: `live_reads_${Date.now().toString(36)}` }).pipe(Layer.provide(PostgresChronicle.clientLayerConfig()), Layer.orDie)
+  : process.env.REDIS_URL
   ? RedisChronicle.layer({ prefix: `live-reads-${Date.now()}` }).pipe(Layer.provide(RedisClient.layerConfig()), Layer.orDie)
   : Chronicle.layerMemory
 

@@ -4,8 +4,9 @@
  * - the group "transit" moves each order to its next state by producing the next event;
  * - the group "reporter" prints every change.
  */
-import { Config, Console, Effect, Layer } from "effect"
+import { Config, type ConfigError, Console, Effect, Layer } from "effect"
 import { Chronicle, Producer, Subscriber } from "effect-chronicle"
+import { PostgresChronicle } from "effect-chronicle/postgres"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Shipments } from "./contract.js"
 
@@ -54,9 +55,18 @@ export const reporter = Subscriber.layer(Shipments, {
   }
 })
 
-/** In memory by default; on Redis when REDIS_URL is set (prefix from CHRONICLE_PREFIX, default "shipments"). */
+/**
+ * In memory by default; on PostgreSQL when DATABASE_URL is set (schema from
+ * CHRONICLE_PG_SCHEMA, default "shipments"); on Redis when REDIS_URL is set (prefix from
+ * CHRONICLE_PREFIX, default "shipments").
+ */
 export const Store = Layer.unwrapEffect(
-  Effect.gen(function*() {
+  Effect.gen(function*(): Effect.fn.Return<Layer.Layer<Chronicle.Services, unknown>, ConfigError.ConfigError> {
+    const database = yield* Config.option(Config.string("DATABASE_URL"))
+    if (database._tag === "Some" && database.value !== "") {
+      const schema = yield* Config.string("CHRONICLE_PG_SCHEMA").pipe(Config.withDefault("shipments"))
+      return PostgresChronicle.layer({ schema }).pipe(Layer.provide(PostgresChronicle.clientLayerConfig()))
+    }
     const url = yield* Config.option(Config.string("REDIS_URL"))
     if (url._tag === "None" || url.value === "") return Chronicle.layerMemory
     const prefix = yield* Config.string("CHRONICLE_PREFIX").pipe(Config.withDefault("shipments"))
