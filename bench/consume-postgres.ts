@@ -198,9 +198,15 @@ export const main = async () => {
     if (stats) await statementTimes(url)
     const rounds: Array<{ baseline: number; candidate: number; rss: number; verified: boolean }> = []
     for (let r = 0; r < ROUNDS; r++) {
-      const b = await baseline(url, schema, `raw${r}`)
+      const cpu0 = process.cpuUsage()
+      // --candidate-only: for profiling the candidate alone
+      const b = process.argv.includes("--candidate-only") ? { eventsPerSec: NaN, verified: false } : await baseline(url, schema, `raw${r}`)
+      const cpuB = process.cpuUsage(cpu0)
       if (stats) console.error(JSON.stringify({ round: r, baseline_server: await statementTimes(url) }))
+      const cpu1 = process.cpuUsage()
       const c = await Effect.runPromise(candidate(url, schema, `sub${r}`))
+      const cpuC = process.cpuUsage(cpu1)
+      console.error(JSON.stringify({ round: r, client_cpu_us_per_event: +((cpuC.user + cpuC.system) / EVENTS).toFixed(1), baseline_client_cpu_us_per_event: +((cpuB.user + cpuB.system) / EVENTS).toFixed(1) }))
       if (stats) console.error(JSON.stringify({ round: r, candidate_server: await statementTimes(url) }))
       rounds.push({ baseline: b.eventsPerSec, candidate: c.eventsPerSec, rss: c.rssGrowthMb, verified: b.verified && c.verified })
       console.error(JSON.stringify({ round: r, events_per_sec: Math.round(c.eventsPerSec), baseline_events_per_sec: Math.round(b.eventsPerSec), ratio: +(c.eventsPerSec / b.eventsPerSec).toFixed(3), baseline_verified: b.verified, verified: c.verified }))
