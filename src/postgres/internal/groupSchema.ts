@@ -405,15 +405,18 @@ BEGIN
       ON CONFLICT DO NOTHING RETURNING 1)
     SELECT v_pending + count(*) INTO v_pending FROM put;
   END IF;
-  IF v_prefix > 0 OR v_prefix < cardinality(v_ids) THEN
-    -- positions acknowledged out of order that now continue the checkpoint
-    SELECT max(a.id) INTO v_more FROM (
-      SELECT x.id, x.id - row_number() OVER (ORDER BY x.id) AS k FROM ${s}.acks x
-      WHERE x.grp = p_grp AND x.partition = p_partition AND x.id > v_run) a
-    WHERE a.k = v_run;
-    IF v_more IS NOT NULL THEN
-      v_run := v_more;
-    END IF;
+  -- when the checkpoint moved, the positions acknowledged out of order that now continue
+  -- it (one index probe each, as far as the run goes; none moved it otherwise: acked + 1
+  -- is never in acks)
+  IF v_prefix > 0 THEN
+    WITH RECURSIVE run(id) AS (
+      SELECT v_run
+      UNION ALL
+      SELECT run.id + 1 FROM run
+      WHERE EXISTS (SELECT 1 FROM ${s}.acks a WHERE a.grp = p_grp AND a.partition = p_partition AND a.id = run.id + 1)
+    )
+    SELECT max(run.id) INTO v_more FROM run;
+    v_run := greatest(v_run, coalesce(v_more, v_run));
     IF v_run > p_acked THEN
       DELETE FROM ${s}.acks a WHERE a.grp = p_grp AND a.partition = p_partition AND a.id <= v_run;
       DELETE FROM ${s}.deliveries d WHERE d.grp = p_grp AND d.partition = p_partition AND d.id > p_acked AND d.id <= v_run;
@@ -424,24 +427,50 @@ BEGIN
 END
 $fn$`
 
-/** `ack(grp, partition, owner, epoch, sources[], ids[])`: 'ok', 'lost' or 'nogroup'; removes the entries from the pending list. */
+/**
+ * `ack(grps[], partitions[], owners[], epochs[], counts[], sources[], ids[])`: acknowledges
+ * entries of one or more leased partitions (the i-th takes the next `counts[i]` of
+ * `sources` and `ids`), each checked on its own; one status per partition, in order:
+ * 'ok', 'lost' or 'nogroup'. Callers send the partitions sorted (rows are locked in that
+ * order, as every other call locks them).
+ */
 const ackFunction = (s: string) => `
-CREATE OR REPLACE FUNCTION ${s}.ack(p_grp text, p_partition int, p_owner text, p_epoch bigint, p_sources smallint[], p_ids bigint[])
-RETURNS text
+CREATE OR REPLACE FUNCTION ${s}.ack(
+  p_grps text[], p_partitions int[], p_owners text[], p_epochs bigint[], p_counts int[], p_sources smallint[], p_ids bigint[]
+) RETURNS TABLE (r_status text)
 LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
 DECLARE
   v_gp ${s}.group_partitions%ROWTYPE;
   v_status text;
+  p_grp text;
+  p_partition int;
+  p_owner text;
+  p_epoch bigint;
+  v_off int := 0;
+  v_sources smallint[];
+  v_ids bigint[];
 BEGIN
-  ${leaseCheck(s)}
-  IF v_status <> 'ok' THEN RETURN v_status; END IF;
-  IF 1 = ANY (p_sources) THEN
-    DELETE FROM ${s}.pending_redeliveries pd WHERE pd.grp = p_grp AND pd.partition = p_partition
-      AND pd.id IN (SELECT x.id FROM unnest(p_sources, p_ids) AS x(source, id) WHERE x.source = 1);
-  END IF;
-  PERFORM ${s}.ack_log(p_grp, p_partition, v_gp.acked, v_gp.delivered,
-    ARRAY(SELECT x.id FROM unnest(p_sources, p_ids) AS x(source, id) WHERE x.source = 0));
-  RETURN 'ok';
+  FOR i IN 1 .. cardinality(p_partitions) LOOP
+    p_grp := p_grps[i];
+    p_partition := p_partitions[i];
+    p_owner := p_owners[i];
+    p_epoch := p_epochs[i];
+    v_sources := p_sources[v_off + 1 : v_off + p_counts[i]];
+    v_ids := p_ids[v_off + 1 : v_off + p_counts[i]];
+    v_off := v_off + p_counts[i];
+    ${leaseCheck(s)}
+    IF v_status = 'ok' THEN
+      IF 1 = ANY (v_sources) THEN
+        DELETE FROM ${s}.pending_redeliveries pd WHERE pd.grp = p_grp AND pd.partition = p_partition
+          AND pd.id IN (SELECT x.id FROM unnest(v_sources, v_ids) AS x(source, id) WHERE x.source = 1);
+      END IF;
+      PERFORM ${s}.ack_log(p_grp, p_partition, v_gp.acked, v_gp.delivered,
+        ARRAY(SELECT x.id FROM unnest(v_sources, v_ids) AS x(source, id) WHERE x.source = 0));
+    END IF;
+    r_status := v_status;
+    RETURN NEXT;
+  END LOOP;
 END
 $fn$`
 
@@ -490,23 +519,37 @@ CREATE OR REPLACE FUNCTION ${s}.replay(p_grp text, p_partitions int[], p_seqs bi
 RETURNS int
 LANGUAGE plpgsql AS $fn$
 DECLARE
-  d record;
-  v_id bigint;
+  v_partition int;
+  v_head bigint;
+  v_n int;
   v_moved int := 0;
 BEGIN
   PERFORM 1 FROM ${s}.groups g WHERE g.name = p_grp;
   IF NOT FOUND THEN RETURN -1; END IF;
-  FOR d IN
-    SELECT dl.partition, dl.seq, dl.entry_pos FROM ${s}.dead_letters dl
-    WHERE dl.grp = p_grp AND (p_partitions IS NULL OR (dl.partition, dl.seq) IN (SELECT * FROM unnest(p_partitions, p_seqs)))
-    ORDER BY dl.partition, dl.seq
-    FOR UPDATE
+  -- partition by partition, in order (the order every call locks group rows in), each
+  -- moved as one set: its row locked once, its redelivery ids given in one step
+  FOR v_partition IN
+    SELECT DISTINCT dl.partition FROM ${s}.dead_letters dl
+    WHERE dl.grp = p_grp AND (p_partitions IS NULL OR dl.partition = ANY (p_partitions))
+    ORDER BY dl.partition
   LOOP
-    UPDATE ${s}.group_partitions gp SET redelivery_head = redelivery_head + 1 WHERE gp.grp = p_grp AND gp.partition = d.partition
-      RETURNING gp.redelivery_head INTO v_id;
-    INSERT INTO ${s}.redeliveries (grp, partition, id, entry_pos) VALUES (p_grp, d.partition, v_id, d.entry_pos);
-    DELETE FROM ${s}.dead_letters dl WHERE dl.grp = p_grp AND dl.partition = d.partition AND dl.seq = d.seq;
-    v_moved := v_moved + 1;
+    SELECT gp.redelivery_head INTO v_head FROM ${s}.group_partitions gp
+      WHERE gp.grp = p_grp AND gp.partition = v_partition FOR UPDATE;
+    WITH moved AS (
+      DELETE FROM ${s}.dead_letters dl
+      WHERE dl.grp = p_grp AND dl.partition = v_partition
+        AND (p_partitions IS NULL OR dl.seq IN (SELECT x.seq FROM unnest(p_partitions, p_seqs) AS x(partition, seq) WHERE x.partition = v_partition))
+      RETURNING dl.seq, dl.entry_pos
+    ), put AS (
+      INSERT INTO ${s}.redeliveries (grp, partition, id, entry_pos)
+        SELECT p_grp, v_partition, v_head + row_number() OVER (ORDER BY m.seq), m.entry_pos FROM moved m
+      RETURNING 1
+    )
+    SELECT count(*) INTO v_n FROM put;
+    IF v_n > 0 THEN
+      UPDATE ${s}.group_partitions gp SET redelivery_head = v_head + v_n WHERE gp.grp = p_grp AND gp.partition = v_partition;
+      v_moved := v_moved + v_n;
+    END IF;
   END LOOP;
   RETURN v_moved;
 END

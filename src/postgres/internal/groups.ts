@@ -20,7 +20,7 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Clock, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import { Clock, Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
 import {
   type ClaimCursor,
   type ClaimPage,
@@ -41,7 +41,6 @@ import {
   type Watch
 } from "../../ConsumerGroups.js"
 import { checkCategory, EventDecodeError, InvalidArgument, StoreUnavailable } from "../../EventStore.js"
-import { isEntryId } from "../../internal/ids.js"
 import { recordOf } from "../../internal/record.js"
 import { storeError } from "./errors.js"
 import type { Heads, Watch as HeadsWatch } from "./heads.js"
@@ -253,10 +252,17 @@ export const makePostgresGroups = (
         return Effect.flatMap(readMany(member, [lease], undefined, count), (results): Effect.Effect<ReadResult, GroupError | LeaseLost> => {
           const r = results.get(lease.partition)
           if (r === undefined) return Effect.succeed<ReadResult>({ deliveries: [], tail: undefined })
-          if (r.status === "lost") return Effect.fail(lostOf(lease))
+          if (r.status === "lost") {
+            fences.delete(fenceKey(lease))
+            return Effect.fail(lostOf(lease))
+          }
           if (r.status === "nogroup") return Effect.fail(notFound(lease.group))
-          // fenced off (a claim since this lease's fence was learnt): nothing taken, read again
-          return Effect.succeed<ReadResult>({ deliveries: r.deliveries, tail: r.status === "ok" ? r.tail : undefined })
+          if (r.status === "fenced") {
+            // a claim ran after the one this process last saw (a first page that reached the
+            // server late): nothing was taken; claiming again moves the fence to one it knows
+            return Effect.fail(new StoreUnavailable({ operation: "read", reason: "the partition was claimed since this member last claimed it: it claims it again", retryable: true }))
+          }
+          return Effect.succeed<ReadResult>({ deliveries: r.deliveries, tail: r.tail })
         })
       })
 
@@ -282,7 +288,8 @@ export const makePostgresGroups = (
           if (list === undefined) byGroup.set(w.lease.group, [w])
           else list.push(w)
         }
-        const lists = Array.from(byGroup.values())
+        // partitions in order: every call locks group rows in that order
+        const lists = Array.from(byGroup.values(), (list) => list.sort((a, b) => a.lease.partition - b.lease.partition))
         const latches = yield* Effect.forEach(lists, (list) => memberWatch(list[0]!.lease.group, member, list[0]!.lease.category))
         const readAll = Effect.suspend(() => {
           for (const latch of latches) latch.latch.unsafeClose()
@@ -323,7 +330,7 @@ export const makePostgresGroups = (
       WHERE grp = $1 AND partition = $2 AND owner = $3 AND epoch = $4`
     const claimSql = `SELECT * FROM ${s}.claim($1, $2, $3, $4, $5, $6, $7, $8)`
     const beginSql = `SELECT ${s}.begin($1, $2, $3, $4, $5, $6)`
-    const ackSql = `SELECT ${s}.ack($1, $2, $3, $4, $5::smallint[], $6::bigint[])`
+    const ackSql = `SELECT * FROM ${s}.ack($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::smallint[], $7::bigint[])`
     const deadLetterSql = `SELECT ${s}.dead_letter($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
     const deadLettersSql = `SELECT partition, seq::text, entry_pos::text, event_id, stream, version::text, type, error_tag, message, attempts, deliveries,
         (extract(epoch FROM at) * 1000)::double precision
@@ -350,18 +357,59 @@ export const makePostgresGroups = (
       const partitions: Array<number> = []
       const seqs: Array<number> = []
       for (const id of ids) {
-        const at = id.indexOf(":")
-        const p = Number(id.slice(0, at))
-        const rest = id.slice(at + 1)
-        if (at <= 0 || !Number.isSafeInteger(p) || !isEntryId(rest)) continue
-        partitions.push(p)
-        seqs.push(seqOf(rest))
+        // exactly the form this backend gives: `<partition>:<seq>-0`
+        const m = /^(0|[1-9][0-9]{0,8}):([1-9][0-9]{0,14})-0$/.exec(id)
+        if (m === null) continue
+        partitions.push(Number(m[1]))
+        seqs.push(Number(m[2]))
       }
       return { partitions, seqs }
     }
 
     const leaseStatus = (lease: Lease, status: unknown): Effect.Effect<void, GroupError | LeaseLost> =>
       status === "ok" ? Effect.void : status === "nogroup" ? Effect.fail(notFound(lease.group)) : Effect.fail(lostOf(lease))
+
+    // acknowledgements: every ack queued while one call is under way goes in the next,
+    // one statement for all their partitions (each checked on its own)
+    interface QueuedAck {
+      readonly lease: Lease
+      readonly deliveries: ReadonlyArray<Delivery>
+      readonly done: Deferred.Deferred<void, GroupError | LeaseLost>
+    }
+    const acksQueued: Array<QueuedAck> = []
+    const acksSignal = Effect.unsafeMakeLatch(false)
+    const sendAcks = (batch: Array<QueuedAck>) =>
+      Effect.suspend(() => {
+        // partitions in order: every call locks group rows in that order
+        batch.sort((a, b) => (a.lease.group < b.lease.group ? -1 : a.lease.group > b.lease.group ? 1 : a.lease.partition - b.lease.partition))
+        const tokens = batch.map((q) => parseToken(q.lease.token))
+        const params = [
+          batch.map((q) => q.lease.group),
+          batch.map((q) => q.lease.partition),
+          tokens.map(([member]) => member),
+          tokens.map(([, epoch]) => epoch),
+          batch.map((q) => q.deliveries.length),
+          batch.flatMap((q) => q.deliveries.map((d) => sourceCode(d.source))),
+          batch.flatMap((q) => q.deliveries.map((d) => seqOf(d.id)))
+        ]
+        return Effect.either(run("ack", ackSql, params)).pipe(
+          Effect.flatMap((result) =>
+            Effect.forEach(batch, (q, i) =>
+              Deferred.complete(
+                q.done,
+                result._tag === "Left" ? Effect.fail(result.left) : leaseStatus(q.lease, result.right[i]?.[0])
+              ), { discard: true })
+          )
+        )
+      })
+    yield* Effect.forkIn(
+      Effect.forever(Effect.gen(function*() {
+        acksSignal.unsafeClose()
+        if (acksQueued.length === 0) yield* acksSignal.await
+        yield* sendAcks(acksQueued.splice(0))
+      })),
+      layerScope
+    )
 
     const service: ConsumerGroups["Type"] = {
       ensureGroup: (group, category, startFrom) =>
@@ -482,14 +530,13 @@ export const makePostgresGroups = (
         }),
 
       ack: (lease, deliveries) =>
-        Effect.suspend(() => {
-          if (deliveries.length === 0) return Effect.void
-          const [member, epoch] = parseToken(lease.token)
-          return Effect.flatMap(
-            run("ack", ackSql, [lease.group, lease.partition, member, epoch, deliveries.map((d) => sourceCode(d.source)), deliveries.map((d) => seqOf(d.id))]),
-            (rows) => leaseStatus(lease, rows[0]?.[0])
-          )
-        }),
+        deliveries.length === 0
+          ? Effect.void
+          : Effect.flatMap(Deferred.make<void, GroupError | LeaseLost>(), (done) => {
+            acksQueued.push({ lease, deliveries, done })
+            acksSignal.unsafeOpen()
+            return Deferred.await(done)
+          }),
 
       deadLetter: (lease, delivery, reason) =>
         Effect.suspend(() => {
