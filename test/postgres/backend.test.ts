@@ -384,6 +384,38 @@ describe("PostgreSQL backend", () => {
       expect([retry.firstVersion, retry.positions[0]!.entryId]).toEqual([2, "2-0"])
     }).pipe(Effect.scoped))
 
+  it.live("an append whose caller is interrupted while it waits behind its partition's call in flight is dropped; the others are answered", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_dropped")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      yield* store.append("dropped-0", [event()])
+      const holder = yield* clientIn(url)
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
+        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+          "dropped", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+        ])
+        yield* Deferred.succeed(holding, undefined)
+        yield* Deferred.await(release)
+        return yield* Effect.fail("roll back" as const)
+      })).pipe(Effect.flip))
+      yield* Deferred.await(holding)
+      // the first call waits for the lock; the next two wait behind it in this process
+      const first = yield* Effect.fork(store.append("dropped-1", [event()]))
+      yield* Effect.sleep("100 millis")
+      const second = yield* Effect.fork(store.append("dropped-2", [event()]))
+      const third = yield* Effect.fork(store.append("dropped-3", [event()]))
+      yield* Effect.sleep("50 millis")
+      yield* Fiber.interrupt(second)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(held)).toBe("roll back")
+      expect((yield* Fiber.join(first)).positions[0]!.entryId).toBe("2-0")
+      expect((yield* Fiber.join(third)).positions[0]!.entryId).toBe("3-0")
+      const read = yield* collect(store.readCategory("dropped"))
+      expect(read.map((e) => e.stream)).toEqual(["dropped-0", "dropped-1", "dropped-3"])
+    }).pipe(Effect.scoped))
+
   it.effect("a live reader under a test clock still sees another store's appends (the head poller keeps the wall clock)", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_testclock")
