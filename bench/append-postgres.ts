@@ -248,11 +248,10 @@ const statementTime = async (url: string, pattern: string) => {
 
 /**
  * CPU seconds used so far by a private server's processes: the postmaster's own and its
- * ended children's (which it has waited for), and its live children's; and how many
- * children are alive. Undefined when the postmaster is not found (a server not started
- * here).
+ * ended children's (which it has waited for), and its live children's; and its live
+ * children's PIDs. Undefined when the postmaster is not found (a server not started here).
  */
-const serverCpu = (postmaster: number | undefined): { readonly seconds: number; readonly children: number } | undefined => {
+const serverCpu = (postmaster: number | undefined): { readonly seconds: number; readonly children: string } | undefined => {
   if (postmaster === undefined) return undefined
   const ticks = 100 // USER_HZ on Linux
   const stat = (pid: string) => {
@@ -263,33 +262,43 @@ const serverCpu = (postmaster: number | undefined): { readonly seconds: number; 
       return undefined
     }
   }
-  const own = stat(String(postmaster))
-  if (own === undefined) return undefined
   // fields after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-  let total = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14])
-  let children = 0
-  for (const pid of readdirSync("/proc")) {
-    if (!/^\d+$/.test(pid)) continue
-    const s = stat(pid)
-    if (s !== undefined && Number(s[1]) === postmaster) {
-      total += Number(s[11]) + Number(s[12])
-      children++
-    }
+  const ended = () => {
+    const own = stat(String(postmaster))
+    return own === undefined ? undefined : Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14])
   }
-  return { seconds: total / ticks, children }
+  for (;;) {
+    const before = ended()
+    if (before === undefined) return undefined
+    let live = 0
+    const children: Array<string> = []
+    for (const pid of readdirSync("/proc")) {
+      if (!/^\d+$/.test(pid)) continue
+      const s = stat(pid)
+      if (s !== undefined && Number(s[1]) === postmaster) {
+        live += Number(s[11]) + Number(s[12])
+        children.push(pid)
+      }
+    }
+    // a child waited for meanwhile would be in neither figure: read again
+    if (ended() === before) return { seconds: (before + live) / ticks, children: children.join(",") }
+  }
 }
 
 /**
  * The server's CPU once the connections a run opened have ended and their processes were
- * waited for (their CPU is then in the postmaster's children's figure): at most 2 s.
+ * waited for (their CPU is then in the postmaster's children's figure): when its set of
+ * processes has not changed for 200 ms, or after 3 s.
  */
-const settledServerCpu = async (postmaster: number | undefined, children: number) => {
-  for (let i = 0; i < 40; i++) {
-    const now = serverCpu(postmaster)
-    if (now === undefined || now.children <= children) return now
+const settledServerCpu = async (postmaster: number | undefined) => {
+  let last = serverCpu(postmaster)
+  for (let i = 0, still = 0; i < 60 && still < 4; i++) {
     await new Promise((resolve) => setTimeout(resolve, 50))
+    const now = serverCpu(postmaster)
+    still = now?.children === last?.children ? still + 1 : 0
+    last = now
   }
-  return serverCpu(postmaster)
+  return last
 }
 
 /** The postmaster listening on this loopback port (found by its command line), if any. */
@@ -322,7 +331,7 @@ const measured = async (url: string, stats: boolean, postmaster: number | undefi
   const client0 = process.cpuUsage()
   const rate = await run()
   const client = process.cpuUsage(client0)
-  const server1 = server0 === undefined ? undefined : await settledServerCpu(postmaster, server0.children)
+  const server1 = server0 === undefined ? undefined : await settledServerCpu(postmaster)
   const events = STREAMS * PER_STREAM
   const cost: Cost = {
     client_cpu_us_per_event: +((client.user + client.system) / events).toFixed(1),
