@@ -384,6 +384,67 @@ describe("PostgreSQL backend", () => {
       expect([retry.firstVersion, retry.positions[0]!.entryId]).toEqual([2, "2-0"])
     }).pipe(Effect.scoped))
 
+  it.live("one call of the append function answers each batch as if alone: batches of streams of their own in one statement, the others one at a time", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_fn")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      yield* store.append("fn-a", [event()])
+      const admin = yield* clientIn(url)
+      const call = (batches: ReadonlyArray<{ readonly stream: string; readonly expected: number; readonly ids: ReadonlyArray<string> }>) =>
+        admin.unsafe(
+          `SELECT r_status, r_first::text, r_index, r_version::text, r_type, r_positions::text[] FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10, $11)`,
+          [
+            "fn", 1, 0,
+            batches.map((b) => b.stream), batches.map((b) => b.expected), batches.map((b) => b.ids.length),
+            batches.flatMap((b) => b.ids), batches.flatMap((b) => b.ids.map(() => "Noted")),
+            batches.flatMap((b) => b.ids.map((_, i) => JSON.stringify({ i }))), batches.flatMap((b) => b.ids.map(() => "")), 0
+          ]
+        ).values
+      const id = () => crypto.randomUUID()
+      const [d1, d2, d3] = [id(), id(), id()]
+      // streams of their own, no id known: exact, "exists" on an empty stream, "any", a stale version
+      expect(yield* call([
+        { stream: "b", expected: 0, ids: [id(), id()] },
+        { stream: "a", expected: 0, ids: [id()] },
+        { stream: "c", expected: -2, ids: [id()] },
+        { stream: "d", expected: -1, ids: [d1, d2, d3] }
+      ])).toEqual([
+        ["ok", "1", null, null, null, ["2", "3"]],
+        ["wev", "1", null, null, null, null],
+        ["wev", "0", null, null, null, null],
+        ["ok", "1", null, null, null, ["4", "5", "6"]]
+      ])
+      // one stream twice (the second sees the first) and an exact replay
+      expect(yield* call([
+        { stream: "b", expected: 2, ids: [id()] },
+        { stream: "b", expected: 3, ids: [id()] },
+        { stream: "d", expected: 0, ids: [d1, d2, d3] },
+        { stream: "e", expected: 0, ids: [id()] }
+      ])).toEqual([
+        ["ok", "3", null, null, null, ["7"]],
+        ["ok", "4", null, null, null, ["8"]],
+        ["replay", "1", null, null, null, ["4", "5", "6"]],
+        ["ok", "1", null, null, null, ["9"]]
+      ])
+      // streams of their own, a later id of one batch known; a partial replay
+      expect(yield* call([
+        { stream: "f", expected: 0, ids: [id()] },
+        { stream: "d", expected: -1, ids: [id(), d2] },
+        { stream: "a", expected: -1, ids: [d1] }
+      ])).toEqual([
+        ["ok", "1", null, null, null, ["10"]],
+        ["known", null, 1, "2", "Noted", null],
+        ["ok", "2", null, null, null, ["11"]]
+      ])
+      expect(yield* call([{ stream: "d", expected: -1, ids: [d1, d3] }])).toEqual([["mismatch", "1", 1, "3", "Noted", null]])
+      const rows = yield* admin.unsafe(`SELECT pos::int, stream_id, version::int FROM "${schema}".events WHERE category = 'fn' ORDER BY pos`).values
+      expect(rows).toEqual([
+        [1, "a", 1], [2, "b", 1], [3, "b", 2], [4, "d", 1], [5, "d", 2], [6, "d", 3], [7, "b", 3], [8, "b", 4], [9, "e", 1], [10, "f", 1], [11, "a", 2]
+      ])
+      const registered = yield* admin.unsafe(`SELECT id FROM "${schema}".streams WHERE category = 'fn' ORDER BY id`).values
+      expect(registered.map((r) => r[0])).toEqual(["a", "b", "d", "e", "f"])
+    }).pipe(Effect.scoped))
+
   it.live("an append whose caller is interrupted while it waits behind its partition's call in flight is dropped; the others are answered", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_dropped")
