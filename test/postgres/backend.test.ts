@@ -445,6 +445,22 @@ describe("PostgreSQL backend", () => {
       expect(registered.map((r) => r[0])).toEqual(["a", "b", "d", "e", "f"])
     }).pipe(Effect.scoped))
 
+  it.live("ids, types and data with quotes, backslashes, commas, braces and spaces are stored as given, in one call of many batches or alone", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_quoted")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      const odd = [`a"b`, `c\\d`, `e,f`, `{g}`, ` h `, `NULL`, `i\\"j`, `é ☃`]
+      const data = (s: string) => ({ s, nested: { q: `"${s}"`, b: "\\" + s }, list: [s, "", "}"] })
+      yield* Effect.all(odd.map((s) => store.append(`quoted-${s}`, [{ ...event(data(s)), type: `T${s}` }])), { concurrency: "unbounded" })
+      yield* store.append(`quoted-${odd[0]}`, [{ ...event(data("alone")), type: `T"\\,{}` }], { expectedVersion: 1 })
+      for (const s of odd) {
+        const read = yield* collect(store.read(`quoted-${s}`))
+        expect(read.map((e) => [e.stream, e.type, e.data])).toEqual(
+          s === odd[0] ? [[`quoted-${s}`, `T${s}`, data(s)], [`quoted-${s}`, `T"\\,{}`, data("alone")]] : [[`quoted-${s}`, `T${s}`, data(s)]]
+        )
+      }
+    }).pipe(Effect.scoped))
+
   it.live("an append whose caller is interrupted while it waits behind its partition's call in flight is dropped; the others are answered", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_dropped")

@@ -84,6 +84,22 @@ type Row = readonly [string, string | null, number | null, string | null, string
 
 const eventIdsOf = (p: PreparedAppend) => p.events.map((e) => e.eventId)
 
+const ESCAPED = /["\\]/g
+
+/**
+ * The array literal of these strings, for a `text[]` parameter: each element quoted, its
+ * `"` and `\` escaped (one pass, where the driver's own encoding of an array makes two and
+ * builds the literal piece by piece).
+ */
+const textArray = (xs: ReadonlyArray<string>): string => {
+  const quoted = new Array<string>(xs.length)
+  for (let i = 0; i < xs.length; i++) quoted[i] = xs[i]!.replace(ESCAPED, "\\$&")
+  return `{"${quoted.join(`","`)}"}`
+}
+
+/** The array literal of numbers or of checked UUIDs, which need no quotes. */
+const plainArray = (xs: ReadonlyArray<number | string>): string => `{${xs.join(",")}}`
+
 export const makeAppender = (
   sql: PgClient,
   options: AppenderOptions,
@@ -176,7 +192,11 @@ export const makeAppender = (
       }
       // disconnected: past the deadline the batches are answered at once, while the driver
       // cancels the statement in the background
-      return Effect.disconnect(outside(sql.unsafe(appendSql, [lane.category, lane.partitions, lane.partition, streams, expected, counts, ids, types, data, meta, options.lockTimeoutMs]).values)).pipe(
+      return Effect.disconnect(outside(sql.unsafe(appendSql, [
+        lane.category, lane.partitions, lane.partition,
+        textArray(streams), plainArray(expected), plainArray(counts), plainArray(ids), textArray(types), textArray(data), textArray(meta),
+        options.lockTimeoutMs
+      ]).values)).pipe(
         Effect.timeoutFail({ duration: options.replyTimeout, onTimeout: () => new Error(`no reply within ${Duration.format(options.replyTimeout)}`) }),
         Effect.matchCauseEffect({
           onSuccess: (rows) =>
