@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Redacted, Stream } from "effect"
+import { Chunk, ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Redacted, Scope, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
@@ -443,6 +443,35 @@ describe("PostgreSQL backend", () => {
       ])
       const registered = yield* admin.unsafe(`SELECT id FROM "${schema}".streams WHERE category = 'fn' ORDER BY id`).values
       expect(registered.map((r) => r[0])).toEqual(["a", "b", "d", "e", "f"])
+    }).pipe(Effect.scoped))
+
+  it.live("closing the store while an append call waits for its partition's lock answers it at once: outcome unknown", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_closing")
+      const holder = yield* clientIn(url)
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const scope = yield* Scope.make()
+      const store = yield* storeIn(url, { schema, partitions: 1 }).pipe(Scope.extend(scope))
+      yield* store.append("closing-0", [event()])
+      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
+        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+          "closing", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+        ])
+        yield* Deferred.succeed(holding, undefined)
+        yield* Deferred.await(release)
+        return yield* Effect.fail("roll back" as const)
+      })).pipe(Effect.flip))
+      yield* Deferred.await(holding)
+      const waiting = yield* Effect.fork(Effect.flip(store.append("closing-1", [event()])))
+      yield* Effect.sleep("200 millis")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const error = yield* Fiber.join(waiting)
+      expect(error._tag).toBe("AppendOutcomeUnknown")
+      expect(Date.now() - started).toBeLessThan(3000)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(held)).toBe("roll back")
     }).pipe(Effect.scoped))
 
   it.live("ids, types and data with quotes, backslashes, commas, braces and spaces are stored as given, in one call of many batches or alone", () =>
