@@ -474,11 +474,11 @@ describe("PostgreSQL backend", () => {
       expect(yield* Fiber.join(held)).toBe("roll back")
     }).pipe(Effect.scoped))
 
-  it.live("ids, types and data with quotes, backslashes, commas, braces and spaces are stored as given, in one call of many batches or alone", () =>
+  it.live("ids, types and data with quotes, backslashes, commas, braces, spaces, control characters and astral ones are stored as given, in one call of many batches or alone", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_quoted")
       const store = yield* storeIn(url, { schema, partitions: 1 })
-      const odd = [`a"b`, `c\\d`, `e,f`, `{g}`, ` h `, `NULL`, `i\\"j`, `é ☃`]
+      const odd = [`a"b`, `c\\d`, `e,f`, `{g}`, ` h `, `NULL`, `i\\"j`, `é ☃`, `k\nl\tm`, `n🎉o`, `p\u0001`]
       const data = (s: string) => ({ s, nested: { q: `"${s}"`, b: "\\" + s }, list: [s, "", "}"] })
       yield* Effect.all(odd.map((s) => store.append(`quoted-${s}`, [{ ...event(data(s)), type: `T${s}` }])), { concurrency: "unbounded" })
       yield* store.append(`quoted-${odd[0]}`, [{ ...event(data("alone")), type: `T"\\,{}` }], { expectedVersion: 1 })
