@@ -11,6 +11,9 @@
  * and writes the events at the partition's next gapless positions.
  * Typed: the same through `EventStore.forContract(...).append` (Schema validation, id
  * minting); reported beside the ratio, not in it.
+ * Context: the baseline's own calls awaited from Effect fibers (`Effect.promise` in the
+ * same 1000-fiber shape as the candidate), which shows what the Effect runtime alone
+ * costs in this workload; reported beside the ratio, not in it.
  * Baseline: the same workload and payload with `pg` alone, one round trip per event: a
  * named (prepared) single-statement insert whose WHERE checks the expected version
  * against the stream's last (unique `(stream_id, version)` as the backstop), on as many
@@ -19,7 +22,7 @@
  * The baseline does less work than the candidate: no idempotency map (no lookup of the
  * event ids, no unique index on them), no partition log (no lock, no gapless positions
  * per partition, no stream registry), no limits or JSON encoding by the store.
- * Three alternating rounds of the three, each round in fresh tables; the ratio is the
+ * Three alternating rounds of the four, each round in fresh tables; the ratio is the
  * median of the per-round candidate/baseline ratios. Latency: one awaited append at a
  * time, baseline and candidate alternating sample by sample, p50 of each.
  *
@@ -152,6 +155,22 @@ const baselineRun = async (url: string, base: Baseline, schema: string, round: s
   const check = await once<{ n: string }>(url, `SELECT count(*)::text AS n FROM (SELECT stream_id FROM ${table} GROUP BY stream_id HAVING count(*) = ${PER_STREAM} AND max(version) = ${PER_STREAM}) x`)
   if (Number(check.rows[0]!.n) !== STREAMS) throw new Error("baseline: stream lengths are wrong")
   return (STREAMS * PER_STREAM) / seconds
+}
+
+/** The baseline's calls, each awaited from one of 1000 Effect fibers. */
+const baselineInEffect = async (url: string, base: Baseline, schema: string, round: string) => {
+  await createBaseline(url, schema, round)
+  const table = baselineTable(schema, round)
+  const start = performance.now()
+  await Effect.runPromise(Effect.forEach(
+    Array.from({ length: STREAMS }, (_, s) => s),
+    (s) =>
+      Effect.gen(function*() {
+        for (let v = 0; v < PER_STREAM; v++) yield* Effect.promise(() => base.append(table, s % POOL, `s${s}`, v, payload(s)))
+      }),
+    { concurrency: "unbounded", discard: true }
+  ))
+  return (STREAMS * PER_STREAM) / ((performance.now() - start) / 1000)
 }
 
 /** The workload: every stream appended to once per version, in order, all streams at once; events/s. */
@@ -370,10 +389,12 @@ export const postgresMain = async () => {
     if (stats) await once(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     base = await baselineClients(url)
     // warm-up of every path (JIT, plans, the function's cached plans)
-    await baselineRun(url, base, await fresh("bw"), "w")
+    const warm = await fresh("bw")
+    await baselineRun(url, base, warm, "w")
+    await baselineInEffect(url, base, warm, "we")
     await Effect.runPromise(candidateRun(url, await fresh("cw"), false))
     await Effect.runPromise(candidateRun(url, await fresh("tw"), true))
-    const rounds: Array<{ baseline: number; candidate: number; typed: number; verified: boolean }> = []
+    const rounds: Array<{ baseline: number; candidate: number; typed: number; inEffect: number; verified: boolean }> = []
     for (let r = 0; r < 3; r++) {
       const b = await fresh(`b${r}`)
       const baseline = await measured(url, stats, postmaster, "INSERT INTO %base_%", () => baselineRun(url, base!, b, String(r)))
@@ -381,17 +402,20 @@ export const postgresMain = async () => {
       const candidate = await measured(url, stats, postmaster, appendPattern, () => Effect.runPromise(candidateRun(url, c, false)))
       const t = await fresh(`t${r}`)
       const typed = await measured(url, stats, postmaster, appendPattern, () => Effect.runPromise(candidateRun(url, t, true)))
+      const inEffect = await measured(url, stats, postmaster, "INSERT INTO %base_%", () => baselineInEffect(url, base!, b, `e${r}`))
       const verified = (await verify(url, c)) && (await verify(url, t))
-      rounds.push({ baseline: baseline.rate, candidate: candidate.rate, typed: typed.rate, verified })
+      rounds.push({ baseline: baseline.rate, candidate: candidate.rate, typed: typed.rate, inEffect: inEffect.rate, verified })
       console.error(JSON.stringify({
         round: r,
         baseline_events_per_sec: Math.round(baseline.rate),
         events_per_sec: Math.round(candidate.rate),
         typed_events_per_sec: Math.round(typed.rate),
+        baseline_in_effect_events_per_sec: Math.round(inEffect.rate),
         ratio: +(candidate.rate / baseline.rate).toFixed(3),
         baseline_cost: baseline.cost,
         cost: candidate.cost,
         typed_cost: typed.cost,
+        baseline_in_effect_cost: inEffect.cost,
         verified
       }))
     }
@@ -406,6 +430,8 @@ export const postgresMain = async () => {
       ratio: +median(rounds.map((p) => p.candidate / p.baseline)).toFixed(3),
       typed_events_per_sec: Math.round(median(rounds.map((p) => p.typed))),
       typed_ratio: +median(rounds.map((p) => p.typed / p.baseline)).toFixed(3),
+      baseline_in_effect_events_per_sec: Math.round(median(rounds.map((p) => p.inEffect))),
+      baseline_in_effect_ratio: +median(rounds.map((p) => p.inEffect / p.baseline)).toFixed(3),
       emmett_events_per_sec: EMMETT_EVENTS_PER_SEC,
       emmett_ratio: +(events / EMMETT_EVENTS_PER_SEC).toFixed(2),
       p50_us: +lat.candidate.toFixed(1),
