@@ -29,6 +29,9 @@
  * side by side, in three alternating rounds; per topology the store's events/s, the raw
  * baseline's (its script loaded on every master, keys routed by the cluster client),
  * and the CPU per event of this process and of the servers together.
+ *
+ * With `--backend postgres`: the PostgreSQL store against the raw `pg` driver
+ * (bench/append-postgres.ts).
  */
 import { Chunk, Context, Effect, Layer, Schema, Stream } from "effect"
 import { Contract, EventStore } from "effect-chronicle"
@@ -326,7 +329,11 @@ const clusterMain = async () => {
   }
 }
 
+const BACKEND = process.argv.includes("--backend") ? process.argv[process.argv.indexOf("--backend") + 1] : "redis"
+
 const main = async () => {
+  if (BACKEND === "postgres") return (await import("./append-postgres.js")).postgresMain()
+  if (BACKEND !== "redis") throw new Error(`--backend: ${String(BACKEND)} is not redis or postgres`)
   if (CLUSTER) return clusterMain()
   if (PERSONAL) return personalMain()
   const external = process.env.REDIS_URL

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Redacted, Stream } from "effect"
+import { Chunk, ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Redacted, Scope, Stream } from "effect"
 import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
@@ -386,6 +386,144 @@ describe("PostgreSQL backend", () => {
       expect(yield* Fiber.join(held)).toBe("roll back")
       const retry = yield* store.append("locked-1", [event()])
       expect([retry.firstVersion, retry.positions[0]!.entryId]).toEqual([2, "2-0"])
+    }).pipe(Effect.scoped))
+
+  it.live("one call of the append function answers each batch as if alone: batches of streams of their own in one statement, the others one at a time", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_fn")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      yield* store.append("fn-a", [event()])
+      const admin = yield* clientIn(url)
+      const call = (batches: ReadonlyArray<{ readonly stream: string; readonly expected: number; readonly ids: ReadonlyArray<string> }>) =>
+        admin.unsafe(
+          `SELECT r_status, r_first::text, r_index, r_version::text, r_type, r_positions::text[] FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10, $11)`,
+          [
+            "fn", 1, 0,
+            batches.map((b) => b.stream), batches.map((b) => b.expected), batches.map((b) => b.ids.length),
+            batches.flatMap((b) => b.ids), batches.flatMap((b) => b.ids.map(() => "Noted")),
+            batches.flatMap((b) => b.ids.map((_, i) => JSON.stringify({ i }))), batches.flatMap((b) => b.ids.map(() => "")), 0
+          ]
+        ).values
+      const id = () => crypto.randomUUID()
+      const [d1, d2, d3] = [id(), id(), id()]
+      // streams of their own, no id known: exact, "exists" on an empty stream, "any", a stale version
+      expect(yield* call([
+        { stream: "b", expected: 0, ids: [id(), id()] },
+        { stream: "a", expected: 0, ids: [id()] },
+        { stream: "c", expected: -2, ids: [id()] },
+        { stream: "d", expected: -1, ids: [d1, d2, d3] }
+      ])).toEqual([
+        ["ok", "1", null, null, null, ["2", "3"]],
+        ["wev", "1", null, null, null, null],
+        ["wev", "0", null, null, null, null],
+        ["ok", "1", null, null, null, ["4", "5", "6"]]
+      ])
+      // one stream twice (the second sees the first) and an exact replay
+      expect(yield* call([
+        { stream: "b", expected: 2, ids: [id()] },
+        { stream: "b", expected: 3, ids: [id()] },
+        { stream: "d", expected: 0, ids: [d1, d2, d3] },
+        { stream: "e", expected: 0, ids: [id()] }
+      ])).toEqual([
+        ["ok", "3", null, null, null, ["7"]],
+        ["ok", "4", null, null, null, ["8"]],
+        ["replay", "1", null, null, null, ["4", "5", "6"]],
+        ["ok", "1", null, null, null, ["9"]]
+      ])
+      // streams of their own, a later id of one batch known; a partial replay
+      expect(yield* call([
+        { stream: "f", expected: 0, ids: [id()] },
+        { stream: "d", expected: -1, ids: [id(), d2] },
+        { stream: "a", expected: -1, ids: [d1] }
+      ])).toEqual([
+        ["ok", "1", null, null, null, ["10"]],
+        ["known", null, 1, "2", "Noted", null],
+        ["ok", "2", null, null, null, ["11"]]
+      ])
+      expect(yield* call([{ stream: "d", expected: -1, ids: [d1, d3] }])).toEqual([["mismatch", "1", 1, "3", "Noted", null]])
+      const rows = yield* admin.unsafe(`SELECT pos::int, stream_id, version::int FROM "${schema}".events WHERE category = 'fn' ORDER BY pos`).values
+      expect(rows).toEqual([
+        [1, "a", 1], [2, "b", 1], [3, "b", 2], [4, "d", 1], [5, "d", 2], [6, "d", 3], [7, "b", 3], [8, "b", 4], [9, "e", 1], [10, "f", 1], [11, "a", 2]
+      ])
+      const registered = yield* admin.unsafe(`SELECT id FROM "${schema}".streams WHERE category = 'fn' ORDER BY id`).values
+      expect(registered.map((r) => r[0])).toEqual(["a", "b", "d", "e", "f"])
+    }).pipe(Effect.scoped))
+
+  it.live("closing the store while an append call waits for its partition's lock answers it at once: outcome unknown", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_closing")
+      const holder = yield* clientIn(url)
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const scope = yield* Scope.make()
+      const store = yield* storeIn(url, { schema, partitions: 1 }).pipe(Scope.extend(scope))
+      yield* store.append("closing-0", [event()])
+      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
+        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+          "closing", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+        ])
+        yield* Deferred.succeed(holding, undefined)
+        yield* Deferred.await(release)
+        return yield* Effect.fail("roll back" as const)
+      })).pipe(Effect.flip))
+      yield* Deferred.await(holding)
+      const waiting = yield* Effect.fork(Effect.flip(store.append("closing-1", [event()])))
+      yield* Effect.sleep("200 millis")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const error = yield* Fiber.join(waiting)
+      expect(error._tag).toBe("AppendOutcomeUnknown")
+      expect(Date.now() - started).toBeLessThan(3000)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(held)).toBe("roll back")
+    }).pipe(Effect.scoped))
+
+  it.live("ids, types and data with quotes, backslashes, commas, braces, spaces, control characters and astral ones are stored as given, in one call of many batches or alone", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_quoted")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      const odd = [`a"b`, `c\\d`, `e,f`, `{g}`, ` h `, `NULL`, `i\\"j`, `é ☃`, `k\nl\tm`, `n🎉o`, `p\u0001`]
+      const data = (s: string) => ({ s, nested: { q: `"${s}"`, b: "\\" + s }, list: [s, "", "}"] })
+      yield* Effect.all(odd.map((s) => store.append(`quoted-${s}`, [{ ...event(data(s)), type: `T${s}` }])), { concurrency: "unbounded" })
+      yield* store.append(`quoted-${odd[0]}`, [{ ...event(data("alone")), type: `T"\\,{}` }], { expectedVersion: 1 })
+      for (const s of odd) {
+        const read = yield* collect(store.read(`quoted-${s}`))
+        expect(read.map((e) => [e.stream, e.type, e.data])).toEqual(
+          s === odd[0] ? [[`quoted-${s}`, `T${s}`, data(s)], [`quoted-${s}`, `T"\\,{}`, data("alone")]] : [[`quoted-${s}`, `T${s}`, data(s)]]
+        )
+      }
+    }).pipe(Effect.scoped))
+
+  it.live("an append whose caller is interrupted while it waits behind its partition's call in flight is dropped; the others are answered", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_dropped")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      yield* store.append("dropped-0", [event()])
+      const holder = yield* clientIn(url)
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
+        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+          "dropped", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+        ])
+        yield* Deferred.succeed(holding, undefined)
+        yield* Deferred.await(release)
+        return yield* Effect.fail("roll back" as const)
+      })).pipe(Effect.flip))
+      yield* Deferred.await(holding)
+      // the first call waits for the lock; the next two wait behind it in this process
+      const first = yield* Effect.fork(store.append("dropped-1", [event()]))
+      yield* Effect.sleep("100 millis")
+      const second = yield* Effect.fork(store.append("dropped-2", [event()]))
+      const third = yield* Effect.fork(store.append("dropped-3", [event()]))
+      yield* Effect.sleep("50 millis")
+      yield* Fiber.interrupt(second)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(held)).toBe("roll back")
+      expect((yield* Fiber.join(first)).positions[0]!.entryId).toBe("2-0")
+      expect((yield* Fiber.join(third)).positions[0]!.entryId).toBe("3-0")
+      const read = yield* collect(store.readCategory("dropped"))
+      expect(read.map((e) => e.stream)).toEqual(["dropped-0", "dropped-1", "dropped-3"])
     }).pipe(Effect.scoped))
 
   it.effect("a live reader under a test clock still sees another store's appends (the head poller keeps the wall clock)", () =>
