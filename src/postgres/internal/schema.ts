@@ -107,8 +107,11 @@ export const migrations = (schema: string, from: number): ReadonlyArray<string> 
       registerFunction(s),
       appendFunction(s)
     ],
-    // version 2: consumer groups (groupSchema.ts), snapshots, projections, personal-data keys
+    // version 2: consumer groups (groupSchema.ts), snapshots, projections, personal-data
+    // keys; and the append function as this version writes it (a version 1 schema keeps
+    // its tables and gets the new function)
     [
+      appendFunction(s),
       ...groupTables(s),
       ...snapshotTables(s),
       ...projectionTables(s),
