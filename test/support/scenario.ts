@@ -92,6 +92,22 @@ const rng = (seed: number) => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/**
+ * A frozen consumer is resumed even if this process dies meanwhile (it then sees its
+ * parent gone and ends): a detached watchdog sends SIGCONT by PID half a second after the
+ * nemesis would have (before its next fault can begin), if that PID still runs
+ * checkedConsumer.ts.
+ */
+const continueAfter = (c: Consumer, ms: number) => {
+  const pid = c.process.pid
+  if (pid === undefined) return
+  const seconds = (ms / 1000 + 0.5).toFixed(1)
+  spawn("sh", ["-c", `sleep ${seconds}; grep -q checkedConsumer /proc/${pid}/cmdline 2>/dev/null && kill -CONT ${pid} 2>/dev/null; exit 0`], {
+    stdio: "ignore",
+    detached: true
+  }).unref()
+}
+
 interface Consumer {
   readonly name: string
   process: ChildProcess
@@ -236,6 +252,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
           case "stop":
             if (victim === undefined) break
             victim.process.kill("SIGSTOP")
+            continueAfter(victim, LEASE_MS + 1000)
             await sleep(LEASE_MS + 1000)
             victim.process.kill("SIGCONT")
             break
@@ -273,6 +290,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     const stuck = status.partitionStatus.filter((p) => p.pending + p.lag > 0).map((p) =>
       `partition ${p.partition}: owner ${p.owner ?? "none"}, pending ${p.pending}, lag ${p.lag}, in flight ${p.inFlight}`
     )
+    // where the server says the group stands
+    if (stuck.length > 0) stuck.push(...(yield* Effect.promise(() => backend.diagnose(group))))
     return { idle: idle._tag === "Some", drainedMs, pending, letters, stuck, members: status.members }
   }))).catch(abandon)
 

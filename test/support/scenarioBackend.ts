@@ -48,6 +48,8 @@ export interface RunningBackend {
   /** What a consumer process needs besides the scenario's own settings. */
   readonly consumerEnv: Record<string, string>
   readonly faults: ReadonlyArray<ServerFault>
+  /** Where the group stands on the server, in lines, for a report of a drain that did not end. */
+  readonly diagnose: (group: string) => Promise<ReadonlyArray<string>>
   /** Stops the server (the one started here only). */
   readonly stop: () => Promise<void>
 }
@@ -102,6 +104,7 @@ export const startRedisBackend = async (settings: BackendSettings): Promise<Runn
         }
       }
     ],
+    diagnose: async () => [],
     stop: () => server.stop()
   }
 }
@@ -141,15 +144,16 @@ export const startPostgresBackend = async (settings: BackendSettings): Promise<R
   const server = await startPostgresServer({ private: true })
   const schema = settings.name
   const { appendTimeoutMs, lockTimeoutMs } = pgTimeouts(commandTimeoutMs)
-  /** A connection of the nemesis's own, for one statement. */
-  const statement = async (text: string) => {
+  /** A connection of the nemesis's own, for one statement: its rows, or none when it failed. */
+  const statement = async (text: string, params: ReadonlyArray<unknown> = []): Promise<ReadonlyArray<Record<string, unknown>>> => {
     const c = new pg.Client({ connectionString: server.url, connectionTimeoutMillis: 5000, application_name: "chronicle-nemesis" })
     c.on("error", () => undefined)
     try {
       await c.connect()
-      await c.query(text)
+      return (await c.query(text, params as Array<unknown>)).rows
     } catch {
       // the server may be restarting: this fault then did nothing more
+      return []
     } finally {
       await c.end().catch(() => undefined)
     }
@@ -166,8 +170,9 @@ export const startPostgresBackend = async (settings: BackendSettings): Promise<R
     faults: [
       {
         name: "terminate",
-        run: () =>
-          statement(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+        run: async () => {
+          await statement(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+        }
       },
       {
         name: "freeze",
@@ -189,6 +194,17 @@ export const startPostgresBackend = async (settings: BackendSettings): Promise<R
       },
       { name: "restart", run: () => server.restart() }
     ],
+    diagnose: async (group) => {
+      const rows = await statement(
+        `SELECT partition, owner, epoch, fence, delivered, acked, lease_until > clock_timestamp() AS leased,
+           (SELECT count(*) FROM "${schema}".acks a WHERE a.grp = gp.grp AND a.partition = gp.partition) AS acks_above
+         FROM "${schema}".group_partitions gp WHERE grp = $1 ORDER BY partition`,
+        [group]
+      )
+      return rows.map((r) =>
+        `partition ${r.partition}: owner ${r.owner ?? "none"} epoch ${r.epoch} (${r.leased ? "leased" : "not leased"}), fence ${r.fence}, delivered ${r.delivered}, checkpoint ${r.acked}, acknowledged above it ${r.acks_above}`
+      )
+    },
     stop: () => server.stop()
   }
 }
