@@ -1,12 +1,14 @@
 /**
  * The consumer fault scenario (test/support/scenario.ts) for as long as asked:
- * `npm run soak -- --seconds 120`. Prints progress on stderr and one JSON line at the end;
- * exits 1 unless `verified`.
+ * `npm run soak -- --seconds 120`, on PostgreSQL with `--backend postgres` (a server of
+ * its own; PostgreSQL 15's binaries needed). Prints progress on stderr and one JSON line
+ * at the end; exits 1 unless `verified`.
  */
 import { runScenario } from "../test/support/scenario.js"
-import { arg } from "./support.js"
+import { arg, backend } from "./support.js"
 
 runScenario({
+  backend: backend(),
   seconds: arg("seconds", 120),
   faults: !process.argv.includes("--no-faults"),
   seed: process.argv.includes("--seed") ? arg("seed", 1) : undefined,

@@ -10,9 +10,13 @@
  *
  * With `DATABASE_URL`, each test file works in schemas of its own with fresh names and
  * drops only those it created.
+ *
+ * Fault tests need a server of their own (`startPostgresServer({ private: true })`, which
+ * ignores `DATABASE_URL`): `restart()` stops it at once and starts it again on the same
+ * port and data directory, and `pids()` names its processes, for signals sent by PID.
  */
 import { execFile, spawn, spawnSync } from "node:child_process"
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { freePort } from "./redisServer.js"
@@ -28,6 +32,23 @@ export interface PostgresServer {
   readonly freshSchema: (name: string) => string
   /** Stops a private server and removes its directory; with `DATABASE_URL`, does nothing. */
   readonly stop: () => Promise<void>
+  /**
+   * A private server's processes by PID, the postmaster first, then its children (none
+   * for `DATABASE_URL`'s). Once the postmaster is stopped (SIGSTOP) the children's PIDs
+   * cannot be reused: one that exits stays a zombie until the postmaster reaps it.
+   */
+  readonly pids: () => ReadonlyArray<number>
+  /**
+   * Stops a private server at once (`pg_ctl -m immediate stop`, as a crash would) and
+   * starts it again on the same port and data directory (crash recovery included);
+   * rejects for `DATABASE_URL`'s.
+   */
+  readonly restart: () => Promise<void>
+}
+
+export interface StartOptions {
+  /** A server of this process's own even when `DATABASE_URL` is set (fault tests signal and restart it). */
+  readonly private?: boolean
 }
 
 export const missingPostgresMessage =
@@ -66,10 +87,11 @@ const guard = (postmaster: number, dir: string) => {
 }
 
 /** Starts a private PostgreSQL, or describes `DATABASE_URL`'s server. Rejects with a clear message when neither can be had. */
-export const startPostgresServer = async (): Promise<PostgresServer> => {
+export const startPostgresServer = async (startOptions: StartOptions = {}): Promise<PostgresServer> => {
   const external = process.env.DATABASE_URL
-  if (external !== undefined && external !== "") {
-    return { url: external, owned: false, statementStats: false, freshSchema: uniqueName, stop: async () => undefined }
+  if (external !== undefined && external !== "" && startOptions.private !== true) {
+    const restart = () => Promise.reject(new Error("DATABASE_URL's server is not this process's to restart"))
+    return { url: external, owned: false, statementStats: false, freshSchema: uniqueName, stop: async () => undefined, pids: () => [], restart }
   }
   const bin = postgresBinDir()
   if (bin === undefined) throw new Error(missingPostgresMessage)
@@ -85,27 +107,58 @@ export const startPostgresServer = async (): Promise<PostgresServer> => {
     const port = await freePort()
     // fsync off: a throwaway server on a shared machine; what the tests check does not depend on it
     const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c shared_preload_libraries=pg_stat_statements -c max_connections=200`
-    const start = await asPostgres(join(bin, "pg_ctl"), ["-D", data, "-o", options, "-l", join(dir, "log"), "-w", "-t", "60", "start"])
-    if (start.code !== 0) {
-      const log = existsSync(join(dir, "log")) ? readFileSync(join(dir, "log"), "utf8").slice(-2000) : ""
-      throw new Error(`pg_ctl start failed (exit ${start.code}): ${start.out.slice(-1000)}\n${log}`)
+    let postmaster = 0
+    const start = async () => {
+      const started = await asPostgres(join(bin, "pg_ctl"), ["-D", data, "-o", options, "-l", join(dir, "log"), "-w", "-t", "60", "start"])
+      if (started.code !== 0) {
+        const log = existsSync(join(dir, "log")) ? readFileSync(join(dir, "log"), "utf8").slice(-2000) : ""
+        throw new Error(`pg_ctl start failed (exit ${started.code}): ${started.out.slice(-1000)}\n${log}`)
+      }
+      postmaster = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0])
+      if (Number.isSafeInteger(postmaster) && postmaster > 0) guard(postmaster, dir)
+      else postmaster = 0
     }
-    const postmaster = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0])
-    if (Number.isSafeInteger(postmaster) && postmaster > 0) guard(postmaster, dir)
+    const immediateStop = () => asPostgres(join(bin, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"])
+    await start()
     let stopped = false
     const stop = async () => {
       if (stopped) return
       stopped = true
-      await asPostgres(join(bin, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"])
+      await immediateStop()
       rmSync(dir, { recursive: true, force: true })
     }
-    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, owned: true, statementStats: true, freshSchema: uniqueName, stop }
+    const restart = async () => {
+      if (stopped) throw new Error("the server was stopped")
+      const down = await immediateStop()
+      if (down.code !== 0) throw new Error(`pg_ctl stop failed (exit ${down.code}): ${down.out.slice(-1000)}`)
+      postmaster = 0
+      await start()
+    }
+    const pids = () => (stopped || postmaster === 0 ? [] : [postmaster, ...childrenOf(postmaster)])
+    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, owned: true, statementStats: true, freshSchema: uniqueName, stop, pids, restart }
   } catch (error) {
     // a server that started (pg_ctl's own wait timed out, say) is stopped before the directory goes
     if (existsSync(join(data, "postmaster.pid"))) await asPostgres(join(bin, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"])
     rmSync(dir, { recursive: true, force: true })
     throw error
   }
+}
+
+/** The PIDs whose parent is `parent` (from /proc). */
+const childrenOf = (parent: number): Array<number> => {
+  const out: Array<number> = []
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      // pid (comm) state ppid …: the command may hold spaces and parentheses
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+      if (ppid === parent) out.push(Number(name))
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return out
 }
 
 const postgresIds = (): [number, number] => {

@@ -1,29 +1,33 @@
 /**
- * The consumer fault scenario, for the fault test in `npm test` and for `npm run soak`:
+ * The consumer fault scenario, for the fault tests in `npm test` and for `npm run soak`:
  * a group of consumers in processes of their own over a category with a steady backlog,
  * while a nemesis, every 1–3 s, does one of: freeze a consumer past its lease (SIGSTOP,
- * then SIGCONT), kill one (SIGKILL) and start it again, drop every client connection
- * (CLIENT KILL TYPE normal), pause the server longer than the command timeout (CLIENT
- * PAUSE), restart redis-server (AOF). Then the producer stops, the group drains, and the
- * delivery checker reads every consumer's history: order per entity, nothing lost, no
- * handler started past its lease deadline; every consumer still running; pending lists empty.
+ * then SIGCONT), kill one (SIGKILL) and start it again, or one of the backend's server
+ * faults (scenarioBackend.ts). On Redis: drop every client connection (CLIENT KILL TYPE
+ * normal), pause the server longer than the command timeout (CLIENT PAUSE), restart
+ * redis-server (AOF). On PostgreSQL: end every client backend (pg_terminate_backend),
+ * freeze the server's processes longer than the command timeout (SIGSTOP), restart the
+ * server (immediate stop). Then the producer stops, the group drains, and the delivery
+ * checker reads every consumer's history: order per entity, nothing lost, no handler
+ * started past its lease deadline; every consumer still running; pending lists empty.
  */
 import { Effect, Fiber, Layer, Schedule, Schema } from "effect"
 import { Contract, DeadLetters, EventStore, Subscriber } from "effect-chronicle"
-import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 // the checker alone (the testing entry also loads the suites, which need vitest)
 import * as DeliveryChecker from "effect-chronicle/testing/DeliveryChecker"
-import { Redis } from "ioredis"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { freePort, ping, type RedisServer, startRedisServer, waitFor } from "./redisServer.js"
+import { waitFor } from "./redisServer.js"
+import { type BackendName, startBackend } from "./scenarioBackend.js"
 
 const script = fileURLToPath(new URL("./checkedConsumer.ts", import.meta.url))
 
 export interface ScenarioOptions {
+  /** The store the consumers and the producer use (default redis). */
+  readonly backend?: BackendName | undefined
   /** How long the nemesis runs (the producer keeps the backlog up meanwhile). */
   readonly seconds: number
   /**
@@ -46,6 +50,7 @@ export interface ScenarioOptions {
 
 export interface ScenarioReport {
   readonly bench: "soak"
+  readonly backend: BackendName
   readonly seconds: number
   readonly faults_on: boolean
   readonly events: number
@@ -62,6 +67,8 @@ export interface ScenarioReport {
   readonly drained_ms: number
   /** Appends that had to be tried again (an unknown outcome or an unavailable store), same ids. */
   readonly append_retries: number
+  /** The smallest backlog (lag + pending) the producer last saw before a fault, when there were faults. */
+  readonly backlog_at_faults_min: number | undefined
   readonly seed: number
   readonly verified: boolean
   /** The first problems found, when any. */
@@ -85,6 +92,22 @@ const rng = (seed: number) => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/**
+ * A frozen consumer is resumed even if this process dies meanwhile (it then sees its
+ * parent gone and ends): a detached watchdog sends SIGCONT by PID half a second after the
+ * nemesis would have (before its next fault can begin), if that PID still runs
+ * checkedConsumer.ts.
+ */
+const continueAfter = (c: Consumer, ms: number) => {
+  const pid = c.process.pid
+  if (pid === undefined) return
+  const seconds = (ms / 1000 + 0.5).toFixed(1)
+  spawn("sh", ["-c", `sleep ${seconds}; grep -q checkedConsumer /proc/${pid}/cmdline 2>/dev/null && kill -CONT ${pid} 2>/dev/null; exit 0`], {
+    stdio: "ignore",
+    detached: true
+  }).unref()
+}
+
 interface Consumer {
   readonly name: string
   process: ChildProcess
@@ -104,12 +127,12 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
   const random = rng(seed)
   const log = options.log ?? (() => undefined)
   const dir = mkdtempSync(join(tmpdir(), "chronicle-scenario-"))
-  const port = await freePort()
-  const args = ["--appendonly", "yes", "--appendfsync", "everysec"]
-  let server: RedisServer = await startRedisServer({ port, dir, args })
-  const url = `redis://127.0.0.1:${port}`
-  const prefix = "scn"
+  const backendName = options.backend ?? "redis"
   const category = "scn"
+  const backend = await startBackend(backendName, { dir, name: category, partitions, commandTimeoutMs: COMMAND_TIMEOUT_MS }).catch((error) => {
+    rmSync(dir, { recursive: true, force: true })
+    throw error
+  })
   const group = "g"
   const faults: Record<string, number> = {}
   const fleet: Array<Consumer> = []
@@ -120,8 +143,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     const child = spawn(process.execPath, ["--import", "tsx", script], {
       env: {
         ...process.env,
-        URL: url,
-        PREFIX: prefix,
+        ...backend.consumerEnv,
         CATEGORY: category,
         GROUP: group,
         CONSUMER: name,
@@ -147,19 +169,20 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     return c
   }
 
-  const layer = RedisChronicle.layer({ prefix, partitions }).pipe(
-    Layer.provide(RedisClient.layer({ url, commandTimeout: `${COMMAND_TIMEOUT_MS} millis` }))
-  )
+  const layer = backend.layer
   const Events = Contract.make(category, { Happened: { n: Schema.Int }, Followed: { n: Schema.Int } })
   const expected: Array<DeliveryChecker.Expected> = []
   let produced = 0
   let producing = true
   let appendFailures = 0
+  /** The backlog as the producer last read it, and as it was before each fault. */
+  let lastBacklog = backlog
+  const backlogAtFaults: Array<number> = []
 
   // a scenario that fails leaves no process and no server behind
   const abandon = async (error: unknown): Promise<never> => {
     for (const c of fleet) if (!c.exited) c.process.kill("SIGKILL")
-    await server.stop().catch(() => undefined)
+    await backend.stop().catch(() => undefined)
     rmSync(dir, { recursive: true, force: true })
     throw error
   }
@@ -187,6 +210,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     const backlogNow = Subscriber.status(group).pipe(
       Effect.provide(ctx),
       Effect.map((s) => s.partitionStatus.reduce((n, p) => n + p.lag + p.pending, 0)),
+      Effect.tap((n) => Effect.sync(() => (lastBacklog = n))),
       Effect.orElseSucceed(() => backlog)
     )
 
@@ -208,7 +232,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
 
     // the nemesis
     const started = Date.now()
-    const kinds = ["stop", "kill", "client-kill", "pause", "restart"] as const
+    const kinds = ["stop", "kill", ...backend.faults.map((f) => f.name)]
     const minFaults = options.faults ? options.minFaults ?? 0 : 0
     const done = () => Object.values(faults).reduce((a, b) => a + b, 0)
     while (
@@ -219,7 +243,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
       if (!options.faults) continue
       const kind = kinds[Math.floor(random() * kinds.length)]!
       faults[kind] = (faults[kind] ?? 0) + 1
-      log(`nemesis: ${kind}`)
+      backlogAtFaults.push(lastBacklog)
+      log(`nemesis: ${kind} (backlog ${lastBacklog})`)
       yield* Effect.promise(async () => {
         const alive = fleet.filter((c) => !c.exited)
         const victim = alive[Math.floor(random() * alive.length)]
@@ -227,6 +252,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
           case "stop":
             if (victim === undefined) break
             victim.process.kill("SIGSTOP")
+            continueAfter(victim, LEASE_MS + 1000)
             await sleep(LEASE_MS + 1000)
             victim.process.kill("SIGCONT")
             break
@@ -238,29 +264,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
             fleet[index] = startConsumer(index)
             break
           }
-          case "client-kill": {
-            const r = new Redis(url, { maxRetriesPerRequest: 0, lazyConnect: true })
-            await r.connect().catch(() => undefined)
-            await r.client("KILL", "TYPE", "normal").catch(() => undefined)
-            r.disconnect()
-            break
-          }
-          case "pause": {
-            const r = new Redis(url, { maxRetriesPerRequest: 0, lazyConnect: true })
-            await r.connect().catch(() => undefined)
-            await r.client("PAUSE", COMMAND_TIMEOUT_MS + 500).catch(() => undefined)
-            r.disconnect()
-            await sleep(COMMAND_TIMEOUT_MS + 500)
-            break
-          }
-          case "restart": {
-            const old = server.process
-            old.kill("SIGTERM")
-            await new Promise((r) => (old.exitCode !== null || old.signalCode !== null ? r(undefined) : old.once("exit", r)))
-            await waitFor(`port ${port} to close`, async () => (await ping(port, 200)) === "", 5000).catch(() => undefined)
-            server = await startRedisServer({ port, dir, args })
-            break
-          }
+          default:
+            await backend.faults.find((f) => f.name === kind)!.run()
         }
       })
     }
@@ -285,6 +290,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     const stuck = status.partitionStatus.filter((p) => p.pending + p.lag > 0).map((p) =>
       `partition ${p.partition}: owner ${p.owner ?? "none"}, pending ${p.pending}, lag ${p.lag}, in flight ${p.inFlight}`
     )
+    // where the server says the group stands
+    if (stuck.length > 0) stuck.push(...(yield* Effect.promise(() => backend.diagnose(group))))
     return { idle: idle._tag === "Some", drainedMs, pending, letters, stuck, members: status.members }
   }))).catch(abandon)
 
@@ -295,13 +302,17 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
   await sleep(500)
   for (const c of fleet) if (!c.exited) c.process.kill("SIGKILL")
   const files = Array.from({ length: generation }, (_, g) => g).flatMap((g) => Array.from({ length: consumers }, (_, i) => join(dir, `c${i}-${g}.jsonl`)))
-  const history = DeliveryChecker.readFile(...files)
-  const report = DeliveryChecker.check(history, {
-    expected,
-    deadLettered: result.letters.map((l) => ({ stream: l.stream, version: l.version, at: l.at }))
-  })
-  await server.stop()
-  rmSync(dir, { recursive: true, force: true })
+  let report: DeliveryChecker.Report
+  try {
+    const history = DeliveryChecker.readFile(...files)
+    report = DeliveryChecker.check(history, {
+      expected,
+      deadLettered: result.letters.map((l) => ({ stream: l.stream, version: l.version, at: l.at }))
+    })
+  } finally {
+    await backend.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
   const examples = [
     ...report.orderViolations.slice(0, 3).map((v) => `order: ${v.invocation.stream} v${v.invocation.version} by ${v.invocation.member}: ${v.reason}`),
     ...report.lost.slice(0, 3).map((e) => `lost: ${e.stream} v${e.version}`),
@@ -312,6 +323,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
   ]
   return {
     bench: "soak",
+    backend: backendName,
     seconds: options.seconds,
     faults_on: options.faults,
     events: expected.length,
@@ -327,6 +339,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     pending_end: result.pending,
     drained_ms: result.drainedMs,
     append_retries: appendFailures,
+    backlog_at_faults_min: backlogAtFaults.length === 0 ? undefined : Math.min(...backlogAtFaults),
     seed,
     verified: report.ok && alive === consumers && result.pending === 0 && result.letters.length === 0 && report.handled === expected.length,
     examples

@@ -15,7 +15,12 @@
  *
  * Fences: a read whose reply was given up on (a timeout, a lost connection) may still
  * run on the server later. Every claim's first page moves the partition's fence on, and
- * reads carry the fence their lease last saw: such a late read takes nothing.
+ * reads carry the fence their lease last saw: such a late read takes nothing. A claim
+ * given up on may run late too (a pooled connection runs what was queued on it in its
+ * turn, whoever gave up): it moves the fence past the one the member knows, and every
+ * later read of the member would then be fenced off. A read that comes back fenced off
+ * therefore fails, retryable: the member claims the partition's pending list again,
+ * which tells it the fence as it is now.
  *
  * @internal
  */
@@ -246,6 +251,14 @@ export const makePostgresGroups = (
 
     const tokenOwner = (lease: Lease, member: string) => parseToken(lease.token)[0] === member
 
+    /** A read fenced off by a claim the member does not know of: it claims again (see the module's description). */
+    const fencedOff = (lease: Lease) =>
+      new StoreUnavailable({
+        operation: "read",
+        reason: `partition ${lease.partition} of group ${lease.group}: fenced off by a claim of this lease that ran after the last one answered; claim again`,
+        retryable: true
+      })
+
     const read: ConsumerGroups["Type"]["read"] = (lease, member, count) =>
       Effect.suspend(() => {
         if (!tokenOwner(lease, member)) return Effect.fail(lostOf(lease))
@@ -257,25 +270,29 @@ export const makePostgresGroups = (
             return Effect.fail(lostOf(lease))
           }
           if (r.status === "nogroup") return Effect.fail(notFound(lease.group))
-          if (r.status === "fenced") {
-            // a claim ran after the one this process last saw (a first page that reached the
-            // server late): nothing was taken; claiming again moves the fence to one it knows
-            return Effect.fail(new StoreUnavailable({ operation: "read", reason: "the partition was claimed since this member last claimed it: it claims it again", retryable: true }))
-          }
+          // fenced off (a claim since this lease's fence was learnt): nothing taken
+          if (r.status === "fenced") return Effect.fail(fencedOff(lease))
           return Effect.succeed<ReadResult>({ deliveries: r.deliveries, tail: r.tail })
         })
       })
 
-    const waitedOf = (watches: ReadonlyArray<Watch>, results: Map<number, { deliveries: Array<Delivery>; tail: ReadResult["tail"]; status: string }>): Array<Waited> => {
+    /**
+     * A wait's results; a partition fenced off fails the whole wait, retryable: the member
+     * then claims every watched partition again (what the other reads took included).
+     */
+    const waitedOf = (
+      watches: ReadonlyArray<Watch>,
+      results: Map<number, { deliveries: Array<Delivery>; tail: ReadResult["tail"]; status: string }>
+    ): Effect.Effect<Array<Waited>, StoreUnavailable> => {
       const out: Array<Waited> = []
       for (const w of watches) {
         const r = results.get(w.lease.partition)
         if (r === undefined) continue
         if (r.status === "lost" || r.status === "nogroup") out.push({ lease: w.lease, result: lostOf(w.lease) })
-        else if (r.status === "fenced") out.push({ lease: w.lease, result: { deliveries: [], tail: undefined } })
+        else if (r.status === "fenced") return Effect.fail(fencedOff(w.lease))
         else if (r.deliveries.length > 0 || r.tail === undefined) out.push({ lease: w.lease, result: { deliveries: r.deliveries, tail: r.tail } })
       }
-      return out
+      return Effect.succeed(out)
     }
 
     const wait: ConsumerGroups["Type"]["wait"] = (member, watches, { blockMillis, count, until }) =>
@@ -294,7 +311,7 @@ export const makePostgresGroups = (
         const readAll = Effect.suspend(() => {
           for (const latch of latches) latch.latch.unsafeClose()
           return Effect.map(
-            Effect.forEach(lists, (list) => Effect.map(readMany(member, list.map((w) => w.lease), list.map((w) => w.tail), count), (results) => waitedOf(list, results)), { concurrency: "unbounded" }),
+            Effect.forEach(lists, (list) => Effect.flatMap(readMany(member, list.map((w) => w.lease), list.map((w) => w.tail), count), (results) => waitedOf(list, results)), { concurrency: "unbounded" }),
             (xs) => xs.flat()
           )
         })
