@@ -27,10 +27,14 @@ export const postgresStore = (server: Lazy, schemas: Set<string>, options: Postg
     })
   )
 
-/** Top-level statements the server ran so far (pg_stat_statements), the probe's own excluded. */
+/**
+ * Top-level statements the server ran so far (pg_stat_statements), the probe's own and the
+ * driver's cancel requests (sent in the background when a statement of an earlier test
+ * was interrupted) excluded.
+ */
 export const statementCount = (client: PgClient.PgClient) =>
   Effect.map(
-    client.unsafe(`SELECT coalesce(sum(calls), 0)::int8::text FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'`).values,
+    client.unsafe(`SELECT coalesce(sum(calls), 0)::int8::text FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_cancel_backend%'`).values,
     (rows) => Number(rows[0]?.[0] ?? 0)
   )
 

@@ -66,7 +66,10 @@ export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): 
       Effect.gen(function*() {
         let delay = minMs
         for (;;) {
-          const result = yield* Effect.either(outside(sql.unsafe(pollSql, [category]).values))
+          // not interruptible: an interrupted statement makes the driver send pg_cancel_backend
+          // for its connection, which can reach the server after the poll ended and cancel
+          // whatever statement runs on that connection next (someone else's)
+          const result = yield* Effect.either(Effect.uninterruptible(outside(sql.unsafe(pollSql, [category]).values)))
           if (result._tag === "Right") {
             const moved = new Set<number>()
             for (const row of result.right) {
