@@ -15,9 +15,7 @@
  *
  * A read or claim that fails for a passing reason may still have moved entries to this
  * member (its reply was lost): the partition claims its pending list again, so those
- * entries are handled, in order, instead of stranded. So does a partition with nothing in
- * hand when a wait ends with nothing arrived: an acknowledgement lost in a failover leaves
- * an entry pending on the server that the member has no record of.
+ * entries are handled, in order, instead of stranded.
  *
  * @internal
  */
@@ -158,16 +156,7 @@ export const makeReader = (
           // looks for entries after the tails the member last saw; should the group's own
           // position fall behind them (a failover that lost the last reads, a restart
           // that replayed an older AOF), only a read finds what is undelivered before them
-          //
-          // A partition with nothing in hand takes its pending list again instead (the claim
-          // then reads it): should the server hold entries pending for this member that it
-          // has no record of (an acknowledgement lost in a failover without durability, as
-          // a read's can be), they are handled again rather than left pending for good
-          for (const st of sts) {
-            if (st.phase !== "active") continue
-            if (st.inFlight === 0 && st.acks.length === 0 && !st.acking) reclaim(st, lanes.inHand(st))
-            else st.readable = true
-          }
+          for (const st of sts) if (st.phase === "active") st.readable = true
           return resilience.succeeded("waits")
         }
         let dispatched = false
