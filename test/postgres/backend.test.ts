@@ -11,18 +11,11 @@ import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
 import { appendError, classify, storeError } from "../../src/postgres/internal/errors.js"
-import { clientLayer, postgresFile } from "../support/postgres.js"
+import { clientIn, clientLayer, postgresFile } from "../support/postgres.js"
 import { startProxy } from "../support/proxy.js"
 import { createConnection, createServer, type Socket } from "node:net"
 
-const { server, schemas } = postgresFile()
-
-const fresh = (name: string) =>
-  Effect.map(Effect.promise(() => server.get()), (s) => {
-    const schema = s.freshSchema(name)
-    schemas.add(schema)
-    return { url: s.url, schema }
-  })
+const { fresh } = postgresFile()
 
 /** Builds a store in the current scope; fails with the layer's error. */
 const storeIn = (url: string, options: PostgresChronicle.Options) =>
@@ -30,8 +23,6 @@ const storeIn = (url: string, options: PostgresChronicle.Options) =>
     Layer.build(PostgresChronicle.layer(options).pipe(Layer.provide(clientLayer(url, 4)))),
     (ctx) => Context.get(ctx, EventStore.EventStore)
   )
-
-const clientIn = (url: string) => Effect.map(Layer.build(clientLayer(url, 2)), (ctx) => Context.get(ctx, PgClient.PgClient))
 
 const event = (data: Record<string, unknown> = {}, eventId: string = crypto.randomUUID()): EventStore.NewEvent => ({ eventId, type: "Noted", data })
 

@@ -6,46 +6,16 @@
  * dead-letter ids; and what the review found correct.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { PgClient } from "@effect/sql-pg"
-import { Context, Deferred, Effect, Either, Fiber, Layer, Schema } from "effect"
+import { Deferred, Effect, Either, Fiber, Layer, Schema } from "effect"
 import { ConsumerGroups, Contract, EventStore, Subscriber } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
-import { clientLayer, postgresFile } from "../support/postgres.js"
+import { backendIn, claimAll, clientIn, clientLayer, postgresFile, realSleep } from "../support/postgres.js"
 import { startProxy } from "../support/proxy.js"
 
-const { server, schemas } = postgresFile()
-
-const fresh = (name: string) =>
-  Effect.map(Effect.promise(() => server.get()), (s) => {
-    const schema = s.freshSchema(name)
-    schemas.add(schema)
-    return { url: s.url, schema }
-  })
-
-const backendIn = (url: string, options: PostgresChronicle.Options) =>
-  Effect.map(Layer.build(PostgresChronicle.layer(options).pipe(Layer.provide(clientLayer(url, 4)))), (ctx) => ({
-    store: Context.get(ctx, EventStore.EventStore),
-    groups: Context.get(ctx, ConsumerGroups.ConsumerGroups)
-  }))
-
-const clientIn = (url: string) => Effect.map(Layer.build(clientLayer(url, 4)), (ctx) => Context.get(ctx, PgClient.PgClient))
+const { fresh } = postgresFile()
 
 const event = (n: number): EventStore.NewEvent => ({ eventId: crypto.randomUUID(), type: "Noted", data: { n } })
-
-const realSleep = (ms: number) => Effect.promise(() => new Promise<void>((r) => setTimeout(r, ms)))
-
-const claimAll = (groups: ConsumerGroups.ConsumerGroups.Service, lease: ConsumerGroups.Lease, member: string) =>
-  Effect.gen(function*() {
-    const out: Array<ConsumerGroups.Delivery> = []
-    let cursor: ConsumerGroups.ClaimCursor | undefined = ConsumerGroups.claimStart
-    while (cursor !== undefined) {
-      const page: ConsumerGroups.ClaimPage = yield* groups.claim(lease, member, cursor, 100)
-      out.push(...page.deliveries)
-      cursor = page.next
-    }
-    return out
-  })
 
 /** An entity id of `category` whose stream lands on partition `p` of `partitions`. */
 const entityOn = (p: number, partitions: number) => {
@@ -61,7 +31,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
       const proxied = url.replace(`:${port}`, `:${proxy.port}`)
       const a = yield* backendIn(proxied, { schema, partitions: 1, commandTimeout: "300 millis" })
       const b = yield* backendIn(url, { schema, partitions: 1 })
-      const sql = yield* clientIn(url)
+      const sql = yield* clientIn(url, 4)
       const info = yield* a.groups.ensureGroup("g", "things", "start")
       const lease = (yield* a.groups.acquire(info, 0, "m1", 30_000))!
       // the new owner's first claim page is held on its way 1.5 s; its caller gives up after 300 ms
@@ -72,7 +42,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
       // connection the held claim is queued on; the retried claim goes on another one and runs first
       yield* Effect.fork(Effect.either(a.groups.heartbeat("g", "m1", 30_000, new Map())))
       yield* realSleep(20)
-      yield* claimAll(a.groups, lease, "m1")
+      yield* claimAll(a.groups, lease, "m1", 100)
       // the held claim reaches the server now: the fence moves on a second time
       yield* realSleep(1800)
       const fence = yield* sql.unsafe(`SELECT fence::int FROM "${schema}".group_partitions WHERE grp = 'g'`).values
@@ -83,7 +53,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
       // the read is fenced off, and says so with a retryable failure (the engine then claims again)
       const fenced = yield* Effect.either(a.groups.read(lease, "m1", 10))
       expect(fenced._tag === "Left" && fenced.left._tag === "StoreUnavailable" && fenced.left.retryable).toBe(true)
-      yield* claimAll(a.groups, lease, "m1")
+      yield* claimAll(a.groups, lease, "m1", 100)
       const reads: Array<ReadonlyArray<string>> = []
       for (let i = 0; i < 3; i++) reads.push((yield* a.groups.read(lease, "m1", 10)).deliveries.map((d) => d.id))
       const status = (yield* b.groups.status("g")).partitionStatus[0]!
@@ -94,10 +64,10 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("review_deadlock")
       const { groups, store } = yield* backendIn(url, { schema, partitions: 2 })
-      const sql = yield* clientIn(url)
+      const sql = yield* clientIn(url, 4)
       const info = yield* groups.ensureGroup("g", "things", "start")
       const leases = yield* Effect.forEach([0, 1], (p) => Effect.map(groups.acquire(info, p, "m1", 60_000), (l) => l!))
-      for (const lease of leases) yield* claimAll(groups, lease, "m1")
+      for (const lease of leases) yield* claimAll(groups, lease, "m1", 100)
       // dead letters on each partition: a dozen on partition 0 (a replay's loop fetches 10 at a time), one on 1
       for (const p of [0, 1]) {
         yield* store.append(`things-${entityOn(p, 2)}`, Array.from({ length: p === 0 ? 12 : 1 }, (_, k) => event(k)))
@@ -135,7 +105,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("review_replay")
       const { groups, store } = yield* backendIn(url, { schema, partitions: 1 })
-      const sql = yield* clientIn(url)
+      const sql = yield* clientIn(url, 4)
       yield* store.append("things-1", [event(1)])
       const info = yield* groups.ensureGroup("g", "things", "start")
       // 20,000 parked entries (an outage's worth), put straight into the table
@@ -159,12 +129,12 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("review_acks")
       const { groups, store } = yield* backendIn(url, { schema, partitions: 1 })
-      const sql = yield* clientIn(url)
+      const sql = yield* clientIn(url, 4)
       const N = 30_000
       for (let i = 0; i < N / 1000; i++) yield* store.append(`things-${i}`, Array.from({ length: 1000 }, (_, k) => event(k)))
       const info = yield* groups.ensureGroup("g", "things", "start")
       const lease = (yield* groups.acquire(info, 0, "m1", 600_000))!
-      yield* claimAll(groups, lease, "m1")
+      yield* claimAll(groups, lease, "m1", 100)
       const all: Array<ConsumerGroups.Delivery> = []
       for (;;) {
         const r = yield* groups.read(lease, "m1", 5000)
@@ -193,7 +163,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
       const { groups, store } = yield* backendIn(url, { schema, partitions: 1 })
       const info = yield* groups.ensureGroup("g", "things", "start")
       const lease = (yield* groups.acquire(info, 0, "m1", 60_000))!
-      yield* claimAll(groups, lease, "m1")
+      yield* claimAll(groups, lease, "m1", 100)
       yield* store.append("things-1", [event(1)])
       const d = (yield* groups.read(lease, "m1", 10)).deliveries[0]!
       yield* groups.deadLetter(lease, d, { errorTag: "E", message: "m", attempts: 1 })
@@ -211,7 +181,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
       const { groups, store } = yield* backendIn(url, { schema, partitions: 1 })
       const info = yield* groups.ensureGroup("g", "things", "start")
       const lease = (yield* groups.acquire(info, 0, "m1", 60_000))!
-      yield* claimAll(groups, lease, "m1")
+      yield* claimAll(groups, lease, "m1", 100)
       yield* store.append("things-1", Array.from({ length: 3 }, (_, k) => event(k)))
       const first = (yield* groups.read(lease, "m1", 10)).deliveries
       for (const d of first) {
@@ -240,7 +210,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
       yield* groups.release(lease)
       const lease2 = (yield* groups.acquire(info, 0, "m2", 60_000))!
       expect(lease2.token).toBe("m2:2")
-      const claimed = yield* claimAll(groups, lease2, "m2")
+      const claimed = yield* claimAll(groups, lease2, "m2", 100)
       expect(claimed.map((d) => `${d.source}:${d.id}:${d.deliveries}`)).toEqual([
         "redelivery:1-0:2", "redelivery:2-0:2", "redelivery:3-0:2", "log:4-0:2", "log:5-0:2", "log:6-0:2", "log:7-0:2", "log:8-0:2"
       ])
@@ -260,7 +230,7 @@ describe("PostgreSQL consumer groups: reviewed windows", () => {
       const layer = PostgresChronicle.layer({ schema, partitions: 1 }).pipe(Layer.provide(clientLayer(url, 4)))
       const ctx = yield* Layer.build(layer)
       const other = yield* backendIn(url, { schema, partitions: 1 })
-      const sql = yield* clientIn(url)
+      const sql = yield* clientIn(url, 4)
       yield* sql.unsafe("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
       const contract = Contract.make("fenced", { Happened: { n: Schema.Int } })
       const handled: Array<number> = []

@@ -6,48 +6,15 @@
  * of acknowledgements out of order (a checkpoint and the positions acknowledged past it).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { PgClient } from "@effect/sql-pg"
-import { Context, Deferred, Effect, Fiber, Layer, TestClock } from "effect"
+import { Deferred, Effect, Fiber, TestClock } from "effect"
 import * as fc from "fast-check"
 import { ConsumerGroups, EventStore } from "effect-chronicle"
-import { PostgresChronicle } from "effect-chronicle/postgres"
-import { clientLayer, postgresFile } from "../support/postgres.js"
+import { backendIn, claimAll, clientIn, postgresFile, realSleep } from "../support/postgres.js"
 import { startProxy } from "../support/proxy.js"
 
-const { server, schemas } = postgresFile()
-
-const fresh = (name: string) =>
-  Effect.map(Effect.promise(() => server.get()), (s) => {
-    const schema = s.freshSchema(name)
-    schemas.add(schema)
-    return { url: s.url, schema }
-  })
-
-/** A store and its groups in `schema`, built in the current scope. */
-const backendIn = (url: string, options: PostgresChronicle.Options) =>
-  Effect.map(Layer.build(PostgresChronicle.layer(options).pipe(Layer.provide(clientLayer(url, 4)))), (ctx) => ({
-    store: Context.get(ctx, EventStore.EventStore),
-    groups: Context.get(ctx, ConsumerGroups.ConsumerGroups)
-  }))
-
-const clientIn = (url: string) => Effect.map(Layer.build(clientLayer(url, 2)), (ctx) => Context.get(ctx, PgClient.PgClient))
+const { fresh } = postgresFile()
 
 const event = (n: number): EventStore.NewEvent => ({ eventId: crypto.randomUUID(), type: "Noted", data: { n } })
-
-const realSleep = (ms: number) => Effect.promise(() => new Promise<void>((r) => setTimeout(r, ms)))
-
-/** Takes a lease's whole pending list (every claim page), as a new owner does. */
-const claimAll = (groups: ConsumerGroups.ConsumerGroups.Service, lease: ConsumerGroups.Lease, member: string) =>
-  Effect.gen(function*() {
-    const out: Array<ConsumerGroups.Delivery> = []
-    let cursor: ConsumerGroups.ClaimCursor | undefined = ConsumerGroups.claimStart
-    while (cursor !== undefined) {
-      const page: ConsumerGroups.ClaimPage = yield* groups.claim(lease, member, cursor, 3)
-      out.push(...page.deliveries)
-      cursor = page.next
-    }
-    return out
-  })
 
 const partitionOne = (groups: ConsumerGroups.ConsumerGroups.Service, group: string) =>
   Effect.map(groups.status(group), (s) => s.partitionStatus[0]!)
@@ -64,13 +31,13 @@ describe("PostgreSQL consumer groups", () => {
       const b = yield* backendIn(url, { schema, partitions: 1 })
       const info = yield* a.groups.ensureGroup("g", "things", "start")
       const lease = (yield* a.groups.acquire(info, 0, "m1", 30_000))!
-      yield* claimAll(a.groups, lease, "m1")
+      yield* claimAll(a.groups, lease, "m1", 3)
       // the read leaves, is held on its way 1.5 s, and its caller gives up after 300 ms
       proxy.holdRequest((request) => request.includes(".read("), 1500)
       const given = yield* Effect.either(a.groups.read(lease, "m1", 10))
       expect(given._tag === "Left" && given.left._tag).toBe("StoreUnavailable")
       // the partition is claimed again (the fence moves on); then an entry arrives
-      yield* claimAll(b.groups, lease, "m1")
+      yield* claimAll(b.groups, lease, "m1", 3)
       yield* b.store.append("things-1", [event(1)])
       // the held read reaches the server now, with the lease still held
       yield* realSleep(1800)
@@ -129,7 +96,7 @@ describe("PostgreSQL consumer groups", () => {
       const producer = yield* backendIn(url, { schema, partitions: 2 })
       const info = yield* consumer.groups.ensureGroup("g", "things", "start")
       const leases = yield* Effect.forEach([0, 1], (p) => Effect.map(consumer.groups.acquire(info, p, "m1", 30_000), (l) => l!))
-      for (const lease of leases) yield* claimAll(consumer.groups, lease, "m1")
+      for (const lease of leases) yield* claimAll(consumer.groups, lease, "m1", 3)
       const tails = yield* Effect.forEach(leases, (lease) => Effect.map(consumer.groups.read(lease, "m1", 10), (r) => r.tail!))
       const watches = leases.map((lease, i) => ({ lease, tail: tails[i]! }))
       const start = Date.now()
@@ -169,7 +136,7 @@ describe("PostgreSQL consumer groups", () => {
                 yield* store.append(`${category}-1`, Array.from({ length: n }, (_, i) => event(i)))
                 const info = yield* groups.ensureGroup(group, category, "start")
                 const lease = (yield* groups.acquire(info, 0, "m1", 30_000))!
-                yield* claimAll(groups, lease, "m1")
+                yield* claimAll(groups, lease, "m1", 3)
                 const read = yield* groups.read(lease, "m1", 100)
                 expect(read.deliveries.length).toBe(n)
                 // acknowledged a few at a time, in the order drawn
@@ -185,12 +152,12 @@ describe("PostgreSQL consumer groups", () => {
                 expect(next).toBeUndefined()
                 yield* groups.release(lease)
                 const lease2 = (yield* groups.acquire(info, 0, "m2", 30_000))!
-                const claimed = yield* claimAll(groups, lease2, "m2")
+                const claimed = yield* claimAll(groups, lease2, "m2", 3)
                 expect(claimed.map((d) => d.id)).toEqual(left)
                 expect(claimed.every((d) => d.deliveries === 2)).toBe(true)
                 yield* groups.ack(lease2, claimed)
                 expect((yield* partitionOne(groups, group)).pending).toBe(0)
-                expect((yield* claimAll(groups, lease2, "m2")).length).toBe(0)
+                expect((yield* claimAll(groups, lease2, "m2", 3)).length).toBe(0)
               }))
           ),
           { numRuns: 25 }

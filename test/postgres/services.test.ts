@@ -5,27 +5,17 @@
  * to the current version, in place.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { PgClient } from "@effect/sql-pg"
 import { Chunk, Context, Effect, Either, Layer, Option, Redacted, Stream, TestClock } from "effect"
 import { EventStore, PersonalData, Projection, Snapshots } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { migrations, schemaVersion } from "../../src/postgres/internal/schema.js"
-import { clientLayer, postgresFile } from "../support/postgres.js"
+import { clientIn, clientLayer, postgresFile } from "../support/postgres.js"
 
-const { server, schemas } = postgresFile()
-
-const fresh = (name: string) =>
-  Effect.map(Effect.promise(() => server.get()), (s) => {
-    const schema = s.freshSchema(name)
-    schemas.add(schema)
-    return { url: s.url, schema }
-  })
+const { fresh } = postgresFile()
 
 /** The services on their own pool, built in the current scope (as another process would). */
 const servicesIn = (url: string, options: PostgresChronicle.Options) =>
   Layer.build(PostgresChronicle.layer(options).pipe(Layer.provide(clientLayer(url, 4))))
-
-const clientIn = (url: string) => Effect.map(Layer.build(clientLayer(url, 2)), (ctx) => Context.get(ctx, PgClient.PgClient))
 
 const collect = <A, E, R>(s: Stream.Stream<A, E, R>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)
 

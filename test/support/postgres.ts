@@ -4,7 +4,8 @@
  */
 import { afterAll } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, Redacted } from "effect"
+import { ConsumerGroups, EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { lazyPostgresServer, type PostgresServer } from "./postgresServer.js"
 
@@ -65,5 +66,39 @@ export const postgresFile = (beforeStop: () => Promise<void> = async () => undef
     if (!s.owned) await Effect.runPromise(dropSchemas(s.url, schemas))
     await server.stop()
   })
-  return { server, schemas }
+  /** A fresh schema name on the file's server (recorded for dropping), with the server's URL. */
+  const fresh = (name: string) =>
+    Effect.map(Effect.promise(() => server.get()), (s) => {
+      const schema = s.freshSchema(name)
+      schemas.add(schema)
+      return { url: s.url, schema }
+    })
+  return { server, schemas, fresh }
 }
+
+/** A `PgClient` of its own pool, built in the current scope. */
+export const clientIn = (url: string, maxConnections = 2) =>
+  Effect.map(Layer.build(clientLayer(url, maxConnections)), (ctx) => Context.get(ctx, PgClient.PgClient))
+
+/** A store and its groups on a pool of their own (as another process would have), built in the current scope. */
+export const backendIn = (url: string, options: PostgresChronicle.Options) =>
+  Effect.map(Layer.build(PostgresChronicle.layer(options).pipe(Layer.provide(clientLayer(url, 4)))), (ctx) => ({
+    store: Context.get(ctx, EventStore.EventStore),
+    groups: Context.get(ctx, ConsumerGroups.ConsumerGroups)
+  }))
+
+/** Real time, whatever clock the fiber has. */
+export const realSleep = (ms: number) => Effect.promise(() => new Promise<void>((r) => setTimeout(r, ms)))
+
+/** Takes a lease's whole pending list (every claim page, `pageSize` a page), as a new owner does. */
+export const claimAll = (groups: ConsumerGroups.ConsumerGroups.Service, lease: ConsumerGroups.Lease, member: string, pageSize: number) =>
+  Effect.gen(function*() {
+    const out: Array<ConsumerGroups.Delivery> = []
+    let cursor: ConsumerGroups.ClaimCursor | undefined = ConsumerGroups.claimStart
+    while (cursor !== undefined) {
+      const page: ConsumerGroups.ClaimPage = yield* groups.claim(lease, member, cursor, pageSize)
+      out.push(...page.deliveries)
+      cursor = page.next
+    }
+    return out
+  })
