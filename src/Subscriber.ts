@@ -18,6 +18,7 @@ import { type EventStore, type InvalidArgument, InvalidContract, isRetryable } f
 import * as Config from "./internal/subscriber/config.js"
 import * as Engine from "./internal/subscriber/engine.js"
 import { type ConsumerHealth, local } from "./internal/subscriber/health.js"
+export type { OwnedPartition, ReaderActivity } from "./internal/subscriber/health.js"
 import { liveClock } from "./internal/util.js"
 import type * as Producer from "./Producer.js"
 
@@ -344,6 +345,25 @@ export type LocalConsumer = ConsumerHealth
 export interface Status extends GroupStatus {
   readonly local: ReadonlyArray<LocalConsumer>
 }
+
+/**
+ * The consumers of a group running in this process and their health, without asking the
+ * backend anything: for a liveness probe, or to see why a partition does not move (its
+ * phase, whether a read of it is under way, what the reader waits on).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subscriber } from "effect-chronicle"
+ *
+ * const probe = Effect.map(Subscriber.localHealth("billing"), (consumers) =>
+ *   consumers.every((c) => c.failing.length === 0 && c.reader.activity !== "stopped"))
+ * ```
+ *
+ * @since 0.2.0
+ * @category status
+ */
+export const localHealth = (group: string): Effect.Effect<ReadonlyArray<LocalConsumer>> => Effect.sync(() => local(group))
 
 /**
  * A group's state: members, and per partition its owner, pending entries, lag, events in

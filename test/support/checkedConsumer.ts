@@ -34,7 +34,16 @@ const handlerMs = (n: number) => {
   return hi === undefined ? lo : lo + (n % (hi - lo + 1))
 }
 
-const program = Subscriber.run(Events, {
+// SIGUSR2: one line with this process's consumers as their engines see them (partition
+// phases, reads under way, what the reader waits on), for a scenario's report
+const engineDump = Effect.async<never>(() => {
+  const dump = () =>
+    Effect.runFork(Effect.flatMap(Subscriber.localHealth(env("GROUP")), (consumers) => Effect.sync(() => console.log(`engine: ${JSON.stringify(consumers)}`))))
+  process.on("SIGUSR2", dump)
+  return Effect.sync(() => process.off("SIGUSR2", dump))
+})
+
+const subscriber = Subscriber.run(Events, {
   group: env("GROUP"),
   consumer: env("CONSUMER"),
   leaseTtl: Duration.millis(Number(env("LEASE_TTL_MS", "2000"))),
@@ -50,6 +59,7 @@ const program = Subscriber.run(Events, {
     Followed: () => Effect.void
   })
 })
+const program = Effect.raceFirst(subscriber, engineDump)
 
 const redisLayer = () =>
   RedisChronicle.layer({ prefix: env("PREFIX"), partitions: Number(env("PARTITIONS", "8")) }).pipe(

@@ -295,6 +295,11 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     return { idle: idle._tag === "Some", drainedMs, pending, letters, stuck, members: status.members }
   }))).catch(abandon)
 
+  // a scenario that ends with work pending asks every consumer how its engine stands
+  if (result.pending > 0) {
+    for (const c of fleet) if (!c.exited) c.process.kill("SIGUSR2")
+    await sleep(500)
+  }
   const alive = fleet.filter((c) => !c.exited).length
   // the ones that ended before the scenario ended them (the examples name those only)
   for (const c of fleet) c.early = c.exited
@@ -318,7 +323,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     ...report.lost.slice(0, 3).map((e) => `lost: ${e.stream} v${e.version}`),
     ...report.lateStarts.slice(0, 3).map((i) => `late start: ${i.stream} v${i.version} by ${i.member} under epoch ${i.epoch} of partition ${i.partition}`),
     ...(result.pending > 0 ? [`members: ${result.members.join(", ")}`, ...result.stuck] : []),
-    ...(result.pending > 0 ? fleet.map((c) => `${c.name} said: ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-8).join(" | ")}`) : []),
+    ...(result.pending > 0 ? fleet.map((c) => `${c.name} said: ${c.output.filter((l) => !/^\s+at /.test(l) && !l.startsWith("engine: ")).slice(-8).join(" | ")}`) : []),
+    ...(result.pending > 0 ? fleet.flatMap((c) => c.output.filter((l) => l.startsWith("engine: ")).slice(-1).map((l) => `${c.name} ${l}`)) : []),
     ...(alive < consumers ? fleet.filter((c) => c.early).map((c) => `${c.name} exited (${c.process.exitCode ?? c.process.signalCode}): ${c.output.filter((l) => !/^\s+at /.test(l)).slice(-12).join(" | ")}`) : [])
   ]
   return {

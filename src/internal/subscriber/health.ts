@@ -9,10 +9,40 @@ import { globalValue } from "effect/GlobalValue"
 import type { LoopHealth, Resilience } from "./resilience.js"
 import type { EngineState } from "./state.js"
 
+/** One partition this member owns, as its engine sees it. */
+export interface OwnedPartition {
+  readonly partition: number
+  /** The epoch of the lease it is held under. */
+  readonly epoch: number
+  /** `claiming` its pending list, `active` (reading new entries), `revoking` (being handed over). */
+  readonly phase: string
+  /** A read or claim page of it is under way. */
+  readonly reading: boolean
+  /** Its deliveries dispatched and not settled. */
+  readonly inFlight: number
+  /** Its handled deliveries waiting for their acknowledgement, the call under way included. */
+  readonly toAcknowledge: number
+}
+
+/** What the reader of a subscriber is doing, and since when (epoch milliseconds). */
+export interface ReaderActivity {
+  /**
+   * `reading` (reads or claims under way), `waiting` (a wait for new entries),
+   * `polling` (drained partitions looked at again shortly), `full` (as many events in
+   * flight as allowed), `idle` (nothing to read), `backoff` (after a failure), `stopped`.
+   */
+  readonly activity: "reading" | "waiting" | "polling" | "full" | "idle" | "backoff" | "stopped"
+  readonly since: number
+}
+
 export interface ConsumerHealth {
   readonly member: string
   /** Partitions this member owns now. */
   readonly partitions: ReadonlyArray<number>
+  /** The same partitions with their state in this member's engine. */
+  readonly owned: ReadonlyArray<OwnedPartition>
+  /** What this member's reader is doing. */
+  readonly reader: ReaderActivity
   /** Events dispatched and not yet settled. */
   readonly inFlight: number
   /** Loops failing now (empty when all is well). */
@@ -32,6 +62,15 @@ export const register = (state: EngineState, resilience: Resilience) =>
       members.set(state.member, () => ({
         member: state.member,
         partitions: Array.from(state.owned.keys()).sort((a, b) => a - b),
+        owned: Array.from(state.owned.values(), (st) => ({
+          partition: st.partition,
+          epoch: st.epoch,
+          phase: st.phase,
+          reading: st.busy,
+          inFlight: st.inFlight,
+          toAcknowledge: st.acks.length + (st.sending?.length ?? 0)
+        })).sort((a, b) => a.partition - b.partition),
+        reader: state.reader,
         inFlight: state.total,
         failing: resilience.health(),
         stopping: state.stopping

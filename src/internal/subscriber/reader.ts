@@ -85,6 +85,11 @@ export const makeReader = (
   const { config, groups, member } = state
   let requested = 0
 
+  /** Says what the reader does from now on (`Subscriber.status` shows it). */
+  const doing = (activity: EngineState["reader"]["activity"]) => {
+    if (state.reader.activity !== activity) state.reader = { activity, since: Date.now() }
+  }
+
   const deliver = (st: PartitionState, deliveries: ReadonlyArray<Delivery>) => {
     // entries read for a partition being handed over (or lost) stay pending for its next owner
     if (st.phase === "active" || st.phase === "claiming") lanes.dispatch(st, deliveries)
@@ -149,6 +154,7 @@ export const makeReader = (
           // whatever the failure, the wait's reads may have run (or may still run): the
           // partitions take their pending lists again (a claim also fences those reads off)
           for (const st of sts) reclaim(st, lanes.inHand(st))
+          doing("backoff")
           return resilience.failed("waits", r.left)
         }
         if (r.right.length === 0) {
@@ -187,9 +193,16 @@ export const makeReader = (
         yield* Effect.fork(runTask(task, next.count))
       }
       if (next.tasks.length > 0) continue
-      if (next.watches.length > 0) yield* waitFor(next.watches)
-      else if (next.polling) yield* Effect.raceFirst(state.changed.await, Effect.sleep(POLL_DRAINED_MS))
-      else yield* state.changed.await
+      if (next.watches.length > 0) {
+        doing("waiting")
+        yield* waitFor(next.watches)
+      } else if (next.polling) {
+        doing("polling")
+        yield* Effect.raceFirst(state.changed.await, Effect.sleep(POLL_DRAINED_MS))
+      } else {
+        doing(next.busy ? (state.total + requested >= config.refill && requested === 0 ? "full" : "reading") : "idle")
+        yield* state.changed.await
+      }
     }
-  })
+  }).pipe(Effect.ensuring(Effect.sync(() => doing("stopped"))))
 }

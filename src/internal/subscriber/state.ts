@@ -10,6 +10,7 @@ import type { ConsumerGroups, GroupInfo } from "../../ConsumerGroups.js"
 import type { EventStore } from "../../EventStore.js"
 import type { Config } from "./config.js"
 import type { PartitionState } from "./partition.js"
+import type { ReaderActivity } from "./health.js"
 import type { Lane } from "./lanes.js"
 import { liveClock } from "../util.js"
 
@@ -37,6 +38,8 @@ export interface EngineState {
   total: number
   /** Set once shutdown begins: nothing new is read or acquired. */
   stopping: boolean
+  /** What the reader is doing (for `Subscriber.status`). */
+  reader: ReaderActivity
   /** Entities with queued deliveries, by entity key. */
   readonly lanes: Map<string, Lane>
   /** Lanes waiting for a worker, oldest first. */
@@ -63,6 +66,7 @@ export const makeState = (fields: Pick<EngineState, "config" | "info" | "member"
     owned: new Map(),
     total: 0,
     stopping: false,
+    reader: { activity: "idle", since: Date.now() },
     lanes: new Map(),
     ready: [],
     readyHead: 0,

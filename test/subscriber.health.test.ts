@@ -1,0 +1,54 @@
+/**
+ * `Subscriber.localHealth`: what a running consumer's engine says about itself, without
+ * the backend (its partitions' phases, reads under way, deliveries in flight and waiting
+ * for their acknowledgement, what the reader is doing).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Schema } from "effect"
+import { Chronicle, Contract, EventStore, Subscriber } from "effect-chronicle"
+import { partitionOf } from "../src/internal/ids.js"
+
+const Events = Contract.make("hlth", { Happened: { n: Schema.Int } })
+
+const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, millis = 10_000) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + millis
+    while (!(yield* check)) {
+      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out waiting for ${what}`)
+      yield* Effect.sleep("10 millis")
+    }
+  })
+
+describe("Subscriber.localHealth", () => {
+  it.live("shows each owned partition's phase and work, and what the reader does; nothing once the consumer ends", () =>
+    Effect.gen(function*() {
+      const store = yield* EventStore.forContract(Events)
+      const release = yield* Deferred.make<void>()
+      const sub = yield* Effect.fork(Subscriber.run(Events, {
+        group: "h",
+        handlers: { Happened: () => Deferred.await(release) }
+      }))
+      yield* waitUntil("the partitions to be owned and read", Effect.map(Subscriber.localHealth("h"), (cs) =>
+        cs.length === 1 && cs[0]!.owned.length === 4 && cs[0]!.owned.every((p) => p.phase === "active")))
+      yield* store.append("e1", [Events.make.Happened({ n: 1 }), Events.make.Happened({ n: 2 }), Events.make.Happened({ n: 3 })])
+      const p = partitionOf("e1", 4)
+      // one handler runs, the two others wait in the entity's lane: three in flight
+      yield* waitUntil("the events in flight", Effect.map(Subscriber.localHealth("h"), (cs) => cs[0]!.owned[p]!.inFlight === 3))
+      const [busy] = yield* Subscriber.localHealth("h")
+      expect(busy!.inFlight).toBe(3)
+      expect(busy!.partitions).toEqual([0, 1, 2, 3])
+      expect(busy!.owned.map((o) => o.partition)).toEqual([0, 1, 2, 3])
+      expect(busy!.owned.filter((o) => o.partition !== p).every((o) => o.inFlight === 0)).toBe(true)
+      expect(busy!.owned.every((o) => o.epoch >= 1)).toBe(true)
+      // every partition drained: the reader waits for new entries
+      yield* waitUntil("the reader to wait", Effect.map(Subscriber.localHealth("h"), (cs) => cs[0]!.reader.activity === "waiting"))
+      yield* Deferred.succeed(release, undefined)
+      yield* waitUntil("the events handled and acknowledged", Effect.map(Subscriber.localHealth("h"), (cs) =>
+        cs[0]!.inFlight === 0 && cs[0]!.owned.every((o) => o.inFlight === 0 && o.toAcknowledge === 0)))
+      const [after] = yield* Subscriber.localHealth("h")
+      expect(after!.failing).toEqual([])
+      expect(after!.reader.since).toBeLessThanOrEqual(Date.now())
+      yield* Fiber.interrupt(sub)
+      expect(yield* Subscriber.localHealth("h")).toEqual([])
+    }).pipe(Effect.provide(Chronicle.layerMemoryWith({ partitions: 4 })), Effect.orDie), 30_000)
+})
