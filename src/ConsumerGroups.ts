@@ -161,6 +161,13 @@ export interface ReadResult {
    * each source ended, to wait for what comes after.
    */
   readonly tail: Tail | undefined
+  /**
+   * How many entries of the partition are pending for the member once the read is done
+   * (both sources), where the backend can say so in the same atomic step; undefined
+   * otherwise. The member should have each of them in hand: one it does not (an
+   * acknowledgement a server lost in a failover without durability) is taken again.
+   */
+  readonly pending?: number | undefined
 }
 
 /**

@@ -11,7 +11,7 @@
  * a server).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, type Context, Deferred, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
+import { Cause, type Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Schema } from "effect"
 import { type ConsumerGroups, Contract, type EventStore, Producer, Projection, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { DeliveryChecker, SubscriberSuite } from "effect-chronicle/testing"
@@ -285,6 +285,87 @@ describe("consumers under Redis faults", () => {
         yield* Fiber.interrupt(sub)
       }).pipe(Effect.provide(ctx))
     }).pipe(Effect.scoped), 60_000)
+
+  it.live("an entry pending for its owner that the owner has no record of (its acknowledgement lost, as in a failover without durability) is taken again and handled within a wait", () =>
+    Effect.gen(function*() {
+      const server = yield* ownServer
+      const ctx = yield* storeAt(server.url, 1)
+      yield* Effect.gen(function*() {
+        const handled: Array<number> = []
+        const sub = yield* Effect.fork(Subscriber.run(Events, {
+          group: "g",
+          leaseTtl: "2 seconds",
+          heartbeat: "300 millis",
+          handlers: { Happened: (e) => Effect.sync(() => handled.push(e.n)), Followed: () => Effect.void }
+        }))
+        yield* produce(10, 0)
+        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("20 seconds"))
+        expect(handled.length).toBe(10)
+        // the 4th entry is pending again for the owner, as a server that lost its ack has it
+        const owner = (yield* Subscriber.status("g")).partitionStatus[0]!.owner!
+        const raw = new Redis(server.url)
+        yield* Effect.addFinalizer(() => Effect.sync(() => raw.disconnect()))
+        const log = "flt:{flt:0}:log"
+        const entries = (yield* Effect.promise(() => raw.xrange(log, "-", "+"))) as Array<[string, Array<string>]>
+        yield* Effect.promise(() => raw.xclaim(log, "g", owner, 0, entries[3]![0], "FORCE"))
+        expect((yield* Subscriber.status("g")).partitionStatus[0]!.pending).toBe(1)
+        // nothing new arrives: the read that follows an empty wait counts it, and the owner takes it again
+        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("10 seconds"))
+        expect(handled.slice(10)).toEqual([3])
+        expect((yield* Subscriber.status("g")).partitionStatus[0]!.pending).toBe(0)
+        expect(sub.unsafePoll()).toBe(null)
+        yield* Fiber.interrupt(sub)
+      }).pipe(Effect.provide(ctx))
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("entries left pending for the owner while it works through a backlog are taken again, and a busy owner whose acks are in flight takes nothing again that it holds", () =>
+    Effect.gen(function*() {
+      const server = yield* ownServer
+      const ctx = yield* storeAt(server.url, 2)
+      yield* Effect.gen(function*() {
+        const counts = new Map<number, number>()
+        const warnings: Array<string> = []
+        const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning") warnings.push(Array.isArray(message) ? message.join(" ") : String(message))
+        }))
+        const sub = yield* Effect.fork(Subscriber.run(Events, {
+          group: "g",
+          concurrency: 8,
+          readCount: 50,
+          handlers: {
+            Happened: (e) => Effect.zipRight(Effect.sleep(e.n % 3 === 0 ? "1 millis" : "0 millis"), Effect.sync(() => counts.set(e.n, (counts.get(e.n) ?? 0) + 1))),
+            Followed: () => Effect.void
+          }
+        }).pipe(Effect.provide(logger)))
+        yield* produce(100, 0, 40)
+        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("20 seconds"))
+        // a backlog, handled by 8 workers with acks batched and in flight throughout
+        const backlog = Effect.fork(produce(3000, 100, 40))
+        const producing = yield* backlog
+        yield* waitUntil("a backlog being handled", Effect.sync(() => counts.size > 400), 20_000)
+        expect(warnings.filter((w) => w.includes("does not hold"))).toEqual([])
+        // two handled entries of partition 0 are pending again for its owner, mid-backlog
+        const status = yield* Subscriber.status("g")
+        const owner = status.partitionStatus[0]!.owner!
+        const raw = new Redis(server.url)
+        yield* Effect.addFinalizer(() => Effect.sync(() => raw.disconnect()))
+        const log = "flt:{flt:0}:log"
+        const first = (yield* Effect.promise(() => raw.xrange(log, "-", "+", "COUNT", 2))) as Array<[string, Array<string>]>
+        const again = first.map(([, fields]) => Number(JSON.parse(fields[fields.indexOf("d") + 1]!).n))
+        yield* Effect.promise(() => raw.xclaim(log, "g", owner, 0, first[0]![0], first[1]![0], "FORCE"))
+        yield* Fiber.join(producing)
+        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("30 seconds"))
+        // everything handled; the two taken again handled twice, nothing else more than once
+        expect(counts.size).toBe(3100)
+        expect(again.map((n) => counts.get(n))).toEqual([2, 2])
+        expect(Array.from(counts.entries()).filter(([n, c]) => c > 1 && !again.includes(n))).toEqual([])
+        const noticed = warnings.filter((w) => w.includes("does not hold")).length
+        expect(noticed).toBeGreaterThanOrEqual(1)
+        expect(noticed).toBeLessThanOrEqual(2)
+        expect(sub.unsafePoll()).toBe(null)
+        yield* Fiber.interrupt(sub)
+      }).pipe(Effect.provide(ctx))
+    }).pipe(Effect.scoped), 90_000)
 
   it.live("a dropped connection with a lease renewal in flight: a projection keeps applying", () =>
     Effect.gen(function*() {

@@ -37,6 +37,7 @@ export const makeAcks = (
         const result = yield* Effect.either(resilience.retrying("acknowledge", groups.ack(st.lease, batch), () => isHeld(st)))
         st.sending = undefined
         if (Either.isRight(result)) {
+          st.finished += batch.length
           yield* Metric.incrementBy(metrics.delivered, batch.length)
         } else if (result.left._tag === "LeaseLost") {
           yield* markLost(st)

@@ -162,6 +162,9 @@ export const makeRunners = <R>(env: HandleEnv<R>) => {
 
   const park_ = (st: PartitionState, d: Delivery, reason: DeadLetterReason): Effect.Effect<Step> =>
     surely(st, "dead-letter", groups.deadLetter(st.lease, d, reason)).pipe(
+      Effect.zipRight(Effect.sync(() => {
+        st.finished++
+      })),
       Effect.zipRight(Metric.increment(metrics.deadLettered)),
       Effect.zipRight(Effect.logWarning(`subscriber ${group}: dead-lettered ${d.event instanceof Error ? d.id : `${d.event.stream} v${d.event.version}`}: ${reason.errorTag}: ${reason.message}`)),
       Effect.as("settled" as const),

@@ -50,6 +50,12 @@ export interface PartitionState {
   sending: ReadonlyArray<Delivery> | undefined
   /** An acknowledgement call is under way. */
   acking: boolean
+  /**
+   * Deliveries the backend has taken off this member's pending list so far at its
+   * request (acknowledged or dead-lettered, the reply back): what a read's pending count
+   * is compared with (see `stranded`).
+   */
+  finished: number
   /** Opened whenever the partition has nothing in flight and nothing left to acknowledge. */
   readonly idle: Effect.Latch
 }
@@ -70,6 +76,7 @@ export const make = (lease: Lease, deadline: number): PartitionState => ({
   acks: [],
   sending: undefined,
   acking: false,
+  finished: 0,
   idle: Effect.unsafeMakeLatch(true)
 })
 
@@ -103,6 +110,20 @@ export const reclaim = (st: PartitionState, inHand: Set<string>): void => {
   st.readable = false
   st.tail = undefined
   st.inHand = inHand
+}
+
+/**
+ * How many entries pending for this member, by a read's count taken at the server, the
+ * member does not have in hand: 0 unless some were left behind (an acknowledgement the
+ * server lost, in a failover without durability). `finishedAtSend` is `finished` when the
+ * read was sent: what was acknowledged or dead-lettered since may still have been pending
+ * when the read ran, so it counts as in hand (an error on the safe side: a stranded entry
+ * is then found by a later read).
+ */
+export const stranded = (st: PartitionState, pending: number | undefined, finishedAtSend: number): number => {
+  if (pending === undefined || st.phase !== "active") return 0
+  const held = st.inFlight + st.acks.length + (st.sending?.length ?? 0) + (st.finished - finishedAtSend)
+  return Math.max(0, pending - held)
 }
 
 /** Updates the idle latch after a change of in-flight work or acknowledgements. */

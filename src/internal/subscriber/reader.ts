@@ -15,7 +15,10 @@
  *
  * A read or claim that fails for a passing reason may still have moved entries to this
  * member (its reply was lost): the partition claims its pending list again, so those
- * entries are handled, in order, instead of stranded.
+ * entries are handled, in order, instead of stranded. So does a partition whose read says
+ * (where the backend counts it in the same step) that more entries are pending for this
+ * member than it has in hand: an acknowledgement lost in a failover without durability
+ * leaves an entry pending on the server that the member has no record of.
  *
  * @internal
  */
@@ -23,7 +26,7 @@ import { Effect, Either } from "effect"
 import { type ClaimPage, type Delivery, LeaseLost, type ReadResult, type Watch } from "../../ConsumerGroups.js"
 import { isRetryable } from "../../EventStore.js"
 import type { Lanes } from "./lanes.js"
-import { type PartitionState, reclaim } from "./partition.js"
+import { type PartitionState, reclaim, stranded } from "./partition.js"
 import type { Resilience } from "./resilience.js"
 import { type EngineState, nowOf } from "./state.js"
 
@@ -106,12 +109,21 @@ export const makeReader = (
     }
   }
 
-  const read = (st: PartitionState, result: ReadResult) => {
+  /** A read's entries taken in; `finishedAtSend` is the partition's `finished` when the read was sent. */
+  const read = (st: PartitionState, result: ReadResult, finishedAtSend: number): Effect.Effect<void> => {
     deliver(st, result.deliveries)
-    if (st.phase !== "active") return
+    if (st.phase !== "active") return Effect.void
     st.readable = result.tail === undefined
     st.tail = result.tail
     if (result.tail !== undefined) st.drainedAt = nowOf(state)
+    // entries pending for this member that it does not hold are taken again (in order, by
+    // a claim that skips what it holds), or nothing would ever handle them
+    const missing = stranded(st, result.pending, finishedAtSend)
+    if (missing === 0) return Effect.void
+    reclaim(st, lanes.inHand(st))
+    return Effect.logWarning(
+      `subscriber ${config.group}: partition ${st.partition}: ${missing} entr${missing === 1 ? "y" : "ies"} pending for this member that it does not hold (an acknowledgement the server lost?); taking its pending list again`
+    )
   }
 
   /** One read or claim page, in a fiber of its own; the reader hears when it is back. */
@@ -119,9 +131,10 @@ export const makeReader = (
     Effect.suspend(() => {
       const st = task.st
       const loop = task._tag === "read" ? "reads" : "claims"
+      const finishedAtSend = st.finished
       const call = task._tag === "claim"
         ? Effect.map(groups.claim(st.lease, member, st.claim!, count), (page) => claimed(st, page))
-        : Effect.map(groups.read(st.lease, member, count), (result) => read(st, result))
+        : Effect.flatMap(groups.read(st.lease, member, count), (result) => read(st, result, finishedAtSend))
       return Effect.either(call).pipe(
         Effect.flatMap((r): Effect.Effect<unknown> => {
           requested -= count
@@ -146,6 +159,7 @@ export const makeReader = (
    */
   const waitFor = (sts: ReadonlyArray<PartitionState>) => {
     const watches: Array<Watch> = sts.map((st) => ({ lease: st.lease, tail: st.tail! }))
+    const finishedAtSend = sts.map((st) => st.finished)
     const room = 2 * config.readCount - state.total
     const count = Math.max(1, Math.min(config.readCount, Math.floor(room / sts.length)))
     return Effect.either(groups.wait(member, watches, { blockMillis: config.maxWait, count, until: state.changed.await })).pipe(
@@ -167,13 +181,13 @@ export const makeReader = (
         }
         let dispatched = false
         return Effect.forEach(r.right, ({ lease, result }) => {
-          const st = sts.find((x) => x.lease === lease)
-          if (st === undefined) return Effect.void
+          const i = sts.findIndex((x) => x.lease === lease)
+          if (i < 0) return Effect.void
+          const st = sts[i]!
           // a partition being handed over may see its lease released first: that is not a loss
           if (result instanceof LeaseLost) return st.phase === "active" ? markLost(st) : Effect.void
           dispatched ||= result.deliveries.length > 0
-          read(st, result)
-          return Effect.void
+          return read(st, result, finishedAtSend[i]!)
         }, { discard: true }).pipe(
           Effect.zipRight(resilience.succeeded("waits")),
           // the workers just woken start their handlers before this fiber sends the next wait

@@ -152,7 +152,7 @@ return {r[1], out, fence}
 /**
  * The body of a fenced read of one partition, shared by READ and READ_WAITED: a Lua
  * function `fenced(lease, log, red, token, group, member, count)` that answers false when
- * the lease is gone, else {tail|false, logEntries, redeliveries} (see READ).
+ * the lease is gone, else {tail|false, logEntries, redeliveries, pending} (see READ).
  */
 const FENCED_READ = `-- an entry as {id, e, i, v, t, d, m}: the values of its fields in a fixed order, half
 -- the strings of a field list for the client to take apart
@@ -170,6 +170,16 @@ local function values(id, f)
     end
   end
   return out
+end
+-- the member's pending entries in one source (the summary form: one count per consumer)
+local function pendingOf(key, group, member)
+  local summary = redis.call('XPENDING', key, group)
+  if summary[4] then
+    for _, c in ipairs(summary[4]) do
+      if c[1] == member then return tonumber(c[2]) end
+    end
+  end
+  return 0
 end
 local function fenced(lease, log, red, token, group, member, count)
   if redis.call('GET', lease) ~= token then return false end
@@ -199,7 +209,7 @@ local function fenced(lease, log, red, token, group, member, count)
     local rt = redis.call('XREVRANGE', red, '+', '-', 'COUNT', 1)[1]
     tail = {lt and lt[1] or '0-0', rt and rt[1] or '0-0'}
   end
-  return {tail, entries, rout}
+  return {tail, entries, rout, pendingOf(log, group, member) + pendingOf(red, group, member)}
 end`
 
 /**
@@ -212,7 +222,9 @@ end`
  * a log entry is {id, e, i, v, t, d, m} (its fields' values, false where missing), a
  * redelivery {id, entryId, logEntry|false}, and tail, set when fewer than count entries
  * were there, is {last log id, last redelivery id} ("0-0" for an empty stream): what a
- * wait starts after.
+ * wait starts after; pending is how many entries of both sources are pending for the
+ * member after the read (it should have each of them in hand: one it does not is an
+ * acknowledgement the server lost, in a failover without durability).
  */
 export const READ = script(
   "read",

@@ -47,8 +47,8 @@ import { makeNotices } from "./notices.js"
 import { evalScript } from "./scripts.js"
 
 type RawEntry = [string, Array<string>]
-/** The read script's reply: {tail|false, logEntries, redeliveries}. */
-type ReadReply = [[string, string] | null, Array<EntryValues>, Array<[string, string, EntryValues | null]>]
+/** The read script's reply: {tail|false, logEntries, redeliveries, pending} (pending absent when fenced off). */
+type ReadReply = [[string, string] | null, Array<EntryValues>, Array<[string, string, EntryValues | null]>, number?]
 
 const ACK_CHUNK = 1000
 /** How long a member's wake stream outlives its last wake (a member gone leaves it behind). */
@@ -659,7 +659,7 @@ export const groupFigures = (
 }
 
 /** The deliveries and tail of a fenced read's reply (redeliveries first, then the log's entries). */
-const readResultOf = (category: string, p: number, [tail, entries, redelivered]: ReadReply): ReadResult => {
+const readResultOf = (category: string, p: number, [tail, entries, redelivered, pending]: ReadReply): ReadResult => {
   const deliveries: Array<Delivery> = new Array(redelivered.length + entries.length)
   let i = 0
   for (const [id, entryId, values] of redelivered) {
@@ -676,5 +676,5 @@ const readResultOf = (category: string, p: number, [tail, entries, redelivered]:
   for (const values of entries) {
     deliveries[i++] = { partition: p, source: "log", id: values[0], event: fromValues(category, p, values), deliveries: 1 }
   }
-  return { deliveries, tail: tail === null ? undefined : { log: tail[0], redelivery: tail[1] } }
+  return { deliveries, tail: tail === null ? undefined : { log: tail[0], redelivery: tail[1] }, pending: typeof pending === "number" ? pending : undefined }
 }
