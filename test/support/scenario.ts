@@ -7,7 +7,9 @@
  * normal), pause the server longer than the command timeout (CLIENT PAUSE), restart
  * redis-server (AOF). On PostgreSQL: end every client backend (pg_terminate_backend),
  * freeze the server's processes longer than the command timeout (SIGSTOP), restart the
- * server (immediate stop). Then the producer stops, the group drains, and the delivery
+ * server (immediate stop). Each fault waits (at most 15 s) for a backlog of 2,000 first:
+ * after a restart the producer may still be retrying while the consumers drain. Then the
+ * producer stops, the group drains, and the delivery
  * checker reads every consumer's history: order per entity, nothing lost, no handler
  * started past its lease deadline; every consumer still running; pending lists empty.
  */
@@ -78,6 +80,8 @@ export interface ScenarioReport {
 const LEASE_MS = 2000
 const HEARTBEAT_MS = 500
 const COMMAND_TIMEOUT_MS = 1000
+/** The backlog (pending and unread) a fault waits for before it happens. */
+const FAULT_BACKLOG = 2000
 
 /** A small seeded generator, so that a failing run can be told apart and repeated. */
 const rng = (seed: number) => {
@@ -242,6 +246,12 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
       yield* Effect.promise(() => sleep(1000 + Math.floor(random() * 2000)))
       if (!options.faults) continue
       const kind = kinds[Math.floor(random() * kinds.length)]!
+      // a fault must meet a backlog: after a restart the producer may still be retrying
+      // while the consumers drain, so wait (a while, not for ever) for the backlog to be back
+      if (options.faults) {
+        const until = Date.now() + 15_000
+        while ((yield* backlogNow) < FAULT_BACKLOG && produced < maxEvents && Date.now() < until) yield* Effect.promise(() => sleep(100))
+      }
       faults[kind] = (faults[kind] ?? 0) + 1
       backlogAtFaults.push(lastBacklog)
       log(`nemesis: ${kind} (backlog ${lastBacklog})`)
