@@ -4,8 +4,8 @@
  * for their acknowledgement, what the reader is doing).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Schema } from "effect"
-import { Chronicle, Contract, EventStore, Subscriber } from "effect-chronicle"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
+import { Chronicle, ConsumerGroups, Contract, EventStore, Subscriber } from "effect-chronicle"
 import { partitionOf } from "../src/internal/ids.js"
 
 const Events = Contract.make("hlth", { Happened: { n: Schema.Int } })
@@ -51,4 +51,47 @@ describe("Subscriber.localHealth", () => {
       yield* Fiber.interrupt(sub)
       expect(yield* Subscriber.localHealth("h")).toEqual([])
     }).pipe(Effect.provide(Chronicle.layerMemoryWith({ partitions: 4 })), Effect.orDie), 30_000)
+})
+
+/** The memory backend, with one of its group operations dying (a defect: a bug, not a failure) once. */
+const dyingOnce = (operation: "wait" | "read" | "ack" | "heartbeat") =>
+  Layer.effect(
+    ConsumerGroups.ConsumerGroups,
+    Effect.map(ConsumerGroups.ConsumerGroups, (groups) => {
+      let died = false
+      const once = <A, E>(call: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+        Effect.suspend(() => {
+          if (died) return call
+          died = true
+          return Effect.dieMessage(`${operation} broke`)
+        })
+      return ConsumerGroups.ConsumerGroups.of({
+        ...groups,
+        wait: (...args) => (operation === "wait" ? once(groups.wait(...args)) : groups.wait(...args)),
+        read: (...args) => (operation === "read" ? once(groups.read(...args)) : groups.read(...args)),
+        ack: (...args) => (operation === "ack" ? once(groups.ack(...args)) : groups.ack(...args)),
+        heartbeat: (...args) => (operation === "heartbeat" ? once(groups.heartbeat(...args)) : groups.heartbeat(...args))
+      })
+    })
+  ).pipe(Layer.provideMerge(Chronicle.layerMemoryWith({ partitions: 2 })))
+
+describe("a background loop that dies ends the subscriber with the defect (it does not go on holding partitions it never reads)", () => {
+  for (const operation of ["wait", "read", "ack", "heartbeat"] as const) {
+    it.live(`${operation} dies once`, () =>
+      Effect.gen(function*() {
+        const store = yield* EventStore.forContract(Events)
+        const handled: Array<number> = []
+        const sub = yield* Effect.fork(Subscriber.run(Events, {
+          group: "d",
+          handlers: { Happened: (e) => Effect.sync(() => handled.push(e.n)) }
+        }))
+        for (let n = 0; n < 20; n++) yield* store.append(`e${n % 4}`, [Events.make.Happened({ n })])
+        const exit = yield* Fiber.await(sub).pipe(Effect.timeout("10 seconds"))
+        expect(Exit.isFailure(exit)).toBe(true)
+        const defect = Exit.isFailure(exit) ? Cause.dieOption(exit.cause) : undefined
+        expect(defect?._tag).toBe("Some")
+        expect(String((defect as { value?: unknown })?.value)).toContain(`${operation} broke`)
+        expect(yield* Subscriber.localHealth("d")).toEqual([])
+      }).pipe(Effect.provide(dyingOnce(operation)), Effect.orDie), 30_000)
+  }
 })

@@ -74,7 +74,7 @@ export const makeAcks = (
         for (const st of sts) {
           if (st.acking || st.acks.length === 0) continue
           st.acking = true
-          yield* Effect.forkIn(Effect.interruptible(flush(st)), scope)
+          yield* Effect.forkIn(Effect.interruptible(resilience.supervised("acknowledgements", flush(st))), scope)
         }
       }))
   }

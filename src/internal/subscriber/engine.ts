@@ -84,14 +84,14 @@ export const run = <E, R>(
       const markLost = (st: PartitionState) => Effect.suspend(() => ownership!.markLost(st))
       const acks = makeAcks(state, resilience, markLost)
       const keys = Option.getOrUndefined(yield* Effect.serviceOption(KeyStore))
-      const lanes = yield* makeLanes(state, makeRunners({ state, contract, handle, resilience, markLost, acknowledge: acks.acknowledge, keys }))
+      const lanes = yield* makeLanes(state, makeRunners({ state, contract, handle, resilience, markLost, acknowledge: acks.acknowledge, keys }), resilience.supervised)
       ownership = makeOwnership(state, lanes, resilience, background)
       const owner = ownership
       const reader = makeReader(state, lanes, resilience, markLost)
       yield* register(state, resilience)
 
       yield* lanes.start(background)
-      yield* Effect.forkIn(acks.run(background), background)
+      yield* Effect.forkIn(resilience.supervised("acknowledgements", acks.run(background)), background)
 
       // the heartbeat keeps leases alive while shutdown hands over, so it is forked before
       // the shutdown finalizer is added (finalizers run in reverse order)
@@ -112,15 +112,16 @@ export const run = <E, R>(
           if (yield* resilience.failed("heartbeat", beat.left)) return
         }
       })
-      yield* Effect.forkIn(heartbeatLoop, scope)
+      yield* Effect.forkIn(resilience.supervised("heartbeat", heartbeatLoop), scope)
       yield* Effect.addFinalizer(() =>
         ownership!.shutdown.pipe(
           Effect.zipRight(Scope.close(background, Exit.void)),
           Effect.zipRight(Effect.logDebug(`subscriber ${config.group}: ${member} stopped`))
         )
       )
-      yield* Deferred.await(firstBeat)
-      const readerFiber = yield* Effect.forkIn(reader, scope)
+      // a heartbeat loop that dies before its first beat ends the subscriber all the same
+      yield* Effect.raceFirst(Deferred.await(firstBeat), Deferred.await(state.fatal) as Effect.Effect<never, EngineError>)
+      const readerFiber = yield* Effect.forkIn(resilience.supervised("reader", reader), scope)
       yield* Effect.addFinalizer(() => Fiber.interrupt(readerFiber))
       return yield* (Deferred.await(state.fatal) as Effect.Effect<never, EngineError>)
     }))

@@ -108,7 +108,8 @@ interface Slot<R> {
 
 export const makeLanes = <R>(
   state: EngineState,
-  makeRunner: (k: (step: Step) => Effect.Effect<void, never, R>) => (st: PartitionState, d: Delivery) => Effect.Effect<void, never, R>
+  makeRunner: (k: (step: Step) => Effect.Effect<void, never, R>) => (st: PartitionState, d: Delivery) => Effect.Effect<void, never, R>,
+  supervised: <A, E, R2>(loop: string, effect: Effect.Effect<A, E, R2>) => Effect.Effect<A, E, R2> = (_, effect) => effect
 ): Effect.Effect<Lanes, never, R> =>
   Effect.map(Effect.context<R>(), (context) => {
     const parked = new Set<Lane>()
@@ -219,7 +220,7 @@ export const makeLanes = <R>(
 
     const spawn = (slot: Slot<R>) =>
       // interruptible whatever region spawns it (a hand-over at shutdown runs in a finalizer)
-      Effect.map(Effect.forkIn(Effect.interruptible(Effect.provide(worker(slot), context)), scope!), (fiber) => {
+      Effect.map(Effect.forkIn(Effect.interruptible(supervised("a worker", Effect.provide(worker(slot), context))), scope!), (fiber) => {
         slot.fiber = fiber
       })
 

@@ -79,7 +79,7 @@ export const makeOwnership = (
       if (revoking.has(st) || !isLive(st)) return Effect.void
       // interruptible: a shutdown forks hand-overs from a finalizer, whose fibers would
       // otherwise inherit its uninterruptibility (and a timeout could not stop what it waits on)
-      return Effect.map(Effect.forkIn(Effect.interruptible(handOver(st, timeout)), scope), (fiber) => {
+      return Effect.map(Effect.forkIn(Effect.interruptible(resilience.supervised("a hand-over", handOver(st, timeout))), scope), (fiber) => {
         revoking.set(st, fiber)
       })
     })

@@ -204,7 +204,7 @@ export const makeReader = (
       for (const task of next.tasks) {
         task.st.busy = true
         requested += next.count
-        yield* Effect.fork(runTask(task, next.count))
+        yield* Effect.fork(resilience.supervised(task._tag === "read" ? "reads" : "claims", runTask(task, next.count)))
       }
       if (next.tasks.length > 0) continue
       if (next.watches.length > 0) {

@@ -9,7 +9,7 @@
  *
  * @internal
  */
-import { Deferred, Duration, Effect, Either } from "effect"
+import { Cause, Deferred, Duration, Effect, Either, Exit } from "effect"
 import { isRetryable } from "../../EventStore.js"
 import { messageOf } from "../util.js"
 import type { EngineState } from "./state.js"
@@ -52,6 +52,12 @@ export interface Resilience {
   readonly fatal: (loop: string, error: unknown) => Effect.Effect<void>
   /** The loops failing now. */
   readonly health: () => ReadonlyArray<LoopHealth>
+  /**
+   * A background loop (or a step forked from one) that ends by a failure or a defect, not
+   * an interruption, ends the subscriber with that cause: a member whose reader died
+   * would otherwise go on renewing its leases and never read again.
+   */
+  readonly supervised: <A, E, R>(loop: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
 
 const isLeaseLost = (e: unknown) => typeof e === "object" && e !== null && (e as { _tag?: unknown })._tag === "LeaseLost"
@@ -109,5 +115,14 @@ export const makeResilience = (state: EngineState): Resilience => {
       }
     })
 
-  return { retrying, failed, succeeded, fatal, health: () => Array.from(failing.values()) }
+  const supervised = <A, E, R>(loop: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.onExit(effect, (exit) =>
+      Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)
+        ? Effect.void
+        : Effect.zipRight(
+          Effect.logError(`subscriber ${group}: ${loop} stopped unexpectedly; stopping the subscriber`, exit.cause),
+          Deferred.failCause(state.fatal, exit.cause)
+        ))
+
+  return { retrying, failed, succeeded, fatal, health: () => Array.from(failing.values()), supervised }
 }
