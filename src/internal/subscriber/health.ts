@@ -18,6 +18,8 @@ export interface OwnedPartition {
   readonly phase: string
   /** A read or claim page of it is under way. */
   readonly reading: boolean
+  /** While claiming: where its next claim page starts (`redelivery:0-0` for the first). */
+  readonly claimFrom: string | undefined
   /** Its deliveries dispatched and not settled. */
   readonly inFlight: number
   /** Its handled deliveries waiting for their acknowledgement, the call under way included. */
@@ -67,6 +69,7 @@ export const register = (state: EngineState, resilience: Resilience) =>
           epoch: st.epoch,
           phase: st.phase,
           reading: st.busy,
+          claimFrom: st.phase === "claiming" && st.claim !== undefined ? `${st.claim.source}:${st.claim.id}` : undefined,
           inFlight: st.inFlight,
           toAcknowledge: st.acks.length + (st.sending?.length ?? 0)
         })).sort((a, b) => a.partition - b.partition),
