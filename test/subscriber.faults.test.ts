@@ -201,9 +201,14 @@ describe("consumers under Redis faults", () => {
         ), 60_000)
         const expected = yield* produce(200, 0, 40)
         yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("30 seconds"))
-        // a is drained and waiting: frozen now, then entries arrive for its partitions
+        // a is drained and waiting: frozen now, then entries arrive for its partitions. Both
+        // members' blocking reads are on the server first (on a busy machine a member may
+        // still be between two waits when the group is idle)
         const raw = new Redis(server.url)
         yield* Effect.addFinalizer(() => Effect.sync(() => raw.disconnect()))
+        yield* waitUntil("both members blocked in their waits", Effect.promise(() => raw.client("LIST") as Promise<string>).pipe(
+          Effect.map((list) => list.split("\n").filter((line) => / flags=b /.test(line) && / cmd=xread /.test(line)).length >= 2)
+        ), 10_000)
         a.child.kill("SIGSTOP")
         expected.push(...(yield* produce(400, 200, 40)))
         yield* Effect.sleep("200 millis")
