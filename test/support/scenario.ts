@@ -252,7 +252,14 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
       // while the consumers drain, so wait (a while, not for ever) for the backlog to be back
       if (options.faults) {
         const until = Date.now() + 15_000
-        while ((yield* backlogNow) < FAULT_BACKLOG && produced < maxEvents && Date.now() < until) yield* Effect.promise(() => sleep(100))
+        // measured now (a status that fails, the server being away, measures nothing)
+        const measured = Subscriber.status(group).pipe(
+          Effect.provide(ctx),
+          Effect.map((s) => s.partitionStatus.reduce((n, p) => n + p.lag + p.pending, 0)),
+          Effect.tap((n) => Effect.sync(() => (lastBacklog = n))),
+          Effect.orElseSucceed(() => -1)
+        )
+        while ((yield* measured) < FAULT_BACKLOG && produced < maxEvents && Date.now() < until) yield* Effect.promise(() => sleep(100))
       }
       faults[kind] = (faults[kind] ?? 0) + 1
       backlogAtFaults.push(lastBacklog)
