@@ -95,3 +95,40 @@ describe("a background loop that dies ends the subscriber with the defect (it do
       }).pipe(Effect.provide(dyingOnce(operation)), Effect.orDie), 30_000)
   }
 })
+
+describe("a store away at start", () => {
+  it.live("a first heartbeat that fails for a passing reason is retried, and the consumer reads once one succeeds", () =>
+    Effect.gen(function*() {
+      const store = yield* EventStore.forContract(Events)
+      const handled: Array<number> = []
+      for (let n = 0; n < 10; n++) yield* store.append(`e${n % 3}`, [Events.make.Happened({ n })])
+      const sub = yield* Effect.fork(Subscriber.run(Events, {
+        group: "away",
+        leaseTtl: "3 seconds",
+        heartbeat: "100 millis",
+        handlers: { Happened: (e) => Effect.sync(() => handled.push(e.n)) }
+      }))
+      yield* waitUntil("every event handled", Effect.sync(() => handled.length === 10))
+      expect(handled.slice().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+      const [health] = yield* Subscriber.localHealth("away")
+      expect(health!.reader.activity).not.toBe("stopped")
+      yield* Fiber.interrupt(sub)
+    }).pipe(
+      Effect.provide(Layer.effect(
+        ConsumerGroups.ConsumerGroups,
+        Effect.map(ConsumerGroups.ConsumerGroups, (groups) => {
+          let failures = 2
+          return ConsumerGroups.ConsumerGroups.of({
+            ...groups,
+            heartbeat: (...args) =>
+              Effect.suspend(() =>
+                failures-- > 0
+                  ? Effect.fail(new EventStore.StoreUnavailable({ operation: "heartbeat", reason: "the store is starting", retryable: true }))
+                  : groups.heartbeat(...args)
+              )
+          })
+        })
+      ).pipe(Layer.provideMerge(Chronicle.layerMemoryWith({ partitions: 2 })))),
+      Effect.orDie
+    ), 30_000)
+})

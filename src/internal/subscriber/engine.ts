@@ -97,11 +97,15 @@ export const run = <E, R>(
       // the shutdown finalizer is added (finalizers run in reverse order)
       const firstBeat = yield* Deferred.make<void, EngineError>()
       const heartbeatLoop = Effect.gen(function*() {
-        for (let first = true;; first = false) {
+        // `first` holds until a beat succeeds (not only for the first attempt: a first beat
+        // that fails for a passing reason, the store away at start, is retried, and the
+        // reader starts at the first one that succeeds)
+        for (let first = true;;) {
           const started = nowOf(state)
           const beat = yield* Effect.either(owner.beat)
           if (Either.isRight(beat)) {
             if (first) yield* Deferred.succeed(firstBeat, undefined)
+            first = false
             yield* resilience.succeeded("heartbeat")
             yield* Metric.set(state.metrics.inFlight, state.total)
             yield* Effect.sleep(Math.max(0, config.heartbeat - (nowOf(state) - started)))
