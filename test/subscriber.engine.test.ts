@@ -3,16 +3,12 @@
  * reader's plan, lease deadlines and how a handler's exit is read.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Either, Exit, FastCheck as fc, Fiber, Logger, Metric } from "effect"
-import type { ClaimPage, ConsumerGroups } from "../src/ConsumerGroups.js"
-import { makeLanes } from "../src/internal/subscriber/lanes.js"
-import { makeResilience } from "../src/internal/subscriber/resilience.js"
-import { makeState } from "../src/internal/subscriber/state.js"
+import { Cause, Effect, Either, Exit, FastCheck as fc } from "effect"
 import { assign } from "../src/internal/subscriber/assignment.js"
 import { make as makeConfig } from "../src/internal/subscriber/config.js"
 import { ended } from "../src/internal/subscriber/handle.js"
 import { canStart, make as makePartition, renewed } from "../src/internal/subscriber/partition.js"
-import { makeReader, plan } from "../src/internal/subscriber/reader.js"
+import { plan } from "../src/internal/subscriber/reader.js"
 
 const counts = (a: ReadonlyArray<string | undefined>) => {
   const c = new Map<string, number>()
@@ -153,49 +149,4 @@ describe("a handler's exit", () => {
       expect(ended(Exit.fail("boom"))).toEqual({ _tag: "Failure", error: "boom" })
       expect(ended(Exit.die(new Error("bug")))).toEqual({ _tag: "Defect", message: "bug" })
     }))
-})
-
-describe("the reader's liveness", () => {
-  it.live("a partition that appears without a wake-up is claimed within a heartbeat, and that is reported", () =>
-    Effect.gen(function*() {
-      const config = yield* makeConfig({ group: "g", leaseTtl: "3 seconds", heartbeat: "200 millis" })
-      const claims: Array<number> = []
-      const groups = {
-        claim: (lease: { readonly partition: number }) =>
-          Effect.sync((): ClaimPage => {
-            claims.push(lease.partition)
-            return { deliveries: [], next: undefined }
-          }),
-        // after its claim the partition reads: nothing there, then waits (until a change)
-        read: () => Effect.succeed({ deliveries: [], tail: { log: "0-0", redelivery: "0-0" } }),
-        wait: (_m: string, _w: unknown, options: { readonly until: Effect.Effect<void> }) => Effect.as(options.until, [])
-      } as unknown as ConsumerGroups["Type"]
-      const state = yield* makeState({
-        config,
-        info: { group: "g", category: "c", partitions: 1 },
-        member: "m",
-        groups,
-        store: undefined as never,
-        clock: yield* Effect.clock,
-        traced: false,
-        metrics: { delivered: Metric.counter("d"), retried: Metric.counter("r"), deadLettered: Metric.counter("dl"), inFlight: Metric.gauge("i") }
-      })
-      const resilience = makeResilience(state)
-      const lanes = yield* makeLanes<never>(state, (k) => () => k("settled"))
-      const logs: Array<string> = []
-      const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => logs.push(String(message))))
-      const reader = yield* Effect.fork(makeReader(state, lanes, resilience, () => Effect.void).pipe(Effect.provide(logger)))
-      yield* Effect.sleep("50 millis")
-      expect(state.reader.activity).toBe("idle")
-      // owned behind the reader's back: nothing opens `changed`
-      state.owned.set(0, makePartition({ group: "g", category: "c", partition: 0, token: "m:1" }, Number.MAX_SAFE_INTEGER))
-      const started = Date.now()
-      while (claims.length === 0 && Date.now() - started < 5000) yield* Effect.sleep("10 millis")
-      expect(claims).toEqual([0])
-      expect(Date.now() - started).toBeLessThan(2000)
-      expect(logs.filter((l) => l.includes("found work it was not woken for"))).toHaveLength(1)
-      state.stopping = true
-      state.changed.unsafeOpen()
-      yield* Fiber.interrupt(reader)
-    }), 20_000)
 })

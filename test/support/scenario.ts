@@ -62,8 +62,6 @@ export interface ScenarioReport {
   readonly order_violations: number
   readonly lost: number
   readonly late_starts: number
-  /** Times a consumer's reader found work it had not been woken for (its heartbeat look found it). */
-  readonly unwoken_reader: number
   readonly dead_letters: number
   readonly consumers_alive: number
   readonly consumers: number
@@ -358,7 +356,6 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     order_violations: report.orderViolations.length,
     lost: report.lost.length,
     late_starts: report.lateStarts.length,
-    unwoken_reader: fleet.reduce((n, c) => n + c.output.filter((l) => l.includes("found work it was not woken for")).length, 0),
     dead_letters: result.letters.length,
     consumers_alive: alive,
     consumers,

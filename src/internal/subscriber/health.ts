@@ -29,11 +29,12 @@ export interface OwnedPartition {
 /** What the reader of a subscriber is doing, and since when (epoch milliseconds). */
 export interface ReaderActivity {
   /**
+   * `starting` (not reading yet: waiting for a first heartbeat to succeed),
    * `reading` (reads or claims under way), `waiting` (a wait for new entries),
    * `polling` (drained partitions looked at again shortly), `full` (as many events in
    * flight as allowed), `idle` (nothing to read), `backoff` (after a failure), `stopped`.
    */
-  readonly activity: "reading" | "waiting" | "polling" | "full" | "idle" | "backoff" | "stopped"
+  readonly activity: "starting" | "reading" | "waiting" | "polling" | "full" | "idle" | "backoff" | "stopped"
   readonly since: number
 }
 

@@ -197,13 +197,6 @@ export const makeReader = (
     )
   }
 
-  // Every change the reader acts on opens `state.changed`; it also looks again after a
-  // heartbeat's time without one, so that no missed wake-up can leave owned partitions
-  // unread (seen once, under faults on PostgreSQL: partitions claiming, the reader idle).
-  // Work found that way, with nothing under way, is reported once.
-  let unwoken = false
-  let reported = false
-
   return Effect.gen(function*() {
     while (!state.stopping) {
       state.changed.unsafeClose()
@@ -213,13 +206,6 @@ export const makeReader = (
         requested += next.count
         yield* Effect.fork(resilience.supervised(task._tag === "read" ? "reads" : "claims", runTask(task, next.count)))
       }
-      if (unwoken && next.tasks.length > 0 && !reported) {
-        reported = true
-        yield* Effect.logWarning(
-          `subscriber ${config.group}: the reader found work it was not woken for (partitions ${next.tasks.map((t) => `${t.st.partition} ${t._tag}`).join(", ")}); it looks again every heartbeat`
-        )
-      }
-      unwoken = false
       if (next.tasks.length > 0) continue
       if (next.watches.length > 0) {
         doing("waiting")
@@ -229,8 +215,7 @@ export const makeReader = (
         yield* Effect.raceFirst(state.changed.await, Effect.sleep(POLL_DRAINED_MS))
       } else {
         doing(next.busy ? (state.total + requested >= config.refill && requested === 0 ? "full" : "reading") : "idle")
-        const woken = yield* Effect.raceFirst(Effect.as(state.changed.await, true), Effect.as(Effect.sleep(config.heartbeat), false))
-        unwoken = !woken && !next.busy
+        yield* state.changed.await
       }
     }
   }).pipe(Effect.ensuring(Effect.sync(() => doing("stopped"))))

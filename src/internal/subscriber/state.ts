@@ -66,7 +66,7 @@ export const makeState = (fields: Pick<EngineState, "config" | "info" | "member"
     owned: new Map(),
     total: 0,
     stopping: false,
-    reader: { activity: "idle", since: Date.now() },
+    reader: { activity: "starting", since: Date.now() },
     lanes: new Map(),
     ready: [],
     readyHead: 0,
