@@ -248,20 +248,26 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
       const kind = kinds[Math.floor(random() * kinds.length)]!
       // a fault must meet a backlog: after a restart the producer may still be retrying
       // while the consumers drain, so wait (a while, not for ever) for the backlog to be back
+      let atFault = lastBacklog
+      const waitStart = Date.now()
       if (options.faults) {
-        const until = Date.now() + 15_000
-        // measured now (a status that fails, the server being away, measures nothing)
+        // measured now, by the nemesis itself (a status that fails, the server being away,
+        // measures nothing; the producer's own figure may be older than this)
         const measured = Subscriber.status(group).pipe(
           Effect.provide(ctx),
           Effect.map((s) => s.partitionStatus.reduce((n, p) => n + p.lag + p.pending, 0)),
-          Effect.tap((n) => Effect.sync(() => (lastBacklog = n))),
           Effect.orElseSucceed(() => -1)
         )
-        while ((yield* measured) < FAULT_BACKLOG && produced < maxEvents && Date.now() < until) yield* Effect.promise(() => sleep(100))
+        while (Date.now() - waitStart < 15_000 && produced < maxEvents) {
+          const m = yield* measured
+          if (m >= 0) atFault = m
+          if (m >= FAULT_BACKLOG) break
+          yield* Effect.promise(() => sleep(100))
+        }
       }
       faults[kind] = (faults[kind] ?? 0) + 1
-      backlogAtFaults.push(lastBacklog)
-      log(`nemesis: ${kind} (backlog ${lastBacklog})`)
+      backlogAtFaults.push(atFault)
+      log(`nemesis: ${kind} (backlog ${atFault}, after waiting ${Date.now() - waitStart} ms for it)`)
       yield* Effect.promise(async () => {
         const alive = fleet.filter((c) => !c.exited)
         const victim = alive[Math.floor(random() * alive.length)]
