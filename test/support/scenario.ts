@@ -228,7 +228,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
         const current = yield* backlogNow
         const missing = Math.min(2000, backlog - current, maxEvents - produced)
         if (missing > 0) {
-          yield* Effect.forEach(Array.from({ length: missing }, () => produced++), (n) => appendOne(n % entities, n), { concurrency: 64, discard: true })
+          yield* Effect.forEach(Array.from({ length: missing }, () => produced++), (n) => appendOne(n % entities, n), { concurrency: 256, discard: true })
         }
         yield* Effect.sleep("100 millis")
       }
