@@ -19,7 +19,7 @@ import { figures } from "../support/figures.js"
 import { runScenario } from "../support/scenario.js"
 
 const run = (seconds: number, faults: boolean) =>
-  Effect.promise(() => runScenario({ backend: "postgres", seconds, faults, minFaults: 10, log: (line) => console.log(line) })).pipe(
+  Effect.promise(() => runScenario({ backend: "postgres", seconds, faults, minFaults: 10, faultBacklog: 2000, log: (line) => console.log(line) })).pipe(
     Effect.tap((report) => Effect.sync(() => figures(report)))
   )
 

@@ -15,7 +15,7 @@ export interface OwnedPartition {
   /** The epoch of the lease it is held under. */
   readonly epoch: number
   /** `claiming` its pending list, `active` (reading new entries), `revoking` (being handed over). */
-  readonly phase: string
+  readonly phase: "claiming" | "active" | "revoking" | "released" | "lost"
   /** A read or claim page of it is under way. */
   readonly reading: boolean
   /** While claiming: where its next claim page starts (`redelivery:0-0` for the first). */
