@@ -69,6 +69,43 @@ const produce = (n: number, from: number, entities = 10) =>
 
 const uuidFor = (i: number) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, "0")}`
 
+/**
+ * One member over one partition, its first 10 events handled; then `tamper` changes the
+ * group on the server behind the member's back (as a failover without durability can),
+ * nothing new is appended, and the group must become idle again within a wait. Returns
+ * what was handled after the first 10 (nothing left pending, the member still running).
+ */
+const afterServerLost = (
+  tamper: (raw: Redis, log: string, entryIds: ReadonlyArray<string>, owner: string) => Effect.Effect<void, unknown, ConsumerGroups.ConsumerGroups>
+) =>
+  Effect.gen(function*() {
+    const server = yield* ownServer
+    const ctx = yield* storeAt(server.url, 1)
+    return yield* Effect.gen(function*() {
+      const handled: Array<number> = []
+      const sub = yield* Effect.fork(Subscriber.run(Events, {
+        group: "g",
+        leaseTtl: "2 seconds",
+        heartbeat: "300 millis",
+        handlers: { Happened: (e) => Effect.sync(() => handled.push(e.n)), Followed: () => Effect.void }
+      }))
+      yield* produce(10, 0)
+      yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("20 seconds"))
+      expect(handled.length).toBe(10)
+      const owner = (yield* Subscriber.status("g")).partitionStatus[0]!.owner!
+      const raw = new Redis(server.url)
+      yield* Effect.addFinalizer(() => Effect.sync(() => raw.disconnect()))
+      const log = "flt:{flt:0}:log"
+      const entries = (yield* Effect.promise(() => raw.xrange(log, "-", "+"))) as Array<[string, Array<string>]>
+      yield* tamper(raw, log, entries.map(([id]) => id), owner)
+      yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("10 seconds"))
+      expect((yield* Subscriber.status("g")).partitionStatus[0]!.pending).toBe(0)
+      expect(sub.unsafePoll()).toBe(null)
+      yield* Fiber.interrupt(sub)
+      return handled.slice(10)
+    }).pipe(Effect.provide(ctx))
+  }).pipe(Effect.scoped)
+
 /** Drops every client connection while a write is held in flight: CLIENT PAUSE WRITE, then CLIENT KILL. */
 const dropConnectionsMidWrite = (url: string) =>
   Effect.gen(function*() {
@@ -262,66 +299,27 @@ describe("consumers under Redis faults", () => {
 
   it.live("a group whose position falls behind what its member last saw (the last reads lost, as in a failover without durability) is read again within a wait", () =>
     Effect.gen(function*() {
-      const server = yield* ownServer
-      const ctx = yield* storeAt(server.url, 1)
-      yield* Effect.gen(function*() {
-        const handled: Array<number> = []
-        const sub = yield* Effect.fork(Subscriber.run(Events, {
-          group: "g",
-          leaseTtl: "2 seconds",
-          heartbeat: "300 millis",
-          handlers: { Happened: (e) => Effect.sync(() => handled.push(e.n)), Followed: () => Effect.void }
+      const again = yield* afterServerLost((raw, log, ids) =>
+        Effect.gen(function*() {
+          // the group's position moves back to the 5th entry while the member waits after the 10th
+          yield* Effect.promise(() => raw.xgroup("SETID", log, "g", ids[4]!))
+          expect((yield* Subscriber.status("g")).partitionStatus[0]!.lag).toBeGreaterThan(0)
         }))
-        yield* produce(10, 0)
-        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("20 seconds"))
-        expect(handled.length).toBe(10)
-        // the group's position moves back to the 5th entry while the member waits after the 10th
-        const raw = new Redis(server.url)
-        yield* Effect.addFinalizer(() => Effect.sync(() => raw.disconnect()))
-        const log = "flt:{flt:0}:log"
-        const entries = (yield* Effect.promise(() => raw.xrange(log, "-", "+"))) as Array<[string, Array<string>]>
-        yield* Effect.promise(() => raw.xgroup("SETID", log, "g", entries[4]![0]))
-        const lag = yield* Subscriber.status("g").pipe(Effect.map((s) => s.partitionStatus[0]!.lag))
-        expect(lag).toBeGreaterThan(0)
-        // nothing new is appended: only a read, not a wait for what follows the tail, finds them
-        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("10 seconds"))
-        expect(handled.slice(10).sort((a, b) => a - b)).toEqual([5, 6, 7, 8, 9])
-        expect(sub.unsafePoll()).toBe(null)
-        yield* Fiber.interrupt(sub)
-      }).pipe(Effect.provide(ctx))
-    }).pipe(Effect.scoped), 60_000)
+      // nothing new is appended: only a read, not a wait for what follows the tail, finds them
+      expect(again.slice().sort((a, b) => a - b)).toEqual([5, 6, 7, 8, 9])
+    }), 60_000)
 
   it.live("an entry pending for its owner that the owner has no record of (its acknowledgement lost, as in a failover without durability) is taken again and handled within a wait", () =>
     Effect.gen(function*() {
-      const server = yield* ownServer
-      const ctx = yield* storeAt(server.url, 1)
-      yield* Effect.gen(function*() {
-        const handled: Array<number> = []
-        const sub = yield* Effect.fork(Subscriber.run(Events, {
-          group: "g",
-          leaseTtl: "2 seconds",
-          heartbeat: "300 millis",
-          handlers: { Happened: (e) => Effect.sync(() => handled.push(e.n)), Followed: () => Effect.void }
+      const again = yield* afterServerLost((raw, log, ids, owner) =>
+        Effect.gen(function*() {
+          // the 4th entry is pending again for the owner, as a server that lost its ack has it
+          yield* Effect.promise(() => raw.xclaim(log, "g", owner, 0, ids[3]!, "FORCE"))
+          expect((yield* Subscriber.status("g")).partitionStatus[0]!.pending).toBe(1)
         }))
-        yield* produce(10, 0)
-        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("20 seconds"))
-        expect(handled.length).toBe(10)
-        // the 4th entry is pending again for the owner, as a server that lost its ack has it
-        const owner = (yield* Subscriber.status("g")).partitionStatus[0]!.owner!
-        const raw = new Redis(server.url)
-        yield* Effect.addFinalizer(() => Effect.sync(() => raw.disconnect()))
-        const log = "flt:{flt:0}:log"
-        const entries = (yield* Effect.promise(() => raw.xrange(log, "-", "+"))) as Array<[string, Array<string>]>
-        yield* Effect.promise(() => raw.xclaim(log, "g", owner, 0, entries[3]![0], "FORCE"))
-        expect((yield* Subscriber.status("g")).partitionStatus[0]!.pending).toBe(1)
-        // nothing new arrives: the read that follows an empty wait counts it, and the owner takes it again
-        yield* Subscriber.awaitIdle("g", { pollInterval: "50 millis" }).pipe(Effect.timeout("10 seconds"))
-        expect(handled.slice(10)).toEqual([3])
-        expect((yield* Subscriber.status("g")).partitionStatus[0]!.pending).toBe(0)
-        expect(sub.unsafePoll()).toBe(null)
-        yield* Fiber.interrupt(sub)
-      }).pipe(Effect.provide(ctx))
-    }).pipe(Effect.scoped), 60_000)
+      // nothing new arrives: the read that follows an empty wait counts it, and the owner takes it again
+      expect(again).toEqual([3])
+    }), 60_000)
 
   it.live("entries left pending for the owner while it works through a backlog are taken again, and a busy owner whose acks are in flight takes nothing again that it holds", () =>
     Effect.gen(function*() {
