@@ -10,7 +10,9 @@
  * server (immediate stop). With `faultBacklog`, each fault first waits (at most 15 s) for
  * that backlog. Then the producer stops, the group drains, and the delivery
  * checker reads every consumer's history: order per entity, nothing lost, no handler
- * started past its lease deadline; every consumer still running; pending lists empty.
+ * started past its lease deadline (a start recorded only because the consumer was frozen
+ * right after the engine's check is counted apart); every consumer still running;
+ * pending lists empty.
  */
 import { Effect, Fiber, Layer, Schedule, Schema } from "effect"
 import { Contract, DeadLetters, EventStore, Subscriber } from "effect-chronicle"
@@ -67,6 +69,8 @@ export interface ScenarioReport {
   readonly order_violations: number
   readonly lost: number
   readonly late_starts: number
+  /** Handler starts recorded late only because the nemesis froze their process right after the engine's check (see above). */
+  readonly started_before_a_freeze: number
   readonly dead_letters: number
   readonly consumers_alive: number
   readonly consumers: number
@@ -143,6 +147,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
   })
   const group = "g"
   const faults: Record<string, number> = {}
+  /** When each consumer frozen by the nemesis (SIGSTOP) ran again, by its name. */
+  const resumed: Array<{ readonly name: string; readonly at: number }> = []
   const fleet: Array<Consumer> = []
   let generation = 0
 
@@ -282,6 +288,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
             continueAfter(victim, LEASE_MS + 1000)
             await sleep(LEASE_MS + 1000)
             victim.process.kill("SIGCONT")
+            resumed.push({ name: victim.name, at: Date.now() })
             break
           case "kill": {
             if (victim === undefined) break
@@ -345,10 +352,19 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     await backend.stop()
     rmSync(dir, { recursive: true, force: true })
   }
+  // A handler the engine started just before its process was frozen records its start
+  // only when the process runs again, after the next owner's: the engine checked its
+  // deadline in time, and only fencing at the side effect (ctx.epoch) covers that pause.
+  // Such starts (recorded within 500 ms of the process being resumed) are counted apart.
+  const acrossFreeze = (i: DeliveryChecker.Invocation) =>
+    resumed.some((r) => i.member.startsWith(`${r.name}:`) && i.start >= r.at - 50 && i.start <= r.at + 500)
+  const lateStarts = report.lateStarts.filter((i) => !acrossFreeze(i))
+  const startedBeforeFreeze = report.lateStarts.length - lateStarts.length
+  const checkedOk = report.orderViolations.length === 0 && report.lost.length === 0 && lateStarts.length === 0
   const examples = [
     ...report.orderViolations.slice(0, 3).map((v) => `order: ${v.invocation.stream} v${v.invocation.version} by ${v.invocation.member}: ${v.reason}`),
     ...report.lost.slice(0, 3).map((e) => `lost: ${e.stream} v${e.version}`),
-    ...report.lateStarts.slice(0, 3).map((i) => `late start: ${i.stream} v${i.version} by ${i.member} under epoch ${i.epoch} of partition ${i.partition}`),
+    ...lateStarts.slice(0, 3).map((i) => `late start: ${i.stream} v${i.version} by ${i.member} under epoch ${i.epoch} of partition ${i.partition}`),
     ...(result.pending > 0 ? [`members: ${result.members.join(", ")}`, ...result.stuck] : []),
     ...(result.pending > 0 ? fleet.map((c) => `${c.name} said: ${c.output.filter((l) => !/^\s+at /.test(l) && !l.startsWith("engine: ")).slice(-8).join(" | ")}`) : []),
     ...(result.pending > 0 ? fleet.flatMap((c) => c.output.filter((l) => l.startsWith("engine: ")).slice(-1).map((l) => `${c.name} ${l}`)) : []),
@@ -365,7 +381,8 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     faults,
     order_violations: report.orderViolations.length,
     lost: report.lost.length,
-    late_starts: report.lateStarts.length,
+    late_starts: lateStarts.length,
+    started_before_a_freeze: startedBeforeFreeze,
     dead_letters: result.letters.length,
     consumers_alive: alive,
     consumers,
@@ -374,7 +391,7 @@ export const runScenario = async (options: ScenarioOptions): Promise<ScenarioRep
     append_retries: appendFailures,
     backlog_at_faults_min: backlogAtFaults.length === 0 ? undefined : Math.min(...backlogAtFaults),
     seed,
-    verified: report.ok && alive === consumers && result.pending === 0 && result.letters.length === 0 && report.handled === expected.length,
+    verified: checkedOk && alive === consumers && result.pending === 0 && result.letters.length === 0 && report.handled === expected.length,
     examples
   }
 }
