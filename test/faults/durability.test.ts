@@ -16,7 +16,12 @@ const server = (args: ReadonlyArray<string> = [], port?: number) =>
 
 const replicaOf = (primary: RedisServer, port?: number) => server(["--replicaof", "127.0.0.1", String(primary.port), "--repl-diskless-sync-delay", "0"], port)
 
-/** Waits until the replica has everything the primary has. */
+/**
+ * Waits until the replica has everything the primary has, as the primary sees it (the
+ * replica online and its acknowledged offset at the primary's): only then does WAIT count
+ * it. The replica's own view (link up, same offset) comes up to a second earlier, after a
+ * full sync the primary waits for its first acknowledgement.
+ */
 const inSync = (primary: string, replica: string) =>
   Effect.promise(async () => {
     const p = new Redis(primary)
@@ -27,13 +32,22 @@ const inSync = (primary: string, replica: string) =>
         const offset = /master_repl_offset:(\d+)/.exec(pi)?.[1]
         const status = /master_link_status:(\w+)/.exec(ri)?.[1]
         const replOffset = /slave_repl_offset:(\d+)/.exec(ri)?.[1]
-        return status === "up" && offset !== undefined && offset === replOffset
+        const acked = /slave\d+:.*state=online,offset=(\d+)/.exec(pi)?.[1]
+        return status === "up" && offset !== undefined && offset === replOffset && acked === offset
       }, 15_000)
     } finally {
       p.disconnect()
       r.disconnect()
     }
   })
+
+/**
+ * An append retried (bounded) while it fails with ReplicationTimeout, as a caller does: a
+ * replica just back from a full sync acknowledges on its once-a-second beat, not always
+ * within a short timeout. Any other failure fails the test.
+ */
+const untilConfirmed = <A, E extends { readonly _tag: string }>(append: Effect.Effect<A, E>) =>
+  append.pipe(Effect.retry({ times: 5, while: (e) => e._tag === "ReplicationTimeout" }))
 
 describe("faults: durability", () => {
   it.live("appends wait for a replica; a dead replica makes the next append fail with ReplicationTimeout; its retry leaves one copy", () =>
@@ -61,7 +75,7 @@ describe("faults: durability", () => {
       // the replica comes back; the same ids again: a replay, confirmed this time
       const back = yield* replicaOf(primary, replicaPort)
       yield* inSync(primary.url, back.url)
-      const retry = yield* store.append("dur-1", batch, { expectedVersion: 1 })
+      const retry = yield* untilConfirmed(store.append("dur-1", batch, { expectedVersion: 1 }))
       expect([retry.lastVersion, retry.replayed]).toEqual([2, true])
       const read = Chunk.toReadonlyArray(yield* Stream.runCollect(store.read("dur-1")))
       expect(read.map((e) => (e.data as { n: number }).n)).toEqual([1, 2])
@@ -69,6 +83,48 @@ describe("faults: durability", () => {
       yield* Effect.addFinalizer(() => Effect.promise(() => onReplica.quit()))
       expect(yield* Effect.promise(() => onReplica.hget("dur:{dur:0}:ids:1", "v"))).toBe("2")
       figures(({ fault: "replica-down", replication_timeout_ms: waited }))
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("a replay is confirmed only when the original write is on the replica, also from another connection", () =>
+    Effect.gen(function*() {
+      const primary = yield* server()
+      const replica = yield* replicaOf(primary)
+      yield* inSync(primary.url, replica.url)
+      const storeOn = (name: string) =>
+        Effect.map(
+          Layer.build(
+            RedisChronicle.layer({ prefix: "rep", partitions: 1, durability: { replicas: 1, timeout: "300 millis" } }).pipe(
+              Layer.provide(RedisClient.layer({ url: primary.url, commandTimeout: "3 seconds", connectionName: name }))
+            )
+          ),
+          (ctx) => Context.get(ctx, EventStore.EventStore)
+        )
+      const first = yield* storeOn("first")
+      const second = yield* storeOn("second")
+      // each store's append connection has written, and the replica has it all
+      yield* first.append("rep-0", [{ eventId: crypto.randomUUID(), type: "Happened", data: { n: 0 } }])
+      yield* second.append("rep-0", [{ eventId: crypto.randomUUID(), type: "Happened", data: { n: 0 } }])
+      yield* inSync(primary.url, replica.url)
+      // a replica that is frozen is still connected: only what it has acknowledged counts
+      replica.process.kill("SIGSTOP")
+      yield* Effect.addFinalizer(() => Effect.sync(() => replica.process.kill("SIGCONT")))
+      const batch = [{ eventId: crypto.randomUUID(), type: "Happened", data: { n: 1 } }]
+      const error = yield* Effect.flip(first.append("rep-1", batch))
+      expect(error._tag).toBe("ReplicationTimeout")
+      // the same ids from a connection whose own writes are all on the replica: the
+      // replay must not be confirmed by a replica that has not got the original write
+      // (the replay writes, so WAIT covers it on any server; Redis 7.0 also counts a
+      // script that did not write as reaching the primary's offset)
+      const again = yield* Effect.flip(second.append("rep-1", batch))
+      expect(again._tag).toBe("ReplicationTimeout")
+      replica.process.kill("SIGCONT")
+      yield* inSync(primary.url, replica.url)
+      const third = yield* storeOn("third")
+      const replay = yield* untilConfirmed(third.append("rep-1", batch))
+      expect([replay.lastVersion, replay.replayed]).toEqual([1, true])
+      const onReplica = new Redis(replica.url)
+      yield* Effect.addFinalizer(() => Effect.promise(() => onReplica.quit()))
+      expect(yield* Effect.promise(() => onReplica.hget("rep:{rep:0}:ids:1", "v"))).toBe("1")
     }).pipe(Effect.scoped), 60_000)
 
   it.live("durability aof on a server without WAITAOF (7.0) fails at start with ConfigurationError", () =>

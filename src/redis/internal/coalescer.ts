@@ -11,6 +11,7 @@
  * @internal
  */
 import { Duration, Effect, type Scope } from "effect"
+import { type Cluster, Command, type Redis } from "ioredis"
 import type { Connection } from "../RedisClient.js"
 import {
   type AppendError,
@@ -78,6 +79,27 @@ interface Corkable {
 /** Batches after which an idle partition's first call leaves within the turn (see enqueue). */
 const EARLY_BATCHES = 16
 
+/** Redirections followed for one call (MOVED, ASK) before it fails as not sent. */
+const MAX_REDIRECTS = 3
+
+/** Where a redirection sends a call: a node's `host:port`, and whether ASKING goes first. */
+interface Redirect {
+  readonly node: string
+  readonly asking: boolean
+}
+
+/** A call written, with the confirmation written behind it (when appends wait). */
+interface Sent {
+  readonly reply: Promise<unknown>
+  readonly confirmation: Promise<unknown> | undefined
+}
+
+/** A call's reply, with the replicas that confirmed it (when appends wait). */
+interface Settled {
+  readonly reply: unknown
+  readonly confirmed?: number
+}
+
 /** A failure that happened before the request was written: nothing was sent. */
 class NotSent {
   constructor(readonly cause: unknown) {}
@@ -107,6 +129,25 @@ export const makeCoalescer = (
     const maxCallsTotal = Math.max(16, options.maxCallsInFlight)
     const confirmMs = confirmer?.millis ?? 0
     const required = confirmer?.required ?? 0
+
+    // The plain connection a call goes on: on a cluster, that of the master of its slot
+    // as the cluster client last mapped it (or a node named by a redirection).
+    const nodeAt = (key: string): Redis | undefined =>
+      (conn as Cluster).nodes("master").find((node) => `${node.options.host}:${node.options.port}` === key)
+    const nodeOf = (slot: number): Redis | undefined => {
+      if (!client.cluster) return conn as Redis
+      const key = (conn as Cluster).slots[slot]?.[0]
+      return key === undefined ? undefined : nodeAt(key)
+    }
+    // a node's connection that is closed (node connections do not reconnect: one that
+    // dropped ends) takes nothing: the cluster client maps the slot again. One not yet
+    // open queues what it is given until it is (the cluster client's node connections
+    // keep an offline queue), and a drop before then fails it, unsent.
+    const usable = (node: Redis | undefined): node is Redis => {
+      if (node !== undefined && node.status !== "close" && node.status !== "end" && node.status !== "reconnecting") return true
+      if (client.cluster) (conn as Cluster).refreshSlotsCache()
+      return false
+    }
 
     const queueOf = (category: string, partition: number): Queue => {
       const tag = keys.tag(category, partition)
@@ -248,31 +289,66 @@ export const makeCoalescer = (
       const call: Call = { queue: q, items, deadline: Date.now() + timeoutMs + confirmMs }
       calls.add(call)
       q.inFlight++
-      const encode = (withSource: boolean): Promise<unknown> => {
-        const command = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items, q.slot)
-        if (command !== undefined) {
-          conn.sendCommand(command)
-          return command.promise
+      // The call and its confirmation go on one plain connection, one after the other in
+      // the same write (see durability.ts); on a cluster, that of the master of the
+      // partition's slot, so that no redirection or retry by the cluster client can move
+      // one without the other.
+      const write = (target: Redis, withSource: boolean, asking: boolean): Sent => {
+        if (asking) target.sendCommand(new Command("asking", []))
+        let command: Command | undefined = encodeAppendCall(APPEND, withSource, q.tag, q.keyLog, q.keyStreams, items, q.slot)
+        if (command === undefined) {
+          const argv: Array<string | number> = [withSource ? APPEND.source : APPEND.sha, 2 + 2 * items.length, q.keyLog, q.keyStreams]
+          for (const item of items) argv.push(q.tag + ":ids:" + item.prepared.entityId, q.tag + ":s:" + item.prepared.entityId)
+          argv.push(items.length)
+          for (const { prepared: p } of items) {
+            argv.push(p.entityId, p.expected, p.events.length)
+            for (const e of p.events) argv.push(e.eventId, e.type, e.data, e.meta)
+          }
+          command = new Command(withSource ? "eval" : "evalsha", argv, { replyEncoding: "utf8" })
         }
-        const argv: Array<string | number> = [withSource ? APPEND.source : APPEND.sha, 2 + 2 * items.length, q.keyLog, q.keyStreams]
-        for (const item of items) argv.push(q.tag + ":ids:" + item.prepared.entityId, q.tag + ":s:" + item.prepared.entityId)
-        argv.push(items.length)
-        for (const { prepared: p } of items) {
-          argv.push(p.entityId, p.expected, p.events.length)
-          for (const e of p.events) argv.push(e.eventId, e.type, e.data, e.meta)
+        target.sendCommand(command)
+        const confirmation = confirmer?.command()
+        if (confirmation !== undefined) {
+          target.sendCommand(confirmation)
+          // read only when the call succeeded
+          confirmation.promise.catch(() => undefined)
         }
-        return conn.call(withSource ? "EVAL" : "EVALSHA", argv) as Promise<unknown>
+        return { reply: command.promise, confirmation: confirmation?.promise }
       }
-      const attempt = (): Promise<unknown> => {
-        let sent: Promise<unknown>
+      const attempt = (withSource: boolean, redirects: number, to?: Redirect): Promise<Settled> => {
+        let sent: Sent
         try {
-          sent = encode(false)
+          const target = to !== undefined ? nodeAt(to.node) : nodeOf(q.slot)
+          if (!usable(target)) {
+            return Promise.reject(new NotSent(new Error(`no connection to ${to?.node ?? `the master of slot ${q.slot}`}`)))
+          }
+          sent = write(target, withSource, to?.asking === true)
         } catch (error) {
           // refused before anything was written (the call could not be encoded)
           return Promise.reject(new NotSent(error))
         }
-        return sent.catch((error: unknown) =>
-          error instanceof Error && error.message.startsWith("NOSCRIPT") ? encode(true) : Promise.reject(error)
+        return sent.reply.then(
+          (reply) =>
+            sent.confirmation === undefined
+              ? { reply }
+              : sent.confirmation.then(
+                (r) => ({ reply, confirmed: confirmer!.confirmed(r) }),
+                // the confirmation itself failed (a dropped connection, say): not confirmed
+                () => ({ reply, confirmed: 0 })
+              ),
+          (error: unknown) => {
+            const message = error instanceof Error ? error.message : ""
+            if (message.startsWith("NOSCRIPT") && !withSource) return attempt(true, redirects, to)
+            // a redirection: the call ran nowhere (its keys share one slot); sent again to
+            // the node named, a bounded number of times
+            const redirect = /^(MOVED|ASK) \d+ (\S+)/.exec(message)
+            if (redirect !== null && client.cluster) {
+              if (redirect[1] === "MOVED") (conn as Cluster).refreshSlotsCache()
+              if (redirects < MAX_REDIRECTS) return attempt(withSource, redirects + 1, { node: redirect[2]!, asking: redirect[1] === "ASK" })
+              return Promise.reject(new NotSent(error))
+            }
+            return Promise.reject(error)
+          }
         )
       }
       const done = () => {
@@ -280,26 +356,12 @@ export const makeCoalescer = (
         if (ready.length > 0) pump()
       }
       const run = conn.status === "ready"
-        ? attempt()
-        : whenReady(conn, client.commandTimeout).then(attempt, (error: unknown) => Promise.reject(new NotSent(error)))
+        ? attempt(false, 0)
+        : whenReady(conn, client.commandTimeout).then(() => attempt(false, 0), (error: unknown) => Promise.reject(new NotSent(error)))
       run.then(
-        (reply) => {
-          if (confirmer === undefined) {
-            done()
-            return deliver(q, items, reply)
-          }
-          // WAIT counts the writes of this connection: sent on it, right after the call
-          confirmer.confirm(q.slot).then(
-            (confirmed) => {
-              done()
-              deliver(q, items, reply, confirmed)
-            },
-            () => {
-              done()
-              // the confirmation itself failed (a dropped connection, say): not confirmed
-              deliver(q, items, reply, { confirmed: 0 })
-            }
-          )
+        (settled) => {
+          done()
+          deliver(q, items, settled)
         },
         (error: unknown) => {
           done()
@@ -319,7 +381,7 @@ export const makeCoalescer = (
       const reason = seen !== undefined && /Connection is closed/.test(message) ? `${message} (${seen})` : message
       for (const item of items) {
         let failure: AppendError
-        if (!sent || /^(OOM|Stream isn't writeable|BUSY|LOADING|MASTERDOWN|READONLY)/.test(reason)) {
+        if (!sent || /^(OOM|Stream isn't writeable|BUSY|LOADING|MASTERDOWN|READONLY|CLUSTERDOWN|TRYAGAIN)/.test(reason)) {
           failure = new StoreUnavailable({ operation: "append", reason })
         } else if (reason.startsWith("NOPERM")) {
           failure = new PermissionDenied({ operation: "append", reason })
@@ -330,16 +392,16 @@ export const makeCoalescer = (
       }
     }
 
-    const deliver = (q: Queue, items: ReadonlyArray<Pending>, reply: unknown, confirmation?: { readonly confirmed: number }) => {
+    const deliver = (q: Queue, items: ReadonlyArray<Pending>, { confirmed, reply }: Settled) => {
       if (!Array.isArray(reply) || reply.length !== items.length) {
         return failAll(items, new Error(`unexpected reply from the append script: ${JSON.stringify(reply)?.slice(0, 200)}`))
       }
-      const short = confirmation !== undefined && confirmation.confirmed < required
+      const short = confirmed !== undefined && confirmed < required
       for (let b = 0; b < items.length; b++) {
         const r = reply[b] as Array<unknown>
         const p = items[b]!.prepared
         if (short && (r[0] === "ok" || r[0] === "replay")) {
-          settle(items[b]!, Effect.fail(new ReplicationTimeout({ stream: p.stream, eventIds: eventIdsOf(p), required, confirmed: confirmation.confirmed })))
+          settle(items[b]!, Effect.fail(new ReplicationTimeout({ stream: p.stream, eventIds: eventIdsOf(p), required, confirmed })))
         } else {
           settle(items[b]!, appendResult(q.partition, p, r))
         }

@@ -41,16 +41,6 @@ class Encoded extends Command {
 }
 
 /**
- * A command sent to the master of `slot` on a cluster (WAIT after a write, say: it
- * counts the writes of the connection it is sent on). Ignored by a single server.
- */
-export const commandForSlot = (name: string, args: ReadonlyArray<string | number>, slot: number): Command => {
-  const command = new Command(name, args.slice(), { replyEncoding: "utf8" })
-  command.getSlot = () => slot
-  return command
-}
-
-/**
  * Encodes `EVALSHA sha numkeys log streams (ids list)… nb (entity expected n (id type data meta)…)…`
  * (or `EVAL source …` when `withSource`), with the keys of batch `b` being
  * `tag + ":ids:" + entity` and `tag + ":s:" + entity`.

@@ -47,7 +47,8 @@ export const script = (name: string, source: string, options?: { readonly single
  * event count n, then n × (event id, type, data, metadata).
  *
  * Every check of a batch runs before its first write; a batch that fails a check writes
- * nothing. Replies, one per batch:
+ * nothing. A replay writes the stream's version as it is: the WAIT written behind the call
+ * then covers the original write, whichever connection made it. Replies, one per batch:
  *   {"ok", firstVersion, entryId…} | {"replay", firstVersion, entryId…} | {"wev", actual}
  *   | {"mismatch", index, storedValue|false}   (the first id is known: not an exact replay)
  *   | {"known", index, storedValue}            (the first id is new, a later one is known)
@@ -110,6 +111,10 @@ for b = 1, nb do
           out[b] = {'type', lk, 'list', 'another type'}
         else
           out[b] = {'replay', v0, unpack(ids)}
+          -- a write, of the version as it is: the confirmation (WAIT, WAITAOF) sent behind
+          -- this call counts the writes of its own connection, and the batch replayed may
+          -- have been written by another (a reply lost, then a retry on a new connection)
+          redis.call('HSET', hk, 'v', cur)
         end
       end
     else

@@ -55,7 +55,7 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
 
     const conn: Connection = yield* client.dedicated("append")
     const registry = makeRegistry(client, keys, options.partitions)
-    const coalescer = yield* makeCoalescer(client, conn, keys, options, makeConfirmer(conn, options.durability))
+    const coalescer = yield* makeCoalescer(client, conn, keys, options, makeConfirmer(options.durability))
     const reads = makeReads(client, keys, registry, yield* makeNotices(client), options.liveBlock)
 
     // every check runs inside the Effect (when it runs, not when it is made)
