@@ -13,7 +13,7 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, Schedule } from "effect"
 import { EventStore } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
-import { Redis } from "ioredis"
+import { rawRedis } from "../support/redis.js"
 import { type RedisCluster, startRedisCluster } from "../support/redisCluster.js"
 import { waitFor } from "../support/redisServer.js"
 
@@ -22,10 +22,7 @@ afterAll(() => Promise.all(clusters.map((c) => c.stop())))
 
 const CATEGORIES = 24
 
-const node = (port: number) => {
-  const r = new Redis({ host: "127.0.0.1", port, lazyConnect: true, maxRetriesPerRequest: 0 })
-  return Effect.acquireRelease(Effect.promise(() => r.connect().then(() => r)), (r) => Effect.sync(() => r.disconnect()))
-}
+const node = (port: number) => rawRedis(`redis://127.0.0.1:${port}`)
 
 describe("Redis Cluster: the confirmation of an append", () => {
   it.live("appends waiting on a frozen replica are not acknowledged when their connection is killed; after the replica resumes they are", () =>

@@ -10,6 +10,7 @@ import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
 import { freePort, type RedisServer, startRedisServer, waitFor } from "../support/redisServer.js"
 import { figures } from "../support/figures.js"
+import { rawRedis } from "../support/redis.js"
 
 const server = (args: ReadonlyArray<string> = [], port?: number) =>
   Effect.acquireRelease(Effect.promise(() => startRedisServer({ args, ...(port ? { port } : {}) })), (s) => Effect.promise(() => s.stop()))
@@ -122,8 +123,7 @@ describe("faults: durability", () => {
       const third = yield* storeOn("third")
       const replay = yield* untilConfirmed(third.append("rep-1", batch))
       expect([replay.lastVersion, replay.replayed]).toEqual([1, true])
-      const onReplica = new Redis(replica.url)
-      yield* Effect.addFinalizer(() => Effect.promise(() => onReplica.quit()))
+      const onReplica = yield* rawRedis(replica.url)
       expect(yield* Effect.promise(() => onReplica.hget("rep:{rep:0}:ids:1", "v"))).toBe("1")
     }).pipe(Effect.scoped), 60_000)
 

@@ -140,14 +140,11 @@ export const makeCoalescer = (
       return key === undefined ? undefined : nodeAt(key)
     }
     // a node's connection that is closed (node connections do not reconnect: one that
-    // dropped ends) takes nothing: the cluster client maps the slot again. One not yet
-    // open queues what it is given until it is (the cluster client's node connections
-    // keep an offline queue), and a drop before then fails it, unsent.
-    const usable = (node: Redis | undefined): node is Redis => {
-      if (node !== undefined && node.status !== "close" && node.status !== "end" && node.status !== "reconnecting") return true
-      if (client.cluster) (conn as Cluster).refreshSlotsCache()
-      return false
-    }
+    // dropped ends) takes nothing. One not yet open queues what it is given until it is
+    // (the cluster client's node connections keep an offline queue), and a drop before
+    // then fails it, unsent.
+    const usable = (node: Redis | undefined): node is Redis =>
+      node !== undefined && node.status !== "close" && node.status !== "end" && node.status !== "reconnecting"
 
     const queueOf = (category: string, partition: number): Queue => {
       const tag = keys.tag(category, partition)
@@ -320,6 +317,8 @@ export const makeCoalescer = (
         try {
           const target = to !== undefined ? nodeAt(to.node) : nodeOf(q.slot)
           if (!usable(target)) {
+            // the cluster client maps the slot again, for the next call
+            if (client.cluster) (conn as Cluster).refreshSlotsCache()
             return Promise.reject(new NotSent(new Error(`no connection to ${to?.node ?? `the master of slot ${q.slot}`}`)))
           }
           sent = write(target, withSource, to?.asking === true)
