@@ -559,6 +559,57 @@ describe("Redis consumer groups: scripts under retries", () => {
       expect(got.length).toBeGreaterThan(0)
     }).pipe(Effect.scoped))
 
+  it.live("a wait's reads: the tail is where each source ended (the next wait starts there), and the member's pending count rides on a wait at most once a second", () =>
+    Effect.gen(function*() {
+      const prefix = uniquePrefix("wtail")
+      const ctx = yield* Layer.build(redisStore(url, { prefix, partitions: 1 }))
+      const groups = Context.get(ctx, ConsumerGroups.ConsumerGroups)
+      const store = Context.get(ctx, EventStore.EventStore)
+      const raw = yield* rawRedis(url)
+      const log = `${prefix}:{wtail:0}:log`
+      const info = yield* groups.ensureGroup("g", "wtail", "start")
+      const lease = (yield* groups.acquire(info, 0, "m:1", 5000))!
+      const first = yield* groups.read(lease, "m:1", 10)
+      expect(first.pending).toBe(0)
+      // a wait with entries arriving while it blocks, and one whose entries were there already
+      const waitOnce = (tail: ConsumerGroups.Tail) =>
+        Effect.gen(function*() {
+          const waiting = yield* Effect.fork(groups.wait("m:1", [{ lease, tail }], { blockMillis: 5000, count: 10, until: Effect.never }))
+          yield* Effect.forEach(["a", "b", "c"], (s) => store.append(`wtail-${s}`, [event("Created", {})]), { discard: true })
+          const got = yield* Fiber.join(waiting).pipe(Effect.timeout("5 seconds"))
+          expect(got.length).toBe(1)
+          return got[0]!.result as ConsumerGroups.ReadResult
+        })
+      const one = yield* waitOnce(first.tail!)
+      const ids = ((yield* Effect.promise(() => raw.xrange(log, "-", "+"))) as Array<[string, Array<string>]>).map(([id]) => id)
+      expect(one.deliveries.map((d) => d.id)).toEqual(ids.slice(0, one.deliveries.length))
+      // the wait ends at the first append; whatever it took, its tail is the last entry it read
+      expect(one.tail?.log).toBe(one.deliveries[one.deliveries.length - 1]!.id)
+      expect(one.tail?.redelivery).toBe(first.tail!.redelivery)
+      // the first wait of the member counted what is pending for it: what it just took
+      expect(one.pending).toBe(one.deliveries.length)
+      // the next wait, right after, starts at that tail, takes exactly the rest, and does not count
+      const rest = yield* Effect.gen(function*() {
+        const out: Array<string> = []
+        let tail = one.tail!
+        let counted = false
+        while (out.length < ids.length - one.deliveries.length) {
+          const waited = yield* groups.wait("m:1", [{ lease, tail }], { blockMillis: 1000, count: 10, until: Effect.never })
+          const r = waited[0]!.result as ConsumerGroups.ReadResult
+          out.push(...r.deliveries.map((d) => d.id))
+          counted ||= r.pending !== undefined
+          tail = r.tail!
+        }
+        return { out, counted }
+      }).pipe(Effect.timeout("5 seconds"))
+      expect([...one.deliveries.map((d) => d.id), ...rest.out]).toEqual(ids.slice(0, 3))
+      expect(rest.counted).toBe(false)
+      // past a second, a wait counts again
+      yield* Effect.sleep("1100 millis")
+      const later = yield* waitOnce((yield* groups.read(lease, "m:1", 10)).tail!)
+      expect(later.pending).toBe(3 + later.deliveries.length)
+    }).pipe(Effect.scoped))
+
   it.live("a wait given up on (its request held on the way past the timeout) takes nothing when it reaches the server after the partition was claimed again", () =>
     Effect.gen(function*() {
       const server = yield* privateServer()

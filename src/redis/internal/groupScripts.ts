@@ -152,7 +152,10 @@ return {r[1], out, fence}
 /**
  * The body of a fenced read of one partition, shared by READ and READ_WAITED: a Lua
  * function `fenced(lease, log, red, token, group, member, count)` that answers false when
- * the lease is gone, else {tail|false, logEntries, redeliveries, pending} (see READ).
+ * the lease is gone, else {tail|false, logEntries, redeliveries, pending} (see READ);
+ * `take(log, red, group, member, count)`, its reads without the lease check; `lastId(key)`
+ * and `pendingOf(key, group, member)`. Every `redis.call` costs a few microseconds of the
+ * server's time on the path from an append to its handler: none is repeated.
  */
 const FENCED_READ = `-- an entry as {id, e, i, v, t, d, m}: the values of its fields in a fixed order, half
 -- the strings of a field list for the client to take apart
@@ -181,8 +184,15 @@ local function pendingOf(key, group, member)
   end
   return 0
 end
-local function fenced(lease, log, red, token, group, member, count)
-  if redis.call('GET', lease) ~= token then return false end
+local function lastId(key)
+  local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  return e and e[1] or '0-0'
+end
+-- the member's new entries: redeliveries first, then the log, count in all; with the
+-- last id each source gave (nil when it gave none). Fewer than count in all: the sources
+-- were read to their ends (the log is never trimmed; the redelivery stream loses only
+-- entries already delivered), so those ids are where they end
+local function take(log, red, group, member, count)
   local rout = {}
   local rr = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', count, 'STREAMS', red, '>')
   if rr then
@@ -203,12 +213,15 @@ local function fenced(lease, log, red, token, group, member, count)
       for i, e in ipairs(lr[1][2]) do entries[i] = values(e[1], e[2]) end
     end
   end
+  local lastLog = entries[#entries] and entries[#entries][1]
+  local lastRed = rout[#rout] and rout[#rout][1]
+  return rout, entries, lastLog, lastRed
+end
+local function fenced(lease, log, red, token, group, member, count)
+  if redis.call('GET', lease) ~= token then return false end
+  local rout, entries, lastLog, lastRed = take(log, red, group, member, count)
   local tail = false
-  if #rout + #entries < count then
-    local lt = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
-    local rt = redis.call('XREVRANGE', red, '+', '-', 'COUNT', 1)[1]
-    tail = {lt and lt[1] or '0-0', rt and rt[1] or '0-0'}
-  end
+  if #rout + #entries < count then tail = {lastLog or lastId(log), lastRed or lastId(red)} end
   return {tail, entries, rout, pendingOf(log, group, member) + pendingOf(red, group, member)}
 end`
 
@@ -242,40 +255,43 @@ return fenced(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], tonumber(ARG
  * Checked when it runs, not when it was sent, per partition: the lease (a member whose
  * lease lapsed meanwhile takes nothing) and the wait fence (a claim made since, after
  * the member gave up on this wait, takes the partition back: these reads take nothing).
- * A partition whose log and redelivery stream still end at the wait's tails is not read.
+ * A partition with nothing new answers 0; one read to its ends has as its tail the last
+ * entry of each source read, or the wait's tail for a source that gave nothing (should
+ * the group's position have moved past it, the next wait ends at once and finds nothing,
+ * and the partition is then read plainly). The member's pending count (see READ) is
+ * taken only when asked for: the client asks now and then, and every plain read takes it.
  *
  * KEYS: per partition lease, log, redelivery, wait fence (any slots: single server only).
- * ARGV: group, member, count, then per partition token, fence ("" when none was seen),
- * log tail, redelivery tail.
+ * ARGV: group, member, count, pending ("1": count the member's pending entries), then per
+ * partition token, fence ("" when none was seen), log tail, redelivery tail.
  * Reply: per partition, in order: false when its lease is gone, 0 when nothing new, else
- * READ's {tail|false, logEntries, redeliveries} (fenced off: {false, {}, {}}, nothing
- * taken and no tail, so the member reads the partition again with READ).
+ * READ's {tail|false, logEntries, redeliveries, pending?} (fenced off: {false, {}, {}},
+ * nothing taken and no tail, so the member reads the partition again with READ).
  */
 export const READ_WAITED = script(
   "read-waited",
   `#!lua flags=allow-oom
 ${FENCED_READ}
-local group, member, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local function last(key)
-  local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-  return e and e[1] or '0-0'
-end
+local group, member, count, counted = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local out = {}
 for i = 1, #KEYS / 4 do
   local lease, log, red, fk = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
-  local a = 4 + 4 * (i - 1)
+  local a = 5 + 4 * (i - 1)
   local token, fence, tlog, tred = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local r
+  local r = 0
   if redis.call('GET', lease) ~= token then
     r = false
   elseif fence ~= '' and (redis.call('GET', fk) or '0') ~= fence then
     -- fenced off: nothing taken, and the member is told to read the partition plainly
     r = {false, {}, {}}
-  elseif last(log) == tlog and last(red) == tred then
-    r = 0
   else
-    r = fenced(lease, log, red, token, group, member, count)
-    if r and r[1] and #r[2] == 0 and #r[3] == 0 then r = 0 end
+    local rout, entries, lastLog, lastRed = take(log, red, group, member, count)
+    if #rout + #entries >= count then
+      r = {false, entries, rout}
+    elseif #rout + #entries > 0 then
+      r = {{lastLog or tlog, lastRed or tred}, entries, rout}
+    end
+    if r ~= 0 and counted then r[4] = pendingOf(log, group, member) + pendingOf(red, group, member) end
   end
   out[i] = r
 end

@@ -53,6 +53,14 @@ type ReadReply = [[string, string] | null, Array<EntryValues>, Array<[string, st
 const ACK_CHUNK = 1000
 /** How long a member's wake stream outlives its last wake (a member gone leaves it behind). */
 const WAKE_TTL_MS = 60_000
+/**
+ * How often a wait's reads also count the member's pending entries (every plain read
+ * does): an entry the server holds pending for the member that the member has no record
+ * of (its acknowledgement lost in a failover) is found within this time even while waits
+ * follow one another without a plain read, and the other waits spare the server two calls
+ * per partition on the path from an append to its handler.
+ */
+const PENDING_COUNT_MS = 1_000
 /** Dead letters listed per call: listings are paged, never one unbounded reply. */
 const LIST_PAGE = 200
 
@@ -167,7 +175,7 @@ export const makeRedisGroups = (
           const data = yield* Scope.extend(client.dedicated(`data:${member}`), child)
           // on a cluster a member waits on partition notices, not on a blocking read
           const waiter = client.cluster ? undefined : yield* Scope.extend(client.blocking(`wait:${member}`), child)
-          const c: MemberConnections = { data, waiter, wakeSeen: "0-0", close: Scope.close(child, Exit.void) }
+          const c: MemberConnections = { data, waiter, wakeSeen: "0-0", countedAt: 0, close: Scope.close(child, Exit.void) }
           return c
         })
         return yield* opened.pipe(
@@ -386,7 +394,11 @@ export const makeRedisGroups = (
           const streams: Array<string> = []
           const ids: Array<string> = []
           const scriptKeys: Array<string> = []
-          const scriptArgs: Array<string | number> = [group, member, options.count]
+          // the member's pending count rides on a wait now and then (see READ_WAITED)
+          const now = Date.now()
+          const counted = now - c.countedAt >= PENDING_COUNT_MS
+          if (counted) c.countedAt = now
+          const scriptArgs: Array<string | number> = [group, member, options.count, counted ? "1" : "0"]
           for (const { lease, tail } of watches) {
             const log = keys.log(lease.category, lease.partition)
             const red = gk.redelivery(lease.category, lease.partition, lease.group)
@@ -607,6 +619,8 @@ interface MemberConnections {
   readonly waiter: Connection | undefined
   /** The last entry of the member's wake stream its waits have seen. */
   wakeSeen: string
+  /** When (ms) a wait of the member last asked for its pending count. */
+  countedAt: number
   readonly close: Effect.Effect<void>
 }
 
