@@ -9,6 +9,10 @@ import { make as makeConfig } from "../src/internal/subscriber/config.js"
 import { ended } from "../src/internal/subscriber/handle.js"
 import { canStart, make as makePartition, renewed } from "../src/internal/subscriber/partition.js"
 import { plan } from "../src/internal/subscriber/reader.js"
+import { makeLanes } from "../src/internal/subscriber/lanes.js"
+import type { EngineState } from "../src/internal/subscriber/state.js"
+import type { Delivery } from "../src/ConsumerGroups.js"
+import { liveClock } from "../src/internal/util.js"
 
 const counts = (a: ReadonlyArray<string | undefined>) => {
   const c = new Map<string, number>()
@@ -149,4 +153,68 @@ describe("a handler's exit", () => {
       expect(ended(Exit.fail("boom"))).toEqual({ _tag: "Failure", error: "boom" })
       expect(ended(Exit.die(new Error("bug")))).toEqual({ _tag: "Defect", message: "bug" })
     }))
+})
+
+describe("lanes", () => {
+  /** Runs `lanes` with a worker pool of `concurrency` over handlers that take `ms` each. */
+  const pool = (concurrency: number, ms: number) =>
+    Effect.gen(function*() {
+      const state = {
+        config: { concurrency, refill: 1_000_000 },
+        lanes: new Map(),
+        ready: [],
+        readyHead: 0,
+        total: 0,
+        clock: liveClock,
+        changed: Effect.unsafeMakeLatch(false)
+      } as unknown as EngineState
+      const st = makePartition({ group: "g", category: "c", partition: 0, token: "m:1" }, Infinity)
+      const started: Array<string> = []
+      let running = 0
+      let peak = 0
+      const lanes = yield* makeLanes<never>(state, (k) => (_st, d: Delivery) =>
+        Effect.suspend(() => {
+          started.push(d.id)
+          peak = Math.max(peak, ++running)
+          return Effect.zipRight(Effect.sleep(ms), Effect.suspend(() => (running--, k("settled"))))
+        }))
+      yield* lanes.start(yield* Effect.scope)
+      const dispatch = (entities: ReadonlyArray<string>, each: number) =>
+        lanes.dispatch(st, entities.flatMap((e) =>
+          Array.from({ length: each }, (_, i): Delivery => ({
+            partition: 0,
+            source: "log",
+            id: `${e}/${i}`,
+            event: { entityId: e } as unknown as Delivery["event"],
+            deliveries: 1
+          }))
+        ))
+      const settled = (n: number) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 2000 && started.length < n; i++) yield* Effect.sleep("5 millis")
+          yield* st.idle.await
+        }).pipe(Effect.timeout("10 seconds"))
+      return { dispatch, settled, started, peak: () => peak, reset: () => (peak = 0) }
+    })
+
+  it.live("one entity in order, different entities in parallel up to the pool; once the pool is idle, a lane made ready starts at once and two run side by side", () =>
+    Effect.gen(function*() {
+      const p = yield* pool(4, 3)
+      p.dispatch(["a", "b", "c", "d", "e", "f"], 5)
+      yield* p.settled(30)
+      expect(p.started.length).toBe(30)
+      for (const e of ["a", "b", "c", "d", "e", "f"]) {
+        expect(p.started.filter((id) => id.startsWith(`${e}/`))).toEqual([0, 1, 2, 3, 4].map((i) => `${e}/${i}`))
+      }
+      expect(p.peak()).toBe(4)
+      // after the pool went idle: one lane ready starts at once, then two lanes run side by side
+      p.reset()
+      p.dispatch(["g"], 1)
+      yield* p.settled(31)
+      expect(p.peak()).toBe(1)
+      p.dispatch(["h", "i"], 3)
+      yield* p.settled(37)
+      expect(p.peak()).toBe(2)
+      expect(p.started.slice(31).filter((id) => id.startsWith("h/"))).toEqual(["h/0", "h/1", "h/2"])
+    }).pipe(Effect.scoped))
 })

@@ -4,7 +4,8 @@
  *
  * Every delivery joins its entity's lane; a lane is taken by one worker at a time, which
  * runs its deliveries one after the other. There is no fiber per event: a fixed pool of
- * workers takes ready lanes. A lane whose partition has passed its local lease deadline
+ * workers takes ready lanes, and a lane that becomes ready wakes one idle worker (not
+ * all of them: a worker woken for nothing costs a step of its fiber). A lane whose partition has passed its local lease deadline
  * is parked (nothing of it starts) until a renewal extends the deadline or the partition
  * is lost. A worker running a handler of a partition that is lost, or whose hand-over
  * has timed out, is interrupted and replaced; its lane keeps what belongs to live
@@ -40,13 +41,6 @@ export type Step = "settled" | "park"
  * alone names the stream); an entry that cannot be read is a lane of its own.
  */
 const entityKey = (d: Delivery): string => (d.event instanceof Error ? `\u0000${d.partition}:${d.source}:${d.id}` : d.event.entityId)
-
-const enqueue = (state: EngineState, lane: Lane) => {
-  if (lane.queued || lane.running) return
-  lane.queued = true
-  state.ready.push(lane)
-  state.work.unsafeOpen()
-}
 
 const takeReady = (state: EngineState): Lane | undefined => {
   if (state.readyHead >= state.ready.length) return undefined
@@ -102,7 +96,9 @@ interface Slot<R> {
   current: PartitionState | undefined
   /** This worker's runner (see handle.ts): runs a delivery, then continues with `stepped`. */
   run: (st: PartitionState, d: Delivery) => Effect.Effect<void, never, R>
-  /** Waits for a ready lane, then goes on: made once. */
+  /** Opened when this worker, idle, is given a ready lane to take. */
+  readonly wake: Effect.Latch
+  /** Waits to be woken, then goes on: made once. */
   idle: Effect.Effect<void, never, R>
 }
 
@@ -115,10 +111,28 @@ export const makeLanes = <R>(
     const parked = new Set<Lane>()
     const slots: Array<Slot<R>> = []
     const makeSlot = (): Slot<R> => {
-      const slot: Slot<R> = { fiber: undefined, lane: undefined, current: undefined, run: undefined as never, idle: undefined as never }
+      const slot: Slot<R> = {
+        fiber: undefined,
+        lane: undefined,
+        current: undefined,
+        run: undefined as never,
+        wake: Effect.unsafeMakeLatch(false),
+        idle: undefined as never
+      }
       slot.run = makeRunner((step) => stepped(slot, step))
-      slot.idle = Effect.flatMap(state.work.await, () => next(slot))
+      slot.idle = Effect.flatMap(slot.wake.await, () => next(slot))
       return slot
+    }
+    // workers waiting for a lane, the last to go idle on top
+    const idle: Array<Slot<R>> = []
+
+    const enqueue = (lane: Lane) => {
+      if (lane.queued || lane.running) return
+      lane.queued = true
+      state.ready.push(lane)
+      // one idle worker per lane made ready; busy workers take the rest when they finish
+      const slot = idle.pop()
+      if (slot !== undefined) slot.wake.unsafeOpen()
     }
     const pool: Array<Lane> = []
     let scope: Scope.Scope | undefined
@@ -157,9 +171,9 @@ export const makeLanes = <R>(
         if (lane === undefined) {
           lane = takeReady(state)
           if (lane === undefined) {
-            state.work.unsafeClose()
-            if (state.readyHead >= state.ready.length) return slot.idle
-            continue
+            slot.wake.unsafeClose()
+            idle.push(slot)
+            return slot.idle
           }
           lane.running = true
           slot.lane = lane
@@ -212,7 +226,7 @@ export const makeLanes = <R>(
       slot.current = undefined
       lane.running = false
       finish(lane)
-      if (lane.head < lane.items.length) enqueue(state, lane)
+      if (lane.head < lane.items.length) enqueue(lane)
     }
 
     const worker = (slot: Slot<R>): Effect.Effect<void, never, R> =>
@@ -242,7 +256,7 @@ export const makeLanes = <R>(
           }
           lane.items.push(d)
           lane.owners.push(st)
-          if (lane.parkedOn === undefined) enqueue(state, lane)
+          if (lane.parkedOn === undefined) enqueue(lane)
         }
         if (added > 0) {
           state.total += added
@@ -280,7 +294,7 @@ export const makeLanes = <R>(
             parked.delete(lane)
             lane.parkedOn = undefined
             finish(lane)
-            if (lane.head < lane.items.length) enqueue(state, lane)
+            if (lane.head < lane.items.length) enqueue(lane)
           } else if (!lane.running) finish(lane)
         }
       },
@@ -290,7 +304,7 @@ export const makeLanes = <R>(
           if (lane.parkedOn !== st) continue
           parked.delete(lane)
           lane.parkedOn = undefined
-          enqueue(state, lane)
+          enqueue(lane)
         }
       },
 

@@ -45,8 +45,6 @@ export interface EngineState {
   /** Lanes waiting for a worker, oldest first. */
   readonly ready: Array<Lane>
   readyHead: number
-  /** Opened when a lane becomes ready: idle workers wait on it. */
-  readonly work: Effect.Latch
   /** Opened when the reader may have something to do (ownership changed, room freed). */
   readonly changed: Effect.Latch
   /** Completed with the error that ends the subscriber (after backoff). */
@@ -70,7 +68,6 @@ export const makeState = (fields: Pick<EngineState, "config" | "info" | "member"
     lanes: new Map(),
     ready: [],
     readyHead: 0,
-    work: Effect.unsafeMakeLatch(false),
     changed: Effect.unsafeMakeLatch(false),
     fatal
   }))
