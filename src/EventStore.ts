@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Option, Schema, Stream } from "effect"
+import { Context, Effect, Either, Option, Schema, Stream } from "effect"
 import * as Contract from "./Contract.js"
 import { KeyStore, type KeyStoreError, type PersonalDataError } from "./PersonalData.js"
 import type { CategoryCursor, Envelope, Position } from "./Envelope.js"
@@ -410,6 +410,18 @@ export interface AppendOptions {
 }
 
 /**
+ * One append of {@link EventStore.Service.appendMany}: a stream, its batch and the
+ * batch's expected version.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface AppendRequest extends AppendOptions {
+  readonly stream: string
+  readonly events: ReadonlyArray<NewEvent>
+}
+
+/**
  * What an append did: the versions and positions of its events. `replayed` is true when
  * the batch had already been written by an earlier append with the same ids: nothing was
  * written and the original versions and positions are returned.
@@ -581,6 +593,20 @@ export declare namespace EventStore {
       options?: AppendOptions
     ) => Effect.Effect<AppendResult, AppendError>
     /**
+     * Appends several batches, each to its own stream, sent together: each is checked
+     * and applied on its own, exactly as `append` would (atomic per batch, nothing
+     * atomic across them), and its outcome is in its place in the result. Batches to the
+     * same stream are applied in the order given. On Redis, the batches bound for one
+     * partition go in one call of the append script (the way concurrent `append`s are
+     * coalesced, without a fiber per append): for a producer that gathers what it sends
+     * per tick, this is the cheapest way to send it. Fails only when `appends` is not an
+     * array. Like `append`, a call interrupted after it was sent is not recalled: the
+     * outcome of what it sent is then unknown to the caller (retry with the same ids).
+     */
+    readonly appendMany: (
+      appends: ReadonlyArray<AppendRequest>
+    ) => Effect.Effect<ReadonlyArray<Either.Either<AppendResult, AppendError>>, InvalidArgument>
+    /**
      * Reads one stream, forwards (default) or backwards, in pages. With `live: true` it
      * emits `CaughtUp` once it has read what was there, then follows the stream (without
      * reading the rest of its category).
@@ -721,6 +747,18 @@ export interface TypedAppendOptions extends AppendOptions {
 }
 
 /**
+ * One append of {@link TypedStore.appendMany}: an entity, its events and the options of a
+ * typed append.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface TypedAppendRequest<A> extends TypedAppendOptions {
+  readonly entityId: string
+  readonly events: ReadonlyArray<A>
+}
+
+/**
  * What a typed append can fail with: the store's errors, an event type the contract
  * lacks, and the personal-data errors (no key store, the key store away).
  *
@@ -753,6 +791,14 @@ export interface TypedStore<C extends Contract.Any> {
     events: ReadonlyArray<Contract.Event<C>>,
     options?: TypedAppendOptions
   ) => Effect.Effect<AppendResult, TypedAppendError>
+  /**
+   * Appends to several entities' streams, sent together (see `EventStore.appendMany`):
+   * each append checked, encoded and applied on its own, its outcome in its place;
+   * appends to the same entity applied in the order given.
+   */
+  readonly appendMany: (
+    appends: ReadonlyArray<TypedAppendRequest<Contract.Event<C>>>
+  ) => Effect.Effect<ReadonlyArray<Either.Either<AppendResult, TypedAppendError>>, InvalidArgument>
   /** Reads the stream of `entityId`; with `live: true`, then follows it. */
   readonly read: {
     (entityId: string, options: ReadOptions & { readonly live: true }): Stream.Stream<Recorded<Contract.Event<C>> | StreamCaughtUp, TypedReadError>
@@ -828,11 +874,11 @@ export const encodeEvents = <C extends Contract.Any>(
   options: TypedAppendOptions | undefined,
   now: number
 ): ReadonlyArray<NewEvent> | InvalidEvent | InvalidArgument | UnknownEventType => {
-  const ids = options?.eventIds
-  if (ids !== undefined && ids.length !== events.length) {
-    return new InvalidArgument({ argument: "eventIds", reason: `${ids.length} id(s) for ${events.length} event(s)` })
-  }
   if (!Array.isArray(events)) return new InvalidArgument({ argument: "events", reason: "expected an array of events" })
+  const ids = options?.eventIds
+  if (ids !== undefined && (!Array.isArray(ids) || ids.length !== events.length)) {
+    return new InvalidArgument({ argument: "eventIds", reason: `${Array.isArray(ids) ? ids.length : "no list of"} id(s) for ${events.length} event(s)` })
+  }
   const out: Array<NewEvent> = new Array(events.length)
   for (let i = 0; i < events.length; i++) {
     let encoded: Contract.Encoded
@@ -909,6 +955,27 @@ export const typedStore = <C extends Contract.Any>(store: EventStore.Service, co
       (r): Effect.Effect<Recorded<Contract.Event<C>> | CaughtUp, EventDecodeError | UnknownEventType | PersonalDataError | KeyStoreError> =>
         isCaughtUp(r) ? Effect.succeed(r) : decodeRecorded(contract, r, keys)
     )
+  const personalIn = (encoded: ReadonlyArray<NewEvent>) => encoded.some((e) => hasPersonal(contract, e.type))
+  /** Appends encoded events; personal fields leave the process encrypted, under their subject's key. */
+  const appendEncoded = (stream: string, id: string, encoded: ReadonlyArray<NewEvent>, options: AppendOptions | undefined): Effect.Effect<AppendResult, TypedAppendError> => {
+    if (!personalIn(encoded)) return store.append(stream, encoded, options)
+    if (encoded.length === 1) {
+      const e = encoded[0]!
+      return Effect.flatMap(
+        sealData(keys, contract, e.type, stream, id, e.eventId, e.data as Record<string, unknown>),
+        (data) => store.append(stream, [{ ...e, data }], options)
+      )
+    }
+    return Effect.flatMap(
+      Effect.forEach(encoded, (e) =>
+        hasPersonal(contract, e.type)
+          ? Effect.map(sealData(keys, contract, e.type, stream, id, e.eventId, e.data as Record<string, unknown>), (data): NewEvent => ({ ...e, data }))
+          : Effect.succeed(e)),
+      (sealed) => store.append(stream, sealed, options)
+    )
+  }
+  const withTrace = <O extends TypedAppendOptions>(options: O | undefined, traceparent: string | undefined): O | undefined =>
+    traceparent === undefined || options?.traceparent !== undefined ? options : { ...options, traceparent } as O
   return {
     contract,
     append: (id, events, options) => {
@@ -917,28 +984,71 @@ export const typedStore = <C extends Contract.Any>(store: EventStore.Service, co
         "EventStore.append",
         () => ({ stream, events: events.length }),
         (now, traceparent): Effect.Effect<AppendResult, TypedAppendError> => {
-          const withTrace = traceparent === undefined || options?.traceparent !== undefined ? options : { ...options, traceparent }
-          const encoded = encodeEvents(contract, stream, events, withTrace, now)
+          const encoded = encodeEvents(contract, stream, events, withTrace(options, traceparent), now)
           if (encoded instanceof Error) return Effect.fail(encoded)
-          if (!encoded.some((e) => hasPersonal(contract, e.type))) return store.append(stream, encoded, options)
-          // personal fields leave the process encrypted, under their subject's key
-          if (encoded.length === 1) {
-            const e = encoded[0]!
-            return Effect.flatMap(
-              sealData(keys, contract, e.type, stream, id, e.eventId, e.data as Record<string, unknown>),
-              (data) => store.append(stream, [{ ...e, data }], options)
-            )
-          }
-          return Effect.flatMap(
-            Effect.forEach(encoded, (e) =>
-              hasPersonal(contract, e.type)
-                ? Effect.map(sealData(keys, contract, e.type, stream, id, e.eventId, e.data as Record<string, unknown>), (data): NewEvent => ({ ...e, data }))
-                : Effect.succeed(e)),
-            (sealed) => store.append(stream, sealed, options)
-          )
+          return appendEncoded(stream, id, encoded, options)
         }
       )
     },
+    appendMany: (appends) =>
+      timedSpan(
+        "EventStore.appendMany",
+        () => ({ category, appends: Array.isArray(appends) ? appends.length : 0 }),
+        (now, traceparent): Effect.Effect<ReadonlyArray<Either.Either<AppendResult, TypedAppendError>>, InvalidArgument> => {
+          if (!Array.isArray(appends)) return Effect.fail(new InvalidArgument({ argument: "appends", reason: "expected an array of appends" }))
+          const out: Array<Either.Either<AppendResult, TypedAppendError>> = new Array(appends.length)
+          const encoded: Array<{ readonly id: string; readonly stream: string; readonly events: ReadonlyArray<NewEvent>; readonly options: TypedAppendOptions } | undefined> = new Array(appends.length)
+          // an entity with personal fields in any of its appends has all of them sealed
+          // and sent one after the other, in order; the others go in one appendMany
+          const sealedEntities = new Set<string>()
+          for (let i = 0; i < appends.length; i++) {
+            let request: TypedAppendRequest<Contract.Event<C>>
+            try {
+              const a = appends[i]
+              if (typeof a !== "object" || a === null) throw new Error("each append must be an object with an entity id and events")
+              request = { ...a }
+            } catch (cause) {
+              out[i] = Either.left(new InvalidArgument({ argument: "appends", reason: cause instanceof Error ? cause.message : String(cause) }))
+              continue
+            }
+            const stream = streamName(category, request.entityId)
+            const events = encodeEvents(contract, stream, request.events, withTrace(request, traceparent), now)
+            if (events instanceof Error) {
+              out[i] = Either.left(events)
+              continue
+            }
+            encoded[i] = { id: request.entityId, stream, events, options: request }
+            if (personalIn(events)) sealedEntities.add(stream)
+          }
+          const plain: Array<AppendRequest> = []
+          const plainAt: Array<number> = []
+          const sealed = new Map<string, Array<number>>()
+          for (let i = 0; i < encoded.length; i++) {
+            const e = encoded[i]
+            if (e === undefined) continue
+            if (!sealedEntities.has(e.stream)) {
+              plain.push({ stream: e.stream, events: e.events, expectedVersion: e.options.expectedVersion })
+              plainAt.push(i)
+            } else {
+              const list = sealed.get(e.stream)
+              if (list === undefined) sealed.set(e.stream, [i])
+              else list.push(i)
+            }
+          }
+          const sent = Effect.map(plain.length === 0 ? Effect.succeed([]) : store.appendMany(plain), (results) => {
+            for (let j = 0; j < results.length; j++) out[plainAt[j]!] = results[j]!
+          })
+          if (sealed.size === 0) return Effect.as(sent, out)
+          const each = Array.from(sealed.values(), (indices) =>
+            Effect.forEach(indices, (i) => {
+              const e = encoded[i]!
+              return Effect.map(Effect.either(appendEncoded(e.stream, e.id, e.events, e.options)), (r) => {
+                out[i] = r
+              })
+            }, { discard: true }))
+          return Effect.as(Effect.all([sent, ...each], { concurrency: "unbounded", discard: true }), out)
+        }
+      ),
     read: ((id: string, options?: ReadOptions) =>
       Stream.mapEffect(
         store.read(streamName(category, id), options as ReadOptions & { readonly live?: false }) as Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>,

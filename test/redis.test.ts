@@ -89,6 +89,19 @@ describe("Redis backend", () => {
       expect(yield* Effect.promise(snapshot)).toEqual(before)
     }).pipe(Effect.scoped))
 
+  it.live("appendMany sends the batches of one partition in one script call, each checked on its own", () =>
+    Effect.gen(function*() {
+      const raw = yield* rawRedis(url)
+      const prefix = uniquePrefix("many")
+      const store = yield* storeIn(redisStore(url, { prefix, partitions: 1 }))
+      yield* store.partitions("hm")
+      yield* store.append("hm-c", [event("Created", { n: 0 })])
+      const calls = yield* scripts(raw)
+      const results = yield* store.appendMany(["a", "b", "c", "d"].map((id) => ({ stream: `hm-${id}`, events: [event("Created", { id })], expectedVersion: "no-stream" as const })))
+      expect((yield* scripts(raw)) - calls, "script calls for 4 appends sent together").toBe(1)
+      expect(results.map((r) => (Either.isRight(r) ? r.right.firstVersion : r.left._tag))).toEqual([1, 1, "WrongExpectedVersion", 1])
+    }).pipe(Effect.scoped))
+
   it.live("batches coalesced into one script call are checked and applied each on its own: a failing batch writes nothing", () =>
     Effect.gen(function*() {
       const raw = yield* rawRedis(url)

@@ -25,6 +25,7 @@ import {
   WrongExpectedVersion
 } from "../EventStore.js"
 import { prepareAppend } from "./append.js"
+import { appendManyOf } from "./storeService.js"
 import { type Follow, readCategory } from "./categoryReader.js"
 import { compareEntryIds, partitionOf } from "./ids.js"
 import { partitionsFor, validateFrom, validatePageSize, validateLimits, validatePartitions, validateReadOptions } from "./options.js"
@@ -302,6 +303,7 @@ export const makeMemoryStore = (options: MemoryOptions): Effect.Effect<{ readonl
 
     const store = EventStore.of({
       append,
+      appendMany: appendManyOf(append),
       read: read as EventStore["Type"]["read"],
       readCategory: readCategoryImpl as EventStore["Type"]["readCategory"],
       partitions: (name) => {

@@ -5,12 +5,15 @@
  *
  * @internal
  */
-import { Effect, type Stream } from "effect"
+import { Effect, Either, type Stream } from "effect"
 import type { CategoryCursor } from "../Envelope.js"
 import {
+  type AppendError,
+  type AppendRequest,
+  type AppendResult,
   checkCategory,
   EventStore,
-  type InvalidArgument,
+  InvalidArgument,
   type Limits,
   type ReadCategoryOptions,
   type ReadError,
@@ -30,14 +33,68 @@ export interface Reads {
 /** A category's partition count: recorded, or (`register`) recorded now from the configuration. */
 export type ResolvePartitions = (category: string, register: boolean) => Effect.Effect<number, StoreError | InvalidArgument>
 
+/** `appendMany`'s refusal of what is not a list of appends. */
+export const notAppends = (appends: unknown): InvalidArgument | undefined =>
+  Array.isArray(appends) ? undefined : new InvalidArgument({ argument: "appends", reason: "expected an array of appends" })
+
+/**
+ * An item of `appendMany` read once (a getter that throws is a bad input, reported as
+ * one); what it holds is checked by the append it becomes.
+ */
+export const requestOf = (a: unknown): AppendRequest | InvalidArgument => {
+  try {
+    if (typeof a !== "object" || a === null) return new InvalidArgument({ argument: "appends", reason: "each append must be an object with a stream and events" })
+    const { events, expectedVersion, stream } = a as AppendRequest
+    return { stream, events, expectedVersion }
+  } catch (cause) {
+    return new InvalidArgument({ argument: "appends", reason: `an append could not be read: ${cause instanceof Error ? cause.message : String(cause)}` })
+  }
+}
+
+/**
+ * `appendMany` from `append`: the streams side by side, each stream's batches one after
+ * the other in the order given.
+ */
+export const appendManyOf = (append: EventStore["Type"]["append"]): EventStore["Type"]["appendMany"] => (appends) =>
+  Effect.suspend(() => {
+    const invalid = notAppends(appends)
+    if (invalid) return Effect.fail(invalid)
+    const out: Array<Either.Either<AppendResult, AppendError | InvalidArgument>> = new Array(appends.length)
+    const requests: Array<AppendRequest> = new Array(appends.length)
+    const byStream = new Map<string, Array<number>>()
+    for (let i = 0; i < appends.length; i++) {
+      const r = requestOf(appends[i])
+      if (r instanceof InvalidArgument) {
+        out[i] = Either.left(r)
+        continue
+      }
+      requests[i] = r
+      const list = byStream.get(r.stream)
+      if (list === undefined) byStream.set(r.stream, [i])
+      else list.push(i)
+    }
+    return Effect.as(
+      Effect.forEach(byStream.values(), (indices) =>
+        Effect.forEach(indices, (i) => {
+          const r = requests[i]!
+          return Effect.map(Effect.either(append(r.stream, r.events, r)), (result) => {
+            out[i] = result
+          })
+        }, { discard: true }), { concurrency: "unbounded", discard: true }),
+      out
+    )
+  })
+
 export const storeService = (
   append: EventStore["Type"]["append"],
   reads: Reads,
   resolve: ResolvePartitions,
-  limits: Limits
+  limits: Limits,
+  appendMany: EventStore["Type"]["appendMany"] = appendManyOf(append)
 ): EventStore["Type"] =>
   EventStore.of({
     append,
+    appendMany,
     read: reads.read as EventStore["Type"]["read"],
     readCategory: reads.readCategory as EventStore["Type"]["readCategory"],
     partitions: (category) => {

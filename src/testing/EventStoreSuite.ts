@@ -342,6 +342,63 @@ export const conformance = (
       })
 
       // -------------------------------------------------------------------
+      // Several appends sent together
+      // -------------------------------------------------------------------
+      describe("appendMany", () => {
+        it.effect("each append checked and applied on its own, its outcome in its place; one stream's appends in the order given", () =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const cat = category("many")
+            yield* store.append(`${cat}-b`, [event("Created", { name: "b0", size: 0 })])
+            const replayed = event("Created", { name: "r", size: 1 })
+            yield* store.append(`${cat}-r`, [replayed])
+            const results = yield* store.appendMany([
+              { stream: `${cat}-a`, events: [event("Created", { name: "a1", size: 1 })], expectedVersion: "no-stream" },
+              { stream: `${cat}-b`, events: [event("Renamed", { name: "b1" })], expectedVersion: 0 },
+              { stream: `${cat}-a`, events: [event("Renamed", { name: "a2" }), event("Renamed", { name: "a3" })], expectedVersion: 1 },
+              { stream: "no category", events: [event("Created", { name: "x", size: 1 })] },
+              { stream: `${cat}-c`, events: [] },
+              { stream: `${cat}-r`, events: [replayed], expectedVersion: "no-stream" },
+              { stream: `${cat}-a`, events: [event("Renamed", { name: "a4" })], expectedVersion: 3 }
+            ])
+            expect(results.map((r) => (Either.isRight(r) ? [r.right.stream, r.right.firstVersion, r.right.lastVersion, r.right.replayed] : r.left._tag))).toEqual([
+              [`${cat}-a`, 1, 1, false],
+              "WrongExpectedVersion",
+              [`${cat}-a`, 2, 3, false],
+              "InvalidArgument",
+              "EmptyBatch",
+              [`${cat}-r`, 1, 1, true],
+              [`${cat}-a`, 4, 4, false]
+            ])
+            const a = yield* collect(store.read(`${cat}-a`))
+            expect(a.map((e) => (e.data as { name: string }).name)).toEqual(["a1", "a2", "a3", "a4"])
+            // what each returned is where its events are
+            const positions = results.flatMap((r) => (Either.isRight(r) && !r.right.replayed && r.right.stream === `${cat}-a` ? r.right.positions : []))
+            expect(positions).toEqual(a.map((e) => e.position))
+            expect((yield* collect(store.read(`${cat}-b`))).length).toBe(1)
+            expect(yield* collect(store.read(`${cat}-c`))).toEqual([])
+            expect((yield* collect(store.readCategory(cat))).length).toBe(6)
+          }))
+
+        it.effect("many streams in one call: every append applied once, each stream contiguous; a list that is not one is refused", () =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const cat = category("manyx")
+            const appends = Array.from({ length: 600 }, (_, i) => ({ stream: `${cat}-${i % 150}`, events: [event("Renamed", { name: `n${i}` })] }))
+            const results = yield* store.appendMany(appends)
+            expect(results.filter(Either.isLeft)).toEqual([])
+            for (let s = 0; s < 150; s += 37) {
+              const read = yield* collect(store.read(`${cat}-${s}`))
+              expect(read.map((e) => (e.data as { name: string }).name)).toEqual([0, 1, 2, 3].map((k) => `n${s + 150 * k}`))
+            }
+            expect((yield* collect(store.readCategory(cat))).length).toBe(600)
+            expect(yield* store.appendMany([])).toEqual([])
+            const refused = yield* Effect.flip(store.appendMany("not a list" as never))
+            expect(refused._tag).toBe("InvalidArgument")
+          }))
+      })
+
+      // -------------------------------------------------------------------
       // Concurrency
       // -------------------------------------------------------------------
       it.effect("16 concurrent writers x 250 appends to one stream end at version 4000, contiguous, and in the same order in the category log", () =>

@@ -10,7 +10,7 @@
  *
  * @internal
  */
-import { Duration, Effect, type Scope } from "effect"
+import { Cause, Duration, Effect, Either, Exit, type Scope } from "effect"
 import { type Cluster, Command, type Redis } from "ioredis"
 import type { Connection } from "../RedisClient.js"
 import {
@@ -38,9 +38,20 @@ export interface CoalescerOptions {
   readonly maxCallsInFlight: number
 }
 
+/** A checked batch and its partition. */
+export interface Submission {
+  readonly prepared: PreparedAppend
+  readonly partition: number
+}
+
 export interface Coalescer {
   /** Sends a checked batch to its partition; settles with the batch's own outcome. */
   readonly submit: (prepared: PreparedAppend, partition: number) => Effect.Effect<AppendResult, AppendError>
+  /**
+   * Sends checked batches, each to its partition (those of one partition in the order
+   * given), in one step of the caller's fiber; settles once every batch has its outcome.
+   */
+  readonly submitMany: (batches: ReadonlyArray<Submission>) => Effect.Effect<Array<Either.Either<AppendResult, AppendError>>>
 }
 
 interface Pending {
@@ -48,7 +59,7 @@ interface Pending {
   readonly partition: number
   readonly enqueued: number
   settled: boolean
-  readonly resume: (effect: Effect.Effect<AppendResult, AppendError>) => void
+  readonly resume: (exit: Exit.Exit<AppendResult, AppendError>) => void
 }
 
 /** The batches waiting for one partition. */
@@ -98,6 +109,14 @@ interface Sent {
 interface Settled {
   readonly reply: unknown
   readonly confirmed?: number
+}
+
+/** The error of a batch's failed outcome (every one the coalescer makes is a plain failure). */
+const failureOf = (cause: Cause.Cause<AppendError>, p: PreparedAppend): AppendError => {
+  const failure = Cause.failureOption(cause)
+  return failure._tag === "Some"
+    ? failure.value
+    : new AppendOutcomeUnknown({ stream: p.stream, eventIds: eventIdsOf(p), reason: Cause.pretty(cause) })
 }
 
 /** A failure that happened before the request was written: nothing was sent. */
@@ -157,10 +176,10 @@ export const makeCoalescer = (
       return q
     }
 
-    const settle = (item: Pending, effect: Effect.Effect<AppendResult, AppendError>) => {
+    const settle = (item: Pending, exit: Exit.Exit<AppendResult, AppendError>) => {
       if (item.settled) return
       item.settled = true
-      item.resume(effect)
+      item.resume(exit)
     }
 
     // Deadlines: an Effect timeout per append costs about as much as the Redis round trip
@@ -173,7 +192,7 @@ export const makeCoalescer = (
           if (item.enqueued + timeoutMs > now) break
           if (!item.settled) {
             queued--
-            settle(item, Effect.fail(new StoreUnavailable({ operation: "append", reason: `not sent within ${timeoutMs} ms` })))
+            settle(item, Exit.fail(new StoreUnavailable({ operation: "append", reason: `not sent within ${timeoutMs} ms` })))
           }
         }
       }
@@ -183,7 +202,7 @@ export const makeCoalescer = (
         calls.delete(call)
         call.queue.inFlight--
         for (const item of call.items) {
-          settle(item, Effect.fail(new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: `no reply within ${timeoutMs} ms` })))
+          settle(item, Exit.fail(new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason: `no reply within ${timeoutMs} ms` })))
         }
       }
       // places freed: what waits behind them goes now
@@ -387,7 +406,7 @@ export const makeCoalescer = (
         } else {
           failure = new AppendOutcomeUnknown({ stream: item.prepared.stream, eventIds: eventIdsOf(item.prepared), reason })
         }
-        settle(item, Effect.fail(failure))
+        settle(item, Exit.fail(failure))
       }
     }
 
@@ -400,7 +419,7 @@ export const makeCoalescer = (
         const r = reply[b] as Array<unknown>
         const p = items[b]!.prepared
         if (short && (r[0] === "ok" || r[0] === "replay")) {
-          settle(items[b]!, Effect.fail(new ReplicationTimeout({ stream: p.stream, eventIds: eventIdsOf(p), required, confirmed })))
+          settle(items[b]!, Exit.fail(new ReplicationTimeout({ stream: p.stream, eventIds: eventIdsOf(p), required, confirmed })))
         } else {
           settle(items[b]!, appendResult(q.partition, p, r))
         }
@@ -412,7 +431,7 @@ export const makeCoalescer = (
         if (sweeper !== undefined) clearInterval(sweeper)
         for (const q of queues.values()) {
           for (const item of q.items) {
-            settle(item, Effect.fail(new StoreUnavailable({ operation: "append", reason: "the store was closed" })))
+            settle(item, Exit.fail(new StoreUnavailable({ operation: "append", reason: "the store was closed" })))
           }
           q.items.length = 0
         }
@@ -426,6 +445,26 @@ export const makeCoalescer = (
           // per call). An append interrupted while queued is still sent; like any append
           // whose caller stopped waiting, its outcome is then unknown to that caller.
           enqueue({ prepared, partition, enqueued: Date.now(), settled: false, resume })
+        }),
+      submitMany: (batches) =>
+        batches.length === 0 ? Effect.succeed([]) : Effect.async<Array<Either.Either<AppendResult, AppendError>>>((resume) => {
+          // one fiber step for the lot (no canceler, as for one batch)
+          const out: Array<Either.Either<AppendResult, AppendError>> = new Array(batches.length)
+          let left = batches.length
+          const enqueued = Date.now()
+          for (let i = 0; i < batches.length; i++) {
+            const { partition, prepared } = batches[i]!
+            enqueue({
+              prepared,
+              partition,
+              enqueued,
+              settled: false,
+              resume: (exit) => {
+                out[i] = Exit.isSuccess(exit) ? Either.right(exit.value) : Either.left(failureOf(exit.cause, prepared))
+                if (--left === 0) resume(Effect.succeed(out))
+              }
+            })
+          }
         })
     }
   })

@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Effect } from "effect"
+import { Effect, Exit } from "effect"
 import type { Position } from "../../Envelope.js"
 import {
   type AppendError,
@@ -25,7 +25,7 @@ export type RawEntry = [string, Array<string>]
 export const eventIdsOf = (p: PreparedAppend) => p.events.map((e) => e.eventId)
 
 /** One batch's outcome from the append script's reply for it (scripts.ts, APPEND). */
-export const appendResult = (partition: number, p: PreparedAppend, r: Array<unknown>): Effect.Effect<AppendResult, AppendError> => {
+export const appendResult = (partition: number, p: PreparedAppend, r: Array<unknown>): Exit.Exit<AppendResult, AppendError> => {
   const stream = p.stream
   switch (r[0]) {
     case "ok":
@@ -34,12 +34,12 @@ export const appendResult = (partition: number, p: PreparedAppend, r: Array<unkn
       const positions: Array<Position> = []
       for (let i = 2; i < r.length; i++) positions.push({ partition, entryId: r[i] as string })
       if (positions.length !== p.events.length) {
-        return Effect.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: "the reply lists fewer positions than events" }))
+        return Exit.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: "the reply lists fewer positions than events" }))
       }
-      return Effect.succeed({ stream, firstVersion: first, lastVersion: first + p.events.length - 1, positions, replayed: r[0] === "replay" })
+      return Exit.succeed({ stream, firstVersion: first, lastVersion: first + p.events.length - 1, positions, replayed: r[0] === "replay" })
     }
     case "wev":
-      return Effect.fail(new WrongExpectedVersion({ stream, expected: p.expectedVersion, actual: Number(r[1]) }))
+      return Exit.fail(new WrongExpectedVersion({ stream, expected: p.expectedVersion, actual: Number(r[1]) }))
     case "mismatch":
     case "known": {
       const i = Number(r[1])
@@ -52,12 +52,12 @@ export const appendResult = (partition: number, p: PreparedAppend, r: Array<unkn
         : stored === null
         ? "the batch replays an earlier append, but this id was not part of it"
         : `the batch replays an earlier append, but this id was written as ${stored}, not at the next version with type ${p.events[i]?.type}`
-      return Effect.fail(new IdempotencyMismatch({ stream, eventId, reason }))
+      return Exit.fail(new IdempotencyMismatch({ stream, eventId, reason }))
     }
     case "type":
-      return Effect.fail(new WrongKeyType({ key: String(r[1]), expected: String(r[2]), actual: String(r[3]) }))
+      return Exit.fail(new WrongKeyType({ key: String(r[1]), expected: String(r[2]), actual: String(r[3]) }))
     default:
-      return Effect.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: `unexpected reply ${JSON.stringify(r)?.slice(0, 200)}` }))
+      return Exit.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: `unexpected reply ${JSON.stringify(r)?.slice(0, 200)}` }))
   }
 }
 

@@ -6,15 +6,15 @@
  *
  * @internal
  */
-import { type Duration, Effect } from "effect"
+import { type Duration, Effect, Either } from "effect"
 import type { Connection } from "../RedisClient.js"
-import { EventStore, InvalidArgument, type Limits, type PartitionsConfig } from "../../EventStore.js"
-import { prepareAppend } from "../../internal/append.js"
-import { storeService } from "../../internal/storeService.js"
+import { type AppendError, type AppendResult, EventStore, InvalidArgument, type Limits, type PartitionsConfig } from "../../EventStore.js"
+import { type PreparedAppend, prepareAppend } from "../../internal/append.js"
+import { notAppends, requestOf, storeService } from "../../internal/storeService.js"
 import { partitionOf } from "../../internal/ids.js"
 import { validateLimits, validatePartitions } from "../../internal/options.js"
 import { RedisClient } from "../RedisClient.js"
-import { makeCoalescer } from "./coalescer.js"
+import { makeCoalescer, type Submission } from "./coalescer.js"
 import { type Durability, makeConfirmer } from "./durability.js"
 import { isValidPrefix, type Keys, makeKeys } from "./keys.js"
 import { makeNotices } from "./notices.js"
@@ -69,5 +69,49 @@ export const makeRedisStore = (options: RedisStoreOptions) =>
           : Effect.flatMap(registry.resolve(prepared.category, true), (partitions) => coalescer.submit(prepared, partitionOf(prepared.entityId, partitions)))
       })
 
-    return storeService(append, reads, registry.resolve, limits)
+    // each batch checked, then all of them handed to the coalescer in one step; a category
+    // seen for the first time is resolved once for all its batches
+    const appendMany: EventStore["Type"]["appendMany"] = (appends) =>
+      Effect.suspend(() => {
+        const invalid = notAppends(appends)
+        if (invalid) return Effect.fail(invalid)
+        const out: Array<Either.Either<AppendResult, AppendError>> = new Array(appends.length)
+        const ready: Array<Submission> = []
+        const readyAt: Array<number> = []
+        let unknown: Map<string, Array<[number, PreparedAppend]>> | undefined
+        for (let i = 0; i < appends.length; i++) {
+          const request = requestOf(appends[i])
+          const prepared = request instanceof InvalidArgument ? request : prepareAppend(request.stream, request.events, request.expectedVersion, limits)
+          if (prepared instanceof Error) {
+            out[i] = Either.left(prepared)
+            continue
+          }
+          const known = registry.known(prepared.category)
+          if (known !== undefined) {
+            ready.push({ prepared, partition: partitionOf(prepared.entityId, known) })
+            readyAt.push(i)
+          } else {
+            unknown ??= new Map()
+            const list = unknown.get(prepared.category)
+            if (list === undefined) unknown.set(prepared.category, [[i, prepared]])
+            else list.push([i, prepared])
+          }
+        }
+        const send = (batches: ReadonlyArray<Submission>, at: ReadonlyArray<number>) =>
+          Effect.map(coalescer.submitMany(batches), (results) => {
+            for (let j = 0; j < results.length; j++) out[at[j]!] = results[j]!
+          })
+        if (unknown === undefined) return Effect.as(send(ready, readyAt), out)
+        const later = Array.from(unknown, ([category, items]) =>
+          Effect.flatMap(Effect.either(registry.resolve(category, true)), (partitions) => {
+            if (Either.isLeft(partitions)) {
+              for (const [i] of items) out[i] = Either.left(partitions.left)
+              return Effect.void
+            }
+            return send(items.map(([, prepared]) => ({ prepared, partition: partitionOf(prepared.entityId, partitions.right) })), items.map(([i]) => i))
+          }))
+        return Effect.as(Effect.all([send(ready, readyAt), ...later], { concurrency: "unbounded", discard: true }), out)
+      })
+
+    return storeService(append, reads, registry.resolve, limits, appendMany)
   })
