@@ -219,7 +219,7 @@ const errors = new WeakMap<Connection, string>()
 
 /** Failures to connect that pass by themselves: nothing listening yet, a reset, a server loading or stopping. */
 const isPassingConnectFailure = (reason: string): boolean =>
-  /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|Connection is closed|LOADING|no connection within|socket hang up/i.test(reason) &&
+  /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|Connection is closed|LOADING|no connection within|socket hang up|max retries per request/i.test(reason) &&
   !/WRONGPASS|NOAUTH|NOPERM|invalid password|certificate|CERT_|self.signed|ENOTFOUND|EAI_AGAIN/i.test(reason)
 
 /** ioredis options shared by single-server and cluster connections. */
@@ -282,7 +282,10 @@ const build = (
             const seen = errors.get(redis)
             const direct = scrub(messageOf(cause))
             redis.disconnect()
-            return Effect.fail({ reason: seen !== undefined && seen !== direct ? `${seen} (${direct})` : direct, passing: isPassingConnectFailure(seen ?? direct) })
+            const reason = seen !== undefined && seen !== direct ? `${seen} (${direct})` : direct
+            // classified on both: a connection dropped during the ready check reports the
+            // check's refusal ("max retries per request") and then "Connection is closed"
+            return Effect.fail({ reason, passing: isPassingConnectFailure(reason) })
           })
         )
       })
