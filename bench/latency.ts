@@ -6,7 +6,8 @@
  * every 10 ms (each burst's appends issued together, as a producer that batches per tick
  * does), for `--seconds` (default 3); one consumer. Latency = handler start − the time the
  * producer sent the event (carried in the event).
- * Candidate: `EventStore.append` (the store coalesces a burst per partition) and one
+ * Candidate: one `TypedStore.appendMany` per tick (the store sends a tick's appends in one
+ * script call per partition) and one
  * `Subscriber.run` (ownership, fenced reads, acks batched), P partitions.
  * Baseline: XADD auto-pipelined to P partition streams, and per partition a loop of
  * XREADGROUP COUNT 500 BLOCK on a connection of its own, then XACK; same process.
@@ -85,9 +86,20 @@ const candidate = (url: string, prefix: string, rate: number, partitions: number
     const failures = { n: 0 }
     const { sent, seconds } = yield* Effect.promise(() =>
       drive(rate, (from, count) => {
-        for (let i = from; i < from + count; i++) {
-          Effect.runFork(store.append(`s${i % STREAMS}`, [Ticks.make.Sent({ n: i, at: now() })]).pipe(Effect.catchAll(() => Effect.sync(() => failures.n++))))
+        // one tick's appends sent together: one call, one fiber (the producer batches per tick)
+        const appends = new Array<{ entityId: string; events: ReadonlyArray<Contract.Event<typeof Ticks>> }>(count)
+        for (let k = 0; k < count; k++) {
+          const i = from + k
+          appends[k] = { entityId: `s${i % STREAMS}`, events: [Ticks.make.Sent({ n: i, at: now() })] }
         }
+        Effect.runFork(
+          store.appendMany(appends).pipe(
+            Effect.map((results) => {
+              for (const r of results) if (r._tag === "Left") failures.n++
+            }),
+            Effect.catchAll(() => Effect.sync(() => failures.n += count))
+          )
+        )
       })
     )
     expected = sent
