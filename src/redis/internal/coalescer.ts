@@ -227,7 +227,7 @@ export const makeCoalescer = (
       }
     }
 
-    const enqueue = (item: Pending) => {
+    const enqueue = (item: Pending, early: boolean) => {
       const q = queueOf(item.prepared.category, item.partition)
       q.items.push(item)
       queued++
@@ -238,8 +238,9 @@ export const makeCoalescer = (
       }
       // a partition with nothing in flight sends a first call as soon as it holds
       // EARLY_BATCHES batches, without waiting for the end of the turn: Redis runs it
-      // while the rest of a burst is still being prepared, and the rest follows
-      if (q.inFlight === 0 && q.items.length >= EARLY_BATCHES && calls.size < maxCallsTotal) {
+      // while the rest of a burst is still being prepared, and the rest follows. Batches
+      // given together (submitMany) are all prepared already: they go in one call.
+      if (early && q.inFlight === 0 && q.items.length >= EARLY_BATCHES && calls.size < maxCallsTotal) {
         const items = take(q)
         if (items.length > 0) send(q, items)
       }
@@ -444,7 +445,7 @@ export const makeCoalescer = (
           // No canceler: one costs more than the rest of the append (measured ~4 µs of CPU
           // per call). An append interrupted while queued is still sent; like any append
           // whose caller stopped waiting, its outcome is then unknown to that caller.
-          enqueue({ prepared, partition, enqueued: Date.now(), settled: false, resume })
+          enqueue({ prepared, partition, enqueued: Date.now(), settled: false, resume }, true)
         }),
       submitMany: (batches) =>
         batches.length === 0 ? Effect.succeed([]) : Effect.async<Array<Either.Either<AppendResult, AppendError>>>((resume) => {
@@ -463,7 +464,7 @@ export const makeCoalescer = (
                 out[i] = Exit.isSuccess(exit) ? Either.right(exit.value) : Either.left(failureOf(exit.cause, prepared))
                 if (--left === 0) resume(Effect.succeed(out))
               }
-            })
+            }, false)
           }
         })
     }

@@ -45,6 +45,7 @@ import type { Keys } from "./keys.js"
 import type { CallError, Connection, RedisClient, RedisConnectionError } from "../RedisClient.js"
 import { makeNotices } from "./notices.js"
 import { evalScript } from "./scripts.js"
+import { makeWaitCut, type WaitCut } from "./waitCut.js"
 
 type RawEntry = [string, Array<string>]
 /** The read script's reply: {tail|false, logEntries, redeliveries, pending} (pending absent when fenced off). */
@@ -175,7 +176,8 @@ export const makeRedisGroups = (
           const data = yield* Scope.extend(client.dedicated(`data:${member}`), child)
           // on a cluster a member waits on partition notices, not on a blocking read
           const waiter = client.cluster ? undefined : yield* Scope.extend(client.blocking(`wait:${member}`), child)
-          const c: MemberConnections = { data, waiter, wakeSeen: "0-0", countedAt: 0, close: Scope.close(child, Exit.void) }
+          const cut = waiter === undefined ? undefined : yield* makeWaitCut(child)
+          const c: MemberConnections = { data, waiter, cut, wakeSeen: "0-0", countedAt: 0, close: Scope.close(child, Exit.void) }
           return c
         })
         return yield* opened.pipe(
@@ -411,7 +413,8 @@ export const makeRedisGroups = (
           ids.push(c.wakeSeen)
           // cut short: an entry in the member's wake stream ends the wait; its reads then
           // run at once and their reply is still taken, so what they moved is handled
-          const cut = yield* Effect.fork(Effect.zipRight(options.until, Effect.ignore(ctl("wake", (r) => evalScript(r, WAKE, [wake], [WAKE_TTL_MS])))))
+          const sendWake = Effect.ignore(ctl("wake", (r) => evalScript(r, WAKE, [wake], [WAKE_TTL_MS])))
+          const cut = c.cut!.arm(options.until, sendWake) ? undefined : yield* Effect.fork(Effect.zipRight(options.until, sendWake))
           const replies = yield* client.callBlocking("wait", waiter, Duration.millis(options.blockMillis), (r) => {
             // one write: the blocking read, then the fenced reads the server runs the
             // moment it ends (both replies come back together)
@@ -438,7 +441,7 @@ export const makeRedisGroups = (
             })
           }).pipe(
             noGroup(group),
-            Effect.ensuring(Fiber.interruptFork(cut)),
+            Effect.ensuring(cut === undefined ? Effect.sync(c.cut!.disarm) : Fiber.interruptFork(cut)),
             // Given up on (no reply in time, a connection dropped, an interruption), the
             // wait's reads may still run on the server: the member's connections are
             // closed (opened again when next needed) and the caller claims the
@@ -617,6 +620,8 @@ interface MemberConnections {
   readonly data: Connection
   /** The blocking connection of waits (none on a cluster: waits use notices there). */
   readonly waiter: Connection | undefined
+  /** What cuts the waits on `waiter` short. */
+  readonly cut: WaitCut | undefined
   /** The last entry of the member's wake stream its waits have seen. */
   wakeSeen: string
   /** When (ms) a wait of the member last asked for its pending count. */
