@@ -11,7 +11,13 @@
  * `Subscriber.run` (ownership, fenced reads, acks batched), P partitions.
  * Baseline: XADD auto-pipelined to P partition streams, and per partition a loop of
  * XREADGROUP COUNT 500 BLOCK on a connection of its own, then XACK; same process.
- * Rows: 1,000, 5,000 and 10,000 events/s, P = 1 and P = 8; candidate and baseline
+ * Floor (reported beside, not a bound): raw ioredis doing what the product's design does
+ * on the server, with no library code: each tick's appends in one call per partition of
+ * the product's append script (every check, the same keys), and per partition a loop of
+ * the product's wait shape, XREAD BLOCK from the partition's tail with an XREADGROUP
+ * queued behind it on the same connection (the product's fenced read is a script in
+ * that place), then XACK. What the candidate adds to the floor is the library's own.
+ * Rows: 1,000, 5,000 and 10,000 events/s, P = 1 and P = 8; baseline, candidate and floor
  * alternate per row. `verified` when every event was handled in every run.
  *
  * Usage: npm run bench:latency [-- --seconds 3]
@@ -22,6 +28,7 @@ import { Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { Contract, EventStore, Subscriber } from "effect-chronicle"
 import { RedisChronicle, RedisClient } from "effect-chronicle/redis"
 import { Redis } from "ioredis"
+import { APPEND } from "../src/redis/internal/scripts.js"
 import { startRedisServer } from "../test/support/redisServer.js"
 import { arg, percentile } from "./support.js"
 
@@ -153,6 +160,61 @@ const baseline = async (url: string, prefix: string, rate: number, partitions: n
   return { p50: ms(percentile(latencies, 0.5)), p99: ms(percentile(latencies, 0.99)), sent, reached: Math.round(sent / seconds), verified: handled === sent }
 }
 
+/** The design's floor: the product's append script and wait shape, driven by raw ioredis (see the header). */
+const floor = async (url: string, prefix: string, rate: number, partitions: number): Promise<Result> => {
+  const writer = new Redis(url)
+  const sha = (await writer.script("LOAD", APPEND.source)) as string
+  const tags = Array.from({ length: partitions }, (_, p) => `${prefix}:{lat:${p}}`)
+  for (const tag of tags) await writer.xgroup("CREATE", `${tag}:log`, "g", "$", "MKSTREAM")
+  const latencies: Array<number> = []
+  let handled = 0
+  let stop = false
+  const readers = tags.map((tag) => {
+    const log = `${tag}:log`
+    const r = new Redis(url)
+    const loop = (async () => {
+      let tail = "0-0"
+      while (!stop) {
+        const p = r.pipeline()
+        p.xread("COUNT", 1, "BLOCK", 100, "STREAMS", log, tail)
+        p.xreadgroup("GROUP", "g", "c", "COUNT", 500, "STREAMS", log, ">")
+        const results = await p.exec()
+        const entries = ((results?.[1]?.[1] as Array<[string, Array<[string, Array<string>]>]> | null)?.[0]?.[1]) ?? []
+        if (entries.length === 0) continue
+        const ids: Array<string> = new Array(entries.length)
+        for (let i = 0; i < entries.length; i++) {
+          const fields = entries[i]![1]
+          // fields: e, i, v, t, d, m (the data is the event's JSON)
+          latencies.push(now() - (JSON.parse(fields[9]!) as { at: number }).at)
+          handled++
+          ids[i] = entries[i]![0]
+        }
+        tail = ids[ids.length - 1]!
+        void r.xack(log, "g", ...ids)
+      }
+    })()
+    return { r, loop }
+  })
+  const { sent, seconds } = await drive(rate, (from, count) => {
+    const calls = tags.map((tag) => ({ keys: [`${tag}:log`, `${tag}:streams`], args: [0] as Array<string | number> }))
+    for (let i = from; i < from + count; i++) {
+      const entity = `s${i % STREAMS}`
+      const call = calls[(i % STREAMS) % partitions]!
+      call.keys.push(`${tags[(i % STREAMS) % partitions]}:ids:${entity}`, `${tags[(i % STREAMS) % partitions]}:s:${entity}`)
+      call.args[0] = (call.args[0] as number) + 1
+      call.args.push(entity, -1, 1, `${prefix}-${i}`, "Sent", JSON.stringify({ n: i, at: now() }), "")
+    }
+    for (const call of calls) if ((call.args[0] as number) > 0) void writer.evalsha(sha, call.keys.length, ...call.keys, ...call.args)
+  })
+  const deadline = Date.now() + 30_000
+  while (handled < sent && Date.now() < deadline) await sleep(5)
+  stop = true
+  await Promise.all(readers.map((x) => x.loop))
+  for (const x of readers) x.r.disconnect()
+  writer.disconnect()
+  return { p50: ms(percentile(latencies, 0.5)), p99: ms(percentile(latencies, 0.99)), sent, reached: Math.round(sent / seconds), verified: handled === sent }
+}
+
 const main = async () => {
   const external = process.env.REDIS_URL
   const server = external ? undefined : await startRedisServer()
@@ -161,6 +223,7 @@ const main = async () => {
   try {
     // warm-up of both paths
     await baseline(url, `lat_${tag}_w`, 1000, 1)
+    await floor(url, `lat_${tag}_wf`, 1000, 1)
     await Effect.runPromise(candidate(url, `lat_${tag}_w`, 1000, 1))
     const rows: Array<Record<string, number | boolean>> = []
     let verified = true
@@ -168,7 +231,8 @@ const main = async () => {
       for (const rate of RATES) {
         const b = await baseline(url, `lat_${tag}_b${partitions}_${rate}`, rate, partitions)
         const c = await Effect.runPromise(candidate(url, `lat_${tag}_c${partitions}_${rate}`, rate, partitions))
-        verified &&= b.verified && c.verified
+        const f = await floor(url, `lat_${tag}_f${partitions}_${rate}`, rate, partitions)
+        verified &&= b.verified && c.verified && f.verified
         const row = {
           rate,
           partitions,
@@ -179,9 +243,13 @@ const main = async () => {
           reached_per_sec: c.reached,
           baseline_reached_per_sec: b.reached,
           p50_ratio: +(c.p50 / b.p50).toFixed(2),
-          p99_ratio: +(c.p99 / b.p99).toFixed(2)
+          p99_ratio: +(c.p99 / b.p99).toFixed(2),
+          floor_p50_ms: f.p50,
+          floor_p99_ms: f.p99,
+          floor_p50_ratio: +(f.p50 / b.p50).toFixed(2),
+          floor_p99_ratio: +(f.p99 / b.p99).toFixed(2)
         }
-        console.error(JSON.stringify({ ...row, verified: b.verified && c.verified }))
+        console.error(JSON.stringify({ ...row, verified: b.verified && c.verified && f.verified }))
         rows.push(row)
       }
     }
