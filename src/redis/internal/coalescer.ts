@@ -165,12 +165,20 @@ export const makeCoalescer = (
     const usable = (node: Redis | undefined): node is Redis =>
       node !== undefined && node.status !== "close" && node.status !== "end" && node.status !== "reconnecting"
 
+    // found by category, then partition: no key string is built per append
+    const byCategory = new Map<string, Array<Queue | undefined>>()
     const queueOf = (category: string, partition: number): Queue => {
-      const tag = keys.tag(category, partition)
-      let q = queues.get(tag)
+      let list = byCategory.get(category)
+      if (list === undefined) {
+        list = []
+        byCategory.set(category, list)
+      }
+      let q = list[partition]
       if (q === undefined) {
+        const tag = keys.tag(category, partition)
         const keyLog = keys.log(category, partition)
         q = { tag, partition, keyLog, keyStreams: keys.streams(category, partition), slot: slotOf(keyLog), items: [], listed: false, inFlight: 0 }
+        list[partition] = q
         queues.set(tag, q)
       }
       return q
