@@ -13,6 +13,7 @@ import { KeyStore, type KeyStoreError, type PersonalDataError } from "./Personal
 import type { CategoryCursor, Envelope, Position } from "./Envelope.js"
 import { uuidv7 } from "./internal/ids.js"
 import { jsonProblem } from "./internal/json.js"
+import { notAList, readItem, Unreadable } from "./internal/items.js"
 import { hasPersonal, sealData, unsealData } from "./internal/personal.js"
 import { envelopeOf } from "./internal/record.js"
 import { timedSpan } from "./internal/tracing.js"
@@ -938,6 +939,14 @@ export const forContract = <C extends Contract.Any>(contract: C): Effect.Effect<
     ? Effect.fail(new InvalidContract({ contract: contract.name, issues: contract.issues }))
     : Effect.map(Effect.all([EventStore, Effect.serviceOption(KeyStore)]), ([store, keys]) => typedStore(store, contract, Option.getOrUndefined(keys)))
 
+/** An append of `TypedStore.appendMany` encoded: its entity, stream, events and options. */
+interface EncodedAppend {
+  readonly id: string
+  readonly stream: string
+  readonly events: ReadonlyArray<NewEvent>
+  readonly options: TypedAppendOptions
+}
+
 /**
  * The typed view of a store for a contract already known to be valid (see
  * {@link forContract}, which checks it).
@@ -976,6 +985,57 @@ export const typedStore = <C extends Contract.Any>(store: EventStore.Service, co
   }
   const withTrace = <O extends TypedAppendOptions>(options: O | undefined, traceparent: string | undefined): O | undefined =>
     traceparent === undefined || options?.traceparent !== undefined ? options : { ...options, traceparent } as O
+  /** An item of `appendMany` read once (its fields then checked by its encoding and its append). */
+  const typedRequestOf = (a: unknown): TypedAppendRequest<Contract.Event<C>> | InvalidArgument => {
+    const r = readItem(a, "an entity id and events", (item) => ({ ...(item as TypedAppendRequest<Contract.Event<C>>) }))
+    return r instanceof Unreadable ? new InvalidArgument({ argument: "appends", reason: r.reason }) : r
+  }
+  /** Reads and encodes each append of `appendMany`; one that fails has its outcome in `out` at once. */
+  const encodeAll = (
+    appends: ReadonlyArray<unknown>,
+    out: Array<Either.Either<AppendResult, TypedAppendError>>,
+    now: number,
+    traceparent: string | undefined
+  ): Array<EncodedAppend | undefined> => {
+    const encoded: Array<EncodedAppend | undefined> = new Array(appends.length)
+    for (let i = 0; i < appends.length; i++) {
+      const request = typedRequestOf(appends[i])
+      if (request instanceof InvalidArgument) {
+        out[i] = Either.left(request)
+        continue
+      }
+      const stream = streamName(category, request.entityId)
+      const events = encodeEvents(contract, stream, request.events, withTrace(request, traceparent), now)
+      if (events instanceof Error) out[i] = Either.left(events)
+      else encoded[i] = { id: request.entityId, stream, events, options: request }
+    }
+    return encoded
+  }
+  /**
+   * The encoded appends that go together in one `appendMany` of the store, and, per
+   * entity with personal fields in any of its appends, the indices of all its appends:
+   * those are sealed and sent one after the other, in order.
+   */
+  const splitBySealing = (encoded: ReadonlyArray<EncodedAppend | undefined>) => {
+    const sealedStreams = new Set<string>()
+    for (const e of encoded) if (e !== undefined && personalIn(e.events)) sealedStreams.add(e.stream)
+    const plain: Array<AppendRequest> = []
+    const plainAt: Array<number> = []
+    const sealed = new Map<string, Array<number>>()
+    for (let i = 0; i < encoded.length; i++) {
+      const e = encoded[i]
+      if (e === undefined) continue
+      if (!sealedStreams.has(e.stream)) {
+        plain.push({ stream: e.stream, events: e.events, expectedVersion: e.options.expectedVersion })
+        plainAt.push(i)
+      } else {
+        const list = sealed.get(e.stream)
+        if (list === undefined) sealed.set(e.stream, [i])
+        else list.push(i)
+      }
+    }
+    return { plain, plainAt, sealed: Array.from(sealed.values()), encoded }
+  }
   return {
     contract,
     append: (id, events, options) => {
@@ -995,51 +1055,16 @@ export const typedStore = <C extends Contract.Any>(store: EventStore.Service, co
         "EventStore.appendMany",
         () => ({ category, appends: Array.isArray(appends) ? appends.length : 0 }),
         (now, traceparent): Effect.Effect<ReadonlyArray<Either.Either<AppendResult, TypedAppendError>>, InvalidArgument> => {
-          if (!Array.isArray(appends)) return Effect.fail(new InvalidArgument({ argument: "appends", reason: "expected an array of appends" }))
+          const reason = notAList(appends)
+          if (reason !== undefined) return Effect.fail(new InvalidArgument({ argument: "appends", reason }))
           const out: Array<Either.Either<AppendResult, TypedAppendError>> = new Array(appends.length)
-          const encoded: Array<{ readonly id: string; readonly stream: string; readonly events: ReadonlyArray<NewEvent>; readonly options: TypedAppendOptions } | undefined> = new Array(appends.length)
-          // an entity with personal fields in any of its appends has all of them sealed
-          // and sent one after the other, in order; the others go in one appendMany
-          const sealedEntities = new Set<string>()
-          for (let i = 0; i < appends.length; i++) {
-            let request: TypedAppendRequest<Contract.Event<C>>
-            try {
-              const a = appends[i]
-              if (typeof a !== "object" || a === null) throw new Error("each append must be an object with an entity id and events")
-              request = { ...a }
-            } catch (cause) {
-              out[i] = Either.left(new InvalidArgument({ argument: "appends", reason: cause instanceof Error ? cause.message : String(cause) }))
-              continue
-            }
-            const stream = streamName(category, request.entityId)
-            const events = encodeEvents(contract, stream, request.events, withTrace(request, traceparent), now)
-            if (events instanceof Error) {
-              out[i] = Either.left(events)
-              continue
-            }
-            encoded[i] = { id: request.entityId, stream, events, options: request }
-            if (personalIn(events)) sealedEntities.add(stream)
-          }
-          const plain: Array<AppendRequest> = []
-          const plainAt: Array<number> = []
-          const sealed = new Map<string, Array<number>>()
-          for (let i = 0; i < encoded.length; i++) {
-            const e = encoded[i]
-            if (e === undefined) continue
-            if (!sealedEntities.has(e.stream)) {
-              plain.push({ stream: e.stream, events: e.events, expectedVersion: e.options.expectedVersion })
-              plainAt.push(i)
-            } else {
-              const list = sealed.get(e.stream)
-              if (list === undefined) sealed.set(e.stream, [i])
-              else list.push(i)
-            }
-          }
+          const { plain, plainAt, sealed, encoded } = splitBySealing(encodeAll(appends, out, now, traceparent))
           const sent = Effect.map(plain.length === 0 ? Effect.succeed([]) : store.appendMany(plain), (results) => {
             for (let j = 0; j < results.length; j++) out[plainAt[j]!] = results[j]!
           })
-          if (sealed.size === 0) return Effect.as(sent, out)
-          const each = Array.from(sealed.values(), (indices) =>
+          if (sealed.length === 0) return Effect.as(sent, out)
+          // an entity's sealed appends one after the other, in order; entities side by side
+          const each = sealed.map((indices) =>
             Effect.forEach(indices, (i) => {
               const e = encoded[i]!
               return Effect.map(Effect.either(appendEncoded(e.stream, e.id, e.events, e.options)), (r) => {

@@ -22,6 +22,7 @@ import {
   type StoreError,
   type StreamCaughtUp
 } from "../EventStore.js"
+import { notAList, readItem, Unreadable } from "./items.js"
 
 export interface Reads {
   readonly read: (stream: string, options?: ReadOptions) => Stream.Stream<RecordedEvent | StreamCaughtUp, ReadError>
@@ -34,21 +35,21 @@ export interface Reads {
 export type ResolvePartitions = (category: string, register: boolean) => Effect.Effect<number, StoreError | InvalidArgument>
 
 /** `appendMany`'s refusal of what is not a list of appends. */
-export const notAppends = (appends: unknown): InvalidArgument | undefined =>
-  Array.isArray(appends) ? undefined : new InvalidArgument({ argument: "appends", reason: "expected an array of appends" })
+export const notAppends = (appends: unknown): InvalidArgument | undefined => {
+  const reason = notAList(appends)
+  return reason === undefined ? undefined : new InvalidArgument({ argument: "appends", reason })
+}
 
 /**
  * An item of `appendMany` read once (a getter that throws is a bad input, reported as
  * one); what it holds is checked by the append it becomes.
  */
 export const requestOf = (a: unknown): AppendRequest | InvalidArgument => {
-  try {
-    if (typeof a !== "object" || a === null) return new InvalidArgument({ argument: "appends", reason: "each append must be an object with a stream and events" })
-    const { events, expectedVersion, stream } = a as AppendRequest
+  const r = readItem(a, "a stream and events", (item): AppendRequest => {
+    const { events, expectedVersion, stream } = item as AppendRequest
     return { stream, events, expectedVersion }
-  } catch (cause) {
-    return new InvalidArgument({ argument: "appends", reason: `an append could not be read: ${cause instanceof Error ? cause.message : String(cause)}` })
-  }
+  })
+  return r instanceof Unreadable ? new InvalidArgument({ argument: "appends", reason: r.reason }) : r
 }
 
 /**

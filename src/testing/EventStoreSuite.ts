@@ -592,6 +592,47 @@ export const conformance = (
             expect(yield* collect(store.read(`widgets-${id}`))).toEqual([])
           }))
 
+        it.effect("typed appendMany: each append encoded and checked on its own, its outcome in its place; an entity's appends in the order given", () =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const widgets = yield* forContract(Widgets)
+            const a = uid()
+            const b = uid()
+            const unreadable = {
+              get entityId(): string {
+                throw new Error("no id")
+              },
+              events: []
+            }
+            const results = yield* widgets.appendMany([
+              { entityId: a, events: [Widgets.make.Created({ name: "a", size: 1 })], expectedVersion: "no-stream" },
+              { entityId: b, events: [Widgets.make.Created({ name: "b", size: 1.5 })] },
+              null as never,
+              unreadable as never,
+              { entityId: a, events: [Widgets.make.Renamed({ name: "a2" })], expectedVersion: 1 },
+              { entityId: a, events: [Widgets.make.Renamed({ name: "a3" })], expectedVersion: 1 },
+              { entityId: b, events: [Widgets.make.Renamed({ name: "b1" })], correlationId: "corr-b" }
+            ])
+            expect(results.map((r) => (Either.isRight(r) ? [r.right.firstVersion, r.right.lastVersion] : r.left._tag))).toEqual([
+              [1, 1],
+              "InvalidEvent",
+              "InvalidArgument",
+              "InvalidArgument",
+              [2, 2],
+              "WrongExpectedVersion",
+              [1, 1]
+            ])
+            const unread = results[3]!
+            expect(Either.isLeft(unread) && unread.left.message).toContain("no id")
+            expect((yield* collect(widgets.read(a))).map((r) => (r.event as { name: string }).name)).toEqual(["a", "a2"])
+            const readB = yield* collect(widgets.read(b))
+            expect(readB.map((r) => r.event._tag)).toEqual(["Renamed"])
+            expect(readB[0]!.correlationId).toBe("corr-b")
+            expect((yield* collect(store.read(`widgets-${b}`))).length).toBe(1)
+            const refused = yield* Effect.flip(widgets.appendMany({} as never))
+            expect(refused._tag).toBe("InvalidArgument")
+          }))
+
         it.effect("malformed raw input is a typed error before any I/O", () =>
           Effect.gen(function*() {
             const store = yield* EventStore
