@@ -474,6 +474,18 @@ describe("Redis backend", () => {
       expect(yield* Effect.promise(() => Context.get(ok, RedisClient.RedisClient).shared.ping())).toBe("PONG")
     }).pipe(Effect.scoped))
 
+  it.live("a connection dropped during the ready check is tried again within connectTimeout, not a failure to connect", () =>
+    Effect.gen(function*() {
+      const port = Number(new URL(url).port)
+      const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy(port)), (p) => Effect.promise(() => p.close()))
+      // the ready check (INFO) reaches the server, then the connection is cut before its reply
+      const cut = proxy.cutAfterRequest((request) => /^\*1\r\n\$4\r\ninfo\r\n/i.test(request))
+      const ctx = yield* Layer.build(RedisClient.layer({ url: proxy.url, connectTimeout: "5 seconds" }))
+      yield* Effect.promise(() => cut)
+      expect(proxy.cuts()).toBe(1)
+      expect(yield* Effect.promise(() => Context.get(ctx, RedisClient.RedisClient).shared.ping())).toBe("PONG")
+    }).pipe(Effect.scoped))
+
   it.live("warns loudly at start when maxmemory-policy is not noeviction", () =>
     Effect.gen(function*() {
       const server = yield* privateServer(["--maxmemory-policy", "allkeys-lru"])
