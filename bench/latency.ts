@@ -122,6 +122,29 @@ const candidate = (url: string, prefix: string, rate: number, partitions: number
     } satisfies Result
   }).pipe(Effect.scoped)
 
+/**
+ * The end of a raw run: waits (30 s at most) until every event sent was handled, stops
+ * the reader loops, closes the connections and sums up.
+ */
+const finish = async (run: {
+  readonly sent: number
+  readonly seconds: number
+  readonly handled: () => number
+  readonly latencies: ReadonlyArray<number>
+  readonly readers: ReadonlyArray<{ readonly r: Redis; readonly loop: Promise<void> }>
+  readonly writer: Redis
+  readonly stop: () => void
+}): Promise<Result> => {
+  const deadline = Date.now() + 30_000
+  while (run.handled() < run.sent && Date.now() < deadline) await sleep(5)
+  run.stop()
+  await Promise.all(run.readers.map((x) => x.loop))
+  for (const x of run.readers) x.r.disconnect()
+  run.writer.disconnect()
+  const { latencies, sent } = run
+  return { p50: ms(percentile(latencies, 0.5)), p99: ms(percentile(latencies, 0.99)), sent, reached: Math.round(sent / run.seconds), verified: run.handled() === sent }
+}
+
 const baseline = async (url: string, prefix: string, rate: number, partitions: number): Promise<Result> => {
   const writer = new Redis(url, { enableAutoPipelining: true })
   const keys = Array.from({ length: partitions }, (_, p) => `${prefix}:p${p}`)
@@ -151,13 +174,7 @@ const baseline = async (url: string, prefix: string, rate: number, partitions: n
   const { sent, seconds } = await drive(rate, (from, count) => {
     for (let i = from; i < from + count; i++) void writer.xadd(keys[(i % STREAMS) % partitions]!, "*", "t", String(now()), "n", String(i))
   })
-  const deadline = Date.now() + 30_000
-  while (handled < sent && Date.now() < deadline) await sleep(5)
-  stop = true
-  await Promise.all(readers.map((x) => x.loop))
-  for (const x of readers) x.r.disconnect()
-  writer.disconnect()
-  return { p50: ms(percentile(latencies, 0.5)), p99: ms(percentile(latencies, 0.99)), sent, reached: Math.round(sent / seconds), verified: handled === sent }
+  return finish({ sent, seconds, handled: () => handled, latencies, readers, writer, stop: () => void (stop = true) })
 }
 
 /** The design's floor: the product's append script and wait shape, driven by raw ioredis (see the header). */
@@ -206,13 +223,7 @@ const floor = async (url: string, prefix: string, rate: number, partitions: numb
     }
     for (const call of calls) if ((call.args[0] as number) > 0) void writer.evalsha(sha, call.keys.length, ...call.keys, ...call.args)
   })
-  const deadline = Date.now() + 30_000
-  while (handled < sent && Date.now() < deadline) await sleep(5)
-  stop = true
-  await Promise.all(readers.map((x) => x.loop))
-  for (const x of readers) x.r.disconnect()
-  writer.disconnect()
-  return { p50: ms(percentile(latencies, 0.5)), p99: ms(percentile(latencies, 0.99)), sent, reached: Math.round(sent / seconds), verified: handled === sent }
+  return finish({ sent, seconds, handled: () => handled, latencies, readers, writer, stop: () => void (stop = true) })
 }
 
 const main = async () => {
