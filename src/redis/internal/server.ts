@@ -7,19 +7,41 @@ import { Duration, Effect } from "effect"
 import type { Connection } from "../RedisClient.js"
 import type { RedisClient } from "../RedisClient.js"
 
+/**
+ * The next "ready" of each connection that is not ready, shared: however many calls wait
+ * for one connection (every coalesced call sent while it reconnects), it holds one
+ * listener.
+ */
+const readiness = new WeakMap<Connection, Promise<void>>()
+
+const nextReady = (redis: Connection): Promise<void> => {
+  let ready = readiness.get(redis)
+  if (ready === undefined) {
+    ready = new Promise<void>((resolve) => {
+      redis.once("ready", () => {
+        readiness.delete(redis)
+        resolve()
+      })
+    })
+    readiness.set(redis, ready)
+  }
+  return ready
+}
+
 /** Resolves when the connection is ready, or fails (nothing sent) after `timeout`. */
 export const whenReady = (redis: Connection, timeout: Duration.Duration): Promise<void> => {
   if (redis.status === "ready") return Promise.resolve()
   return new Promise((resolve, reject) => {
-    const onReady = () => {
-      clearTimeout(timer)
-      resolve()
-    }
+    let waiting = true
     const timer = setTimeout(() => {
-      redis.off("ready", onReady)
+      waiting = false
       reject(new Error(`the connection is ${redis.status}, not ready`))
     }, Duration.toMillis(timeout))
-    redis.once("ready", onReady)
+    void nextReady(redis).then(() => {
+      if (!waiting) return
+      clearTimeout(timer)
+      resolve()
+    })
   })
 }
 
