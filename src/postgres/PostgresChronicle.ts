@@ -110,6 +110,13 @@ export interface Options {
    */
   readonly appendTimeout?: Duration.DurationInput | undefined
   /**
+   * The longest a read's statement (a page of a stream or of a category, where a
+   * category ends) waits for its reply (default 30 seconds). Past it the read fails
+   * with a retryable `StoreUnavailable`, so that a connection gone silent cannot hold a
+   * reader, or a live reader, for good.
+   */
+  readonly readTimeout?: Duration.DurationInput | undefined
+  /**
    * The longest a consumer-group statement (a heartbeat, a lease, a read, an ack…) waits
    * for its reply before it fails, retryable (default 10 seconds). A read given up on
    * this way takes nothing should it still run: the partition is claimed again first.
@@ -203,6 +210,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       return yield* new ConfigurationError({ option: "coalescing.maxEvents", reason: `${String(maxEvents)} is not an integer ≥ 1` })
     }
     const commandTimeout = yield* checkDuration("commandTimeout", options.commandTimeout, "10 seconds")
+    const readTimeout = yield* checkDuration("readTimeout", options.readTimeout, "30 seconds")
     const cacheTtl = yield* checkDuration("personalData.cacheTtl", options.personalData?.cacheTtl, "30 seconds")
     const { heads, registry, sql, store } = yield* makePostgresStore({
       schema,
@@ -211,6 +219,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
       maxEventsPerCall: maxEvents,
       lockTimeout,
       appendTimeout,
+      readTimeout,
       poll: { min, max },
       // a safety net only: the poller wakes readers when their partitions move
       recheck: Duration.max(max, Duration.seconds(5))

@@ -347,6 +347,28 @@ describe("PostgreSQL backend", () => {
       expect((yield* collect(direct.read("silent-1"))).map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId))
     }).pipe(Effect.scoped), 30_000)
 
+  it.live("a read with no reply within readTimeout fails, retryable (a connection gone silent does not hold a reader for good)", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_silent_read")
+      const upstream = new URL(url)
+      const silent = yield* Effect.acquireRelease(Effect.promise(() => startSilencer(Number(upstream.port))), (p) => Effect.promise(() => p.close()))
+      const store = yield* storeIn(url.replace(`:${upstream.port}/`, `:${silent.port}/`), { schema, readTimeout: "1 second" })
+      yield* store.append("silentread-1", [event()])
+      silent.silence(true)
+      for (const read of [collect(store.read("silentread-1")), collect(store.readCategory("silentread"))]) {
+        const started = Date.now()
+        const error = yield* Effect.flip(read)
+        expect(error._tag).toBe("StoreUnavailable")
+        expect(error._tag === "StoreUnavailable" && [error.retryable, error.reason]).toEqual([true, "no reply within 1s"])
+        const waited = Date.now() - started
+        expect(waited).toBeGreaterThanOrEqual(900)
+        expect(waited, "answered at the deadline").toBeLessThan(5000)
+      }
+      silent.silence(false)
+      const direct = yield* storeIn(url, { schema })
+      expect((yield* collect(direct.read("silentread-1"))).length).toBe(1)
+    }).pipe(Effect.scoped), 30_000)
+
   it.live("an append that waits longer than lockTimeout for its partition's lock fails, retryable, with nothing written", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_locked")

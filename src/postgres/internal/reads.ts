@@ -22,6 +22,7 @@ import {
   type ReadError,
   type ReadOptions,
   type RecordedEvent,
+  StoreUnavailable,
   type StreamCaughtUp
 } from "../../EventStore.js"
 import { type Follow, readCategory as followCategory } from "../../internal/categoryReader.js"
@@ -66,9 +67,28 @@ export const makeReads = (
   schema: string,
   registry: Registry,
   heads: Heads,
-  recheck: Duration.Duration
+  recheck: Duration.Duration,
+  readTimeout: Duration.Duration
 ): Reads => {
   const s = `"${schema}"`
+  const noReply = `no reply within ${Duration.format(readTimeout)}`
+
+  /**
+   * A read's statement outside any caller's transaction, its failures classified, within
+   * `readTimeout`: a connection gone silent fails the read, retryable, at the deadline,
+   * instead of holding it (and a live reader) for good.
+   */
+  const query = (operation: "read" | "readCategory", text: string, params: ReadonlyArray<unknown>) =>
+    outside(sql.unsafe(text, params as Array<never>).values).pipe(
+      Effect.mapError((e) => storeError(operation, e)),
+      // the read ends at the deadline; the statement's cancel (which may itself wait on
+      // the silent path) goes on in the background
+      Effect.disconnect,
+      Effect.timeoutFail({
+        duration: readTimeout,
+        onTimeout: () => new StoreUnavailable({ operation, reason: noReply, retryable: true })
+      })
+    )
   const forwardSql = `SELECT ${COLUMNS} FROM ${s}.events e WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3 ORDER BY e.version LIMIT $4`
   const backwardSql = `SELECT ${COLUMNS} FROM ${s}.events e WHERE e.category = $1 AND e.stream_id = $2 AND e.version <= $3 ORDER BY e.version DESC LIMIT $4`
   const pagesSql = `SELECT ${COLUMNS} FROM unnest($2::int[], $3::bigint[]) AS c(p, after)
@@ -79,8 +99,7 @@ export const makeReads = (
   const streamPage = (category: string, id: string, forward: boolean, from: number, count: number) =>
     hasNul(id)
       ? Effect.succeed<Array<RecordedEvent>>([])
-      : outside(sql.unsafe(forward ? forwardSql : backwardSql, [category, id, from, count]).values).pipe(
-        Effect.mapError((e) => storeError("read", e)),
+      : query("read", forward ? forwardSql : backwardSql, [category, id, from, count]).pipe(
         Effect.flatMap((rows) => decodeRows(category, rows))
       )
 
@@ -102,8 +121,7 @@ export const makeReads = (
   }
 
   const pages = (category: string, wanted: ReadonlyArray<readonly [number, string]>, count: number) =>
-    outside(sql.unsafe(pagesSql, [category, wanted.map(([p]) => p), wanted.map(([, after]) => afterPos(after)), count]).values).pipe(
-      Effect.mapError((e) => storeError("readCategory", e)),
+    query("readCategory", pagesSql, [category, wanted.map(([p]) => p), wanted.map(([, after]) => afterPos(after)), count]).pipe(
       Effect.flatMap((rows) => decodeRows(category, rows)),
       Effect.map((events) => {
         const byPartition = new Map<number, Array<RecordedEvent>>()
@@ -118,8 +136,7 @@ export const makeReads = (
     )
 
   const ends = (category: string, partitions: number) =>
-    outside(sql.unsafe(headsSql, [category]).values).pipe(
-      Effect.mapError((e) => storeError("readCategory", e)),
+    query("readCategory", headsSql, [category]).pipe(
       Effect.map((rows): CategoryCursor => {
         const cursor = Array.from({ length: partitions }, () => "0-0")
         for (const row of rows) {

@@ -34,6 +34,8 @@ export interface PostgresStoreOptions {
   readonly poll: { readonly min: Duration.Duration; readonly max: Duration.Duration }
   /** The longest a live reader waits without a wake-up before it reads again. */
   readonly recheck: Duration.Duration
+  /** The longest a read's statement waits for its reply before the read fails, retryable. */
+  readonly readTimeout: Duration.Duration
 }
 
 export const makePostgresStore = (options: PostgresStoreOptions) =>
@@ -57,7 +59,7 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
       const first = Number(result.positions[0]!.entryId.split("-")[0])
       heads.appended(prepared.category, partition, first, first + prepared.events.length - 1, prepared.entityId)
     })
-    const reads = makeReads(sql, schema, registry, heads, options.recheck)
+    const reads = makeReads(sql, schema, registry, heads, options.recheck, options.readTimeout)
 
     // every check runs inside the Effect (when it runs, not when it is made), before any I/O
     const append: EventStore["Type"]["append"] = (stream, events, appendOptions) =>
