@@ -11,7 +11,7 @@ import { EventStore } from "effect-chronicle"
 import { PostgresChronicle } from "effect-chronicle/postgres"
 import { partitionOf } from "../../src/internal/ids.js"
 import { appendError, classify, storeError } from "../../src/postgres/internal/errors.js"
-import { backendIn, clientIn, clientLayer, postgresFile } from "../support/postgres.js"
+import { clientIn, clientLayer, postgresFile } from "../support/postgres.js"
 import { startProxy } from "../support/proxy.js"
 import { createConnection, createServer, type Socket } from "node:net"
 
@@ -367,25 +367,6 @@ describe("PostgreSQL backend", () => {
       silent.silence(false)
       const direct = yield* storeIn(url, { schema })
       expect((yield* collect(direct.read("silentread-1"))).length).toBe(1)
-    }).pipe(Effect.scoped), 30_000)
-
-  it.live("a group statement with no reply within commandTimeout fails, retryable, at the deadline (not after the statement's cancel)", () =>
-    Effect.gen(function*() {
-      const { schema, url } = yield* fresh("chronicle_silent_group")
-      const upstream = new URL(url)
-      const silent = yield* Effect.acquireRelease(Effect.promise(() => startSilencer(Number(upstream.port))), (p) => Effect.promise(() => p.close()))
-      const { groups } = yield* backendIn(url.replace(`:${upstream.port}/`, `:${silent.port}/`), { schema, partitions: 1, commandTimeout: "1 second" })
-      yield* groups.ensureGroup("g", "silentgroup", "start")
-      yield* groups.heartbeat("g", "m1", 30_000, new Map())
-      silent.silence(true)
-      const started = Date.now()
-      const error = yield* Effect.flip(groups.heartbeat("g", "m1", 30_000, new Map()))
-      expect(error._tag).toBe("StoreUnavailable")
-      expect(error._tag === "StoreUnavailable" && error.retryable).toBe(true)
-      const waited = Date.now() - started
-      expect(waited).toBeGreaterThanOrEqual(900)
-      expect(waited, "answered at the deadline").toBeLessThan(5000)
-      silent.silence(false)
     }).pipe(Effect.scoped), 30_000)
 
   it.live("an append that waits longer than lockTimeout for its partition's lock fails, retryable, with nothing written", () =>

@@ -108,9 +108,6 @@ export const makePostgresGroups = (
     const run = (operation: string, text: string, params: ReadonlyArray<unknown>) =>
       outside(sql.unsafe(text, params as Array<never>).values).pipe(
         Effect.mapError((e) => storeError(operation, e)),
-        // the caller goes on at the deadline; the statement's cancel (which may itself wait
-        // on a silent path) goes on in the background
-        Effect.disconnect,
         Effect.timeoutFail({
           duration: options.commandTimeout,
           onTimeout: () => new StoreUnavailable({ operation, reason: `no reply within ${timeoutMs} ms`, retryable: true })
