@@ -2,7 +2,7 @@
  * A slow consumer: a producer at 2,000 events/s (a rate a busy 2-core machine sustains) and a
  * consumer (a process of its own, as in a deployment) at about 500/s that starts 40,000
  * events behind, for 22 s.
- * Appends do not slow down (p99 with the consumer working within 2 x + 1 ms of the p99
+ * Appends do not slow down (p99 with the consumer working within 2 x + 3 ms of the p99
  * with it idle, measured in the same run as below); the server never holds a large reply
  * (no read grows with the backlog); the consumer holds at most 2 x readCount events in
  * flight (no unbounded buffering); the lag it leaves behind is visible in
@@ -193,7 +193,10 @@ describe("faults: a slow consumer", () => {
           final_lag: lastLag
         })
         expect(latency.windows).toBeGreaterThanOrEqual(10)
-        expect(latency.loaded).toBeLessThanOrEqual(2 * latency.control + 1)
+        // 3 ms of room: a working consumer (a process of its own on a 2-core machine) moved
+        // this process's p99 by 0.5 to 3.2 ms in runs where the commit time held (control
+        // 1.9 to 4.4 ms); a read that grew with the backlog holds the server for tens of ms
+        expect(latency.loaded).toBeLessThanOrEqual(2 * latency.control + 3)
         // one more millisecond: both clocks count whole milliseconds here
         expect(commit.loaded).toBeLessThanOrEqual(2 * commit.control + 2)
         expect(maxInFlight).toBeGreaterThan(0)
