@@ -14,7 +14,7 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Cause, Duration, Effect, Exit, FiberId, type Scope } from "effect"
+import { Cause, Duration, Effect, Exit, type Scope } from "effect"
 import type { Position } from "../../Envelope.js"
 import {
   type AppendError,
@@ -26,6 +26,7 @@ import {
   WrongExpectedVersion
 } from "../../EventStore.js"
 import type { PreparedAppend } from "../../internal/append.js"
+import { withDeadline } from "./deadline.js"
 import { appendError } from "./errors.js"
 import { outside } from "./outside.js"
 
@@ -119,41 +120,7 @@ export const makeAppender = (
     let closed = false
     const appendSql = `SELECT r_status, r_first::text, r_index, r_version::text, r_type, r_positions::text[] FROM "${options.schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10, $11)`
 
-    const replyMs = Duration.toMillis(options.replyTimeout)
     const replyTimeout = () => new Error(`no reply within ${Duration.format(options.replyTimeout)}`)
-
-    /**
-     * `self` (a call) with a deadline for its reply: it runs in a fiber of its own, and the
-     * caller has the first of its exit and the deadline. Past the deadline, or when the
-     * caller is interrupted, the fiber is interrupted in the background (the driver cancels
-     * the statement) and the caller goes on at once. What `Effect.disconnect` and
-     * `Effect.timeoutFail` together do, without their extra fibers and race: measured with a
-     * database that answers at once, a lone append took 113–127 µs of this process's CPU
-     * with those, 55–61 µs with this. The deadline is the wall clock's (a test clock in the
-     * caller's fiber does not hold it).
-     */
-    const withDeadline = <A, E>(self: Effect.Effect<A, E>): Effect.Effect<A, E | Error> =>
-      Effect.flatMap(Effect.forkDaemon(self), (fiber) =>
-        Effect.async<A, E | Error>((resume) => {
-          // beyond what a timer can hold (about 24.8 days): no deadline
-          const timer = replyMs < 2 ** 31 - 1
-            ? setTimeout(() => {
-              fiber.removeObserver(observer)
-              fiber.unsafeInterruptAsFork(FiberId.none)
-              resume(Effect.fail(replyTimeout()))
-            }, replyMs)
-            : undefined
-          const observer = (exit: Exit.Exit<A, E>) => {
-            clearTimeout(timer)
-            resume(exit)
-          }
-          fiber.addObserver(observer)
-          return Effect.sync(() => {
-            clearTimeout(timer)
-            fiber.removeObserver(observer)
-            fiber.unsafeInterruptAsFork(FiberId.none)
-          })
-        }))
 
     const take = (lane: Lane): Array<Pending> => {
       const out: Array<Pending> = []
@@ -234,11 +201,12 @@ export const makeAppender = (
           meta.push(e.meta)
         }
       }
+      // past the deadline the batches' outcome is unknown; the call is cancelled in the background
       return withDeadline(outside(sql.unsafe(appendSql, [
         lane.category, lane.partitions, lane.partition,
         textArray(streams), plainArray(expected), plainArray(counts), plainArray(ids), textArray(types), textArray(data), textArray(meta),
         options.lockTimeoutMs
-      ]).values)).pipe(
+      ]).values), options.replyTimeout, replyTimeout, "background").pipe(
         Effect.matchCauseEffect({
           onSuccess: (rows) =>
             Effect.sync(() => {

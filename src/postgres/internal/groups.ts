@@ -49,6 +49,7 @@ import { checkCategory, EventDecodeError, InvalidArgument, StoreUnavailable } fr
 import { recordOf } from "../../internal/record.js"
 import { storeError } from "./errors.js"
 import type { Heads, Watch as HeadsWatch } from "./heads.js"
+import { withDeadline } from "./deadline.js"
 import { outside } from "./outside.js"
 import type { Registry } from "./registry.js"
 
@@ -106,12 +107,13 @@ export const makePostgresGroups = (
 
     /** Runs a statement of the groups outside any caller's transaction, its failures classified, within the command timeout. */
     const run = (operation: string, text: string, params: ReadonlyArray<unknown>) =>
-      outside(sql.unsafe(text, params as Array<never>).values).pipe(
-        Effect.mapError((e) => storeError(operation, e)),
-        Effect.timeoutFail({
-          duration: options.commandTimeout,
-          onTimeout: () => new StoreUnavailable({ operation, reason: `no reply within ${timeoutMs} ms`, retryable: true })
-        })
+      // past the deadline the caller fails once the statement's cancel has run: a retry
+      // sent meanwhile would queue behind the locks the first attempt may still hold
+      withDeadline(
+        outside(sql.unsafe(text, params as Array<never>).values).pipe(Effect.mapError((e) => storeError(operation, e))),
+        options.commandTimeout,
+        () => new StoreUnavailable({ operation, reason: `no reply within ${timeoutMs} ms`, retryable: true }),
+        "awaited"
       )
 
     const infos = new Map<string, GroupInfo>()
