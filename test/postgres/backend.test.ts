@@ -26,17 +26,29 @@ const storeIn = (url: string, options: PostgresChronicle.Options) =>
 
 const event = (data: Record<string, unknown> = {}, eventId: string = crypto.randomUUID()): EventStore.NewEvent => ({ eventId, type: "Noted", data })
 
-/** A loopback TCP relay that can stop passing the server's replies on (while keeping every connection open). */
+/**
+ * A loopback TCP relay that can stop passing the server's replies on (while keeping every
+ * connection open): on every connection, or only on those open now (as a NAT or a firewall
+ * that dropped their state does, while new connections go through).
+ */
 const startSilencer = (upstreamPort: number) =>
-  new Promise<{ readonly port: number; readonly silence: (on: boolean) => void; readonly close: () => Promise<void> }>((resolve) => {
+  new Promise<{
+    readonly port: number
+    readonly silence: (on: boolean) => void
+    readonly silenceOpen: () => number
+    readonly close: () => Promise<void>
+  }>((resolve) => {
     let silent = false
     const sockets = new Set<Socket>()
+    const dead = new Set<Socket>()
     const relay = createServer((client) => {
       const upstream = createConnection({ host: "127.0.0.1", port: upstreamPort })
       sockets.add(client).add(upstream)
-      client.on("data", (chunk) => upstream.write(chunk))
+      client.on("data", (chunk) => {
+        if (!dead.has(client)) upstream.write(chunk)
+      })
       upstream.on("data", (chunk) => {
-        if (!silent) client.write(chunk)
+        if (!silent && !dead.has(client)) client.write(chunk)
       })
       const end = () => {
         client.destroy()
@@ -51,6 +63,16 @@ const startSilencer = (upstreamPort: number) =>
         port: typeof address === "object" && address !== null ? address.port : 0,
         silence: (on) => {
           silent = on
+        },
+        silenceOpen: () => {
+          let n = 0
+          for (const socket of sockets) {
+            if (socket.remotePort !== upstreamPort) {
+              dead.add(socket)
+              n++
+            }
+          }
+          return n
         },
         close: () =>
           new Promise<void>((done) => {
@@ -346,6 +368,28 @@ describe("PostgreSQL backend", () => {
       expect([retry.firstVersion, retry.lastVersion]).toEqual([1, 1])
       expect((yield* collect(direct.read("silent-1"))).map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId))
     }).pipe(Effect.scoped), 30_000)
+
+  it.live("connections gone silent on their own (new ones go through) each fail one statement at most, then leave the pool", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_halfdead")
+      const upstream = new URL(url)
+      const silent = yield* Effect.acquireRelease(Effect.promise(() => startSilencer(Number(upstream.port))), (p) => Effect.promise(() => p.close()))
+      const store = yield* storeIn(url.replace(`:${upstream.port}/`, `:${silent.port}/`), { schema, readTimeout: "1 second", appendTimeout: "1500 millis", lockTimeout: "500 millis" })
+      // every connection of the pool (4) opened and idle
+      yield* Effect.all(Array.from({ length: 8 }, (_, i) => store.append(`halfdead-${i}`, [event()])), { concurrency: "unbounded" })
+      yield* Effect.all(Array.from({ length: 8 }, (_, i) => collect(store.read(`halfdead-${i}`))), { concurrency: "unbounded" })
+      const open = silent.silenceOpen()
+      expect(open).toBeGreaterThanOrEqual(2)
+      const outcomes: Array<string> = []
+      for (let i = 0; i < 12; i++) {
+        const statement: Effect.Effect<unknown, { readonly _tag: string }> = i % 2 === 0 ? collect(store.read(`halfdead-${i % 8}`)) : store.append(`halfdead-${i % 8}`, [event()])
+        const exit = yield* Effect.exit(statement)
+        outcomes.push(Exit.isSuccess(exit) ? "ok" : exit.cause._tag === "Fail" ? exit.cause.error._tag : "defect")
+      }
+      // each silent connection fails the one statement that found it, and no other
+      expect(outcomes.filter((o) => o !== "ok").length, outcomes.join(",")).toBeLessThanOrEqual(open)
+      expect(outcomes.slice(-4), outcomes.join(",")).toEqual(["ok", "ok", "ok", "ok"])
+    }).pipe(Effect.scoped), 60_000)
 
   it.live("a read with no reply within readTimeout fails, retryable (a connection gone silent does not hold a reader for good)", () =>
     Effect.gen(function*() {

@@ -26,9 +26,8 @@ import {
   WrongExpectedVersion
 } from "../../EventStore.js"
 import type { PreparedAppend } from "../../internal/append.js"
-import { withDeadline } from "./deadline.js"
+import { runStatement } from "./deadline.js"
 import { appendError } from "./errors.js"
-import { outside } from "./outside.js"
 
 export interface AppenderOptions {
   readonly schema: string
@@ -202,11 +201,11 @@ export const makeAppender = (
         }
       }
       // past the deadline the batches' outcome is unknown; the call is cancelled in the background
-      return withDeadline(outside(sql.unsafe(appendSql, [
+      return runStatement(sql, sql.unsafe(appendSql, [
         lane.category, lane.partitions, lane.partition,
         textArray(streams), plainArray(expected), plainArray(counts), plainArray(ids), textArray(types), textArray(data), textArray(meta),
         options.lockTimeoutMs
-      ]).values), options.replyTimeout, replyTimeout, "background").pipe(
+      ]).values, { duration: options.replyTimeout, onTimeout: replyTimeout, onDeadline: "background" }).pipe(
         Effect.matchCauseEffect({
           onSuccess: (rows) =>
             Effect.sync(() => {

@@ -49,8 +49,7 @@ import { checkCategory, EventDecodeError, InvalidArgument, StoreUnavailable } fr
 import { recordOf } from "../../internal/record.js"
 import { storeError } from "./errors.js"
 import type { Heads, Watch as HeadsWatch } from "./heads.js"
-import { withDeadline } from "./deadline.js"
-import { outside } from "./outside.js"
+import { runStatement } from "./deadline.js"
 import type { Registry } from "./registry.js"
 
 export interface PostgresGroupsOptions {
@@ -109,12 +108,11 @@ export const makePostgresGroups = (
     const run = (operation: string, text: string, params: ReadonlyArray<unknown>) =>
       // past the deadline the caller fails once the statement's cancel has run: a retry
       // sent meanwhile would queue behind the locks the first attempt may still hold
-      withDeadline(
-        outside(sql.unsafe(text, params as Array<never>).values).pipe(Effect.mapError((e) => storeError(operation, e))),
-        options.commandTimeout,
-        () => new StoreUnavailable({ operation, reason: `no reply within ${timeoutMs} ms`, retryable: true }),
-        "awaited"
-      )
+      runStatement(sql, sql.unsafe(text, params as Array<never>).values, {
+        duration: options.commandTimeout,
+        onTimeout: () => new StoreUnavailable({ operation, reason: `no reply within ${timeoutMs} ms`, retryable: true }),
+        onDeadline: "awaited"
+      }).pipe(Effect.mapError((e) => e instanceof StoreUnavailable ? e : storeError(operation, e)))
 
     const infos = new Map<string, GroupInfo>()
     /** The fence a lease last saw (its claim's first page), by token and partition. */

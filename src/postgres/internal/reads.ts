@@ -33,8 +33,7 @@ import type { Reads } from "../../internal/storeService.js"
 import { followStream, pagedStream } from "../../internal/streamReader.js"
 import { storeError } from "./errors.js"
 import type { Heads } from "./heads.js"
-import { withDeadline } from "./deadline.js"
-import { outside } from "./outside.js"
+import { runStatement } from "./deadline.js"
 import type { Registry } from "./registry.js"
 import { headsQuery } from "./schema.js"
 
@@ -82,12 +81,11 @@ export const makeReads = (
   const query = (operation: "read" | "readCategory", text: string, params: ReadonlyArray<unknown>) =>
     // the read ends at the deadline; the statement's cancel (which may itself wait on the
     // silent path) goes on in the background
-    withDeadline(
-      outside(sql.unsafe(text, params as Array<never>).values).pipe(Effect.mapError((e) => storeError(operation, e))),
-      readTimeout,
-      () => new StoreUnavailable({ operation, reason: noReply, retryable: true }),
-      "background"
-    )
+    runStatement(sql, sql.unsafe(text, params as Array<never>).values, {
+      duration: readTimeout,
+      onTimeout: () => new StoreUnavailable({ operation, reason: noReply, retryable: true }),
+      onDeadline: "background"
+    }).pipe(Effect.mapError((e) => e instanceof StoreUnavailable ? e : storeError(operation, e)))
   const forwardSql = `SELECT ${COLUMNS} FROM ${s}.events e WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3 ORDER BY e.version LIMIT $4`
   const backwardSql = `SELECT ${COLUMNS} FROM ${s}.events e WHERE e.category = $1 AND e.stream_id = $2 AND e.version <= $3 ORDER BY e.version DESC LIMIT $4`
   const pagesSql = `SELECT ${COLUMNS} FROM unnest($2::int[], $3::bigint[]) AS c(p, after)
