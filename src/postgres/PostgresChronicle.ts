@@ -111,15 +111,18 @@ export interface Options {
   readonly appendTimeout?: Duration.DurationInput | undefined
   /**
    * The longest a read's statement (a page of a stream or of a category, where a
-   * category ends) waits for its reply (default 30 seconds). Past it the read fails
-   * with a retryable `StoreUnavailable`, so that a connection gone silent cannot hold a
-   * reader, or a live reader, for good.
+   * category ends, a poll of partition heads, a category's partition count) waits for
+   * its reply (default 30 seconds). Past it the read fails with a retryable
+   * `StoreUnavailable`, so that a connection gone silent cannot hold a reader, or a live
+   * reader, for good; the connection is closed, never reused.
    */
   readonly readTimeout?: Duration.DurationInput | undefined
   /**
-   * The longest a consumer-group statement (a heartbeat, a lease, a read, an ack…) waits
-   * for its reply before it fails, retryable (default 10 seconds). A read given up on
-   * this way takes nothing should it still run: the partition is claimed again first.
+   * The longest a statement of the consumer groups (a heartbeat, a lease, a read, an
+   * ack…), of snapshots, projection checkpoints and personal-data keys waits for its
+   * reply before it fails, retryable (default 10 seconds), once the server was asked to
+   * cancel it; its connection is closed, never reused. A group read given up on this
+   * way takes nothing should it still run: the partition is claimed again first.
    */
   readonly commandTimeout?: Duration.DurationInput | undefined
   /**
@@ -227,9 +230,9 @@ export const make = (options: Options = {}): Effect.Effect<Context.Context<Servi
     const groups = yield* makePostgresGroups(sql, registry, heads, { schema, commandTimeout })
     return Context.make(EventStore, store).pipe(
       Context.add(ConsumerGroups, groups),
-      Context.add(SnapshotStore, makePostgresSnapshots(sql, schema)),
-      Context.add(ProjectionStore, makePostgresProjections(sql, schema)),
-      Context.add(KeyStore, makePostgresKeyStore(sql, schema, cacheTtl))
+      Context.add(SnapshotStore, makePostgresSnapshots(sql, schema, commandTimeout)),
+      Context.add(ProjectionStore, makePostgresProjections(sql, schema, commandTimeout)),
+      Context.add(KeyStore, makePostgresKeyStore(sql, schema, cacheTtl, commandTimeout))
     )
   })
 

@@ -33,6 +33,8 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg/PgClient"
 import { Duration, Effect, Exit, FiberId } from "effect"
+import { type PermissionDenied, StoreUnavailable } from "../../EventStore.js"
+import { storeError } from "./errors.js"
 
 export type OnDeadline = "background" | "awaited"
 
@@ -150,3 +152,21 @@ export const runStatement = <A, E2>(
       return true
     })
   })
+
+/** Runs a statement's text and parameters within the runner's deadline, its failures classified. */
+export type Run = (operation: string, text: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, StoreUnavailable | PermissionDenied>
+
+/**
+ * A runner of statements with one deadline and policy: past the deadline a statement
+ * fails with a retryable `StoreUnavailable` ("no reply within …"), and any other failure
+ * is classified by `storeError`.
+ */
+export const makeRun = (sql: PgClient, duration: Duration.Duration, onDeadline: OnDeadline): Run => {
+  const reason = `no reply within ${Duration.format(duration)}`
+  return (operation, text, params = []) =>
+    runStatement(sql, sql.unsafe(text, params as Array<never>).values, {
+      duration,
+      onTimeout: () => new StoreUnavailable({ operation, reason, retryable: true }),
+      onDeadline
+    }).pipe(Effect.mapError((e) => e instanceof StoreUnavailable ? e : storeError(operation, e)))
+}

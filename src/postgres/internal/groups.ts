@@ -47,9 +47,8 @@ import {
 } from "../../ConsumerGroups.js"
 import { checkCategory, EventDecodeError, InvalidArgument, StoreUnavailable } from "../../EventStore.js"
 import { recordOf } from "../../internal/record.js"
-import { storeError } from "./errors.js"
 import type { Heads, Watch as HeadsWatch } from "./heads.js"
-import { runStatement } from "./deadline.js"
+import { makeRun } from "./deadline.js"
 import type { Registry } from "./registry.js"
 
 export interface PostgresGroupsOptions {
@@ -100,19 +99,13 @@ export const makePostgresGroups = (
   Effect.gen(function*() {
     const s = `"${options.schema}"`
     const layerScope = yield* Effect.scope
-    const timeoutMs = Duration.toMillis(options.commandTimeout)
     // waits last real time, as a blocking read on a server would: a test clock does not hold them
     const wallClock = Clock.make()
 
     /** Runs a statement of the groups outside any caller's transaction, its failures classified, within the command timeout. */
-    const run = (operation: string, text: string, params: ReadonlyArray<unknown>) =>
-      // past the deadline the caller fails once the statement's cancel has run: a retry
-      // sent meanwhile would queue behind the locks the first attempt may still hold
-      runStatement(sql, sql.unsafe(text, params as Array<never>).values, {
-        duration: options.commandTimeout,
-        onTimeout: () => new StoreUnavailable({ operation, reason: `no reply within ${timeoutMs} ms`, retryable: true }),
-        onDeadline: "awaited"
-      }).pipe(Effect.mapError((e) => e instanceof StoreUnavailable ? e : storeError(operation, e)))
+    // past the deadline the caller fails once the statement's cancel has run: a retry sent
+    // meanwhile would queue behind the locks the first attempt may still hold
+    const run = makeRun(sql, options.commandTimeout, "awaited")
 
     const infos = new Map<string, GroupInfo>()
     /** The fence a lease last saw (its claim's first page), by token and partition. */

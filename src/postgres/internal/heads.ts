@@ -13,7 +13,7 @@
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
 import { Clock, Duration, Effect, Fiber, type Scope } from "effect"
-import { outside } from "./outside.js"
+import { makeRun } from "./deadline.js"
 import { headsQuery } from "./schema.js"
 
 export interface Watch {
@@ -50,6 +50,8 @@ interface Followed {
 export interface PollOptions {
   readonly min: Duration.Duration
   readonly max: Duration.Duration
+  /** The longest a poll waits for its reply (then it counts as a failed poll). */
+  readonly timeout: Duration.Duration
 }
 
 export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): Effect.Effect<Heads, never, Scope.Scope> =>
@@ -57,6 +59,7 @@ export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): 
     const scope = yield* Effect.scope
     const followed = new Map<string, Followed>()
     const pollSql = headsQuery(schema)
+    const run = makeRun(sql, options.timeout, "background")
     // the poller's pace is the store's business: a test clock in the reader's fiber must not stop it
     const wallClock = Clock.make()
     const minMs = Duration.toMillis(options.min)
@@ -66,10 +69,11 @@ export const makeHeads = (sql: PgClient, schema: string, options: PollOptions): 
       Effect.gen(function*() {
         let delay = minMs
         for (;;) {
-          // not interruptible: an interrupted statement makes the driver send pg_cancel_backend
-          // for its connection, which can reach the server after the poll ended and cancel
-          // whatever statement runs on that connection next (someone else's)
-          const result = yield* Effect.either(Effect.uninterruptible(outside(sql.unsafe(pollSql, [category]).values)))
+          // not interruptible (a poll is short, and bounded by its deadline): the driver's own
+          // interruption, where it is all there is, sends pg_cancel_backend for the
+          // connection, which can reach the server after the poll ended and cancel whatever
+          // statement runs on that connection next (someone else's)
+          const result = yield* Effect.either(Effect.uninterruptible(run("poll", pollSql, [category])))
           if (result._tag === "Right") {
             const moved = new Set<number>()
             for (const row of result.right) {

@@ -21,12 +21,16 @@ import type { PgClient } from "@effect/sql-pg/PgClient"
 import { type Duration, Effect } from "effect"
 import { makeCachedKeyStore } from "../../internal/keyCache.js"
 import { type KeyStore, KeyStoreError } from "../../PersonalData.js"
-import { storeError } from "./errors.js"
-import { outside } from "./outside.js"
+import type { StoreError } from "../../EventStore.js"
+import { makeRun } from "./deadline.js"
 import { hasNul } from "./reads.js"
 
-export const makePostgresKeyStore = (sql: PgClient, schema: string, cacheTtl: Duration.Duration): KeyStore.Service => {
+export const makePostgresKeyStore = (sql: PgClient, schema: string, cacheTtl: Duration.Duration, commandTimeout: Duration.Duration): KeyStore.Service => {
   const s = `"${schema}"`
+  // a statement that takes a row lock fails at the deadline once its cancel has run (a retry
+  // would queue behind its lock); a lookup at once
+  const write = makeRun(sql, commandTimeout, "awaited")
+  const read = makeRun(sql, commandTimeout, "background")
   const stored = `key_id || ':' || encode(material, 'base64')`
   const getSql = `SELECT ${stored} FROM ${s}.data_keys WHERE subject = $1`
   // the found row, or the inserted one, or (a concurrent insert won) the winner's, locked by DO UPDATE
@@ -39,7 +43,7 @@ export const makePostgresKeyStore = (sql: PgClient, schema: string, cacheTtl: Du
     )
     SELECT k FROM found UNION ALL SELECT k FROM made`
   const forgetSql = `DELETE FROM ${s}.data_keys WHERE subject = $1`
-  const failed = (operation: string) => (e: unknown) => new KeyStoreError({ operation, reason: storeError(`keyStore.${operation}`, e).message })
+  const failed = (operation: string) => (e: StoreError) => new KeyStoreError({ operation, reason: e.message })
   const nul = new KeyStoreError({ operation: "getOrCreate", reason: "the PostgreSQL key store cannot store a NUL character (U+0000) in a subject" })
 
   return makeCachedKeyStore({
@@ -48,7 +52,7 @@ export const makePostgresKeyStore = (sql: PgClient, schema: string, cacheTtl: Du
         if (hasNul(subject)) return Effect.fail(nul)
         const encoded = fresh()
         const at = encoded.indexOf(":")
-        return outside(sql.unsafe(getOrCreateSql, [subject, encoded.slice(0, at), encoded.slice(at + 1)]).values).pipe(
+        return write("keyStore.getOrCreate", getOrCreateSql, [subject, encoded.slice(0, at), encoded.slice(at + 1)]).pipe(
           Effect.mapError(failed("getOrCreate")),
           Effect.flatMap((rows) => {
             const k = rows[0]?.[0]
@@ -59,7 +63,7 @@ export const makePostgresKeyStore = (sql: PgClient, schema: string, cacheTtl: Du
     get: (subject) =>
       hasNul(subject)
         ? Effect.succeed(undefined)
-        : outside(sql.unsafe(getSql, [subject]).values).pipe(
+        : read("keyStore.get", getSql, [subject]).pipe(
           Effect.mapError(failed("get")),
           Effect.map((rows) => {
             const k = rows[0]?.[0]
@@ -69,6 +73,6 @@ export const makePostgresKeyStore = (sql: PgClient, schema: string, cacheTtl: Du
     forget: (subject) =>
       hasNul(subject)
         ? Effect.void
-        : outside(sql.unsafe(forgetSql, [subject]).values).pipe(Effect.mapError(failed("forget")), Effect.asVoid)
+        : write("keyStore.forget", forgetSql, [subject]).pipe(Effect.mapError(failed("forget")), Effect.asVoid)
   }, cacheTtl)
 }

@@ -16,20 +16,23 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Effect } from "effect"
+import { type Duration, Effect } from "effect"
 import { InvalidArgument, type StoreError } from "../../EventStore.js"
 import { isEntryId } from "../../internal/ids.js"
 import { type Checkpoint, CheckpointRejected, ProjectionStore } from "../../Projection.js"
-import { storeError } from "./errors.js"
-import { outside } from "./outside.js"
+import { makeRun } from "./deadline.js"
 import { hasNul } from "./reads.js"
 
 const NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
 type Row = readonly [string, ReadonlyArray<string> | null, string, string | null]
 
-export const makePostgresProjections = (sql: PgClient, schema: string): ProjectionStore.Service => {
+export const makePostgresProjections = (sql: PgClient, schema: string, commandTimeout: Duration.Duration): ProjectionStore.Service => {
   const s = `"${schema}"`
+  // a statement that takes a row lock fails at the deadline once its cancel has run (a retry
+  // would queue behind its lock); a lookup at once
+  const write = makeRun(sql, commandTimeout, "awaited")
+  const read = makeRun(sql, commandTimeout, "background")
   const ttl = `$3::float8 * interval '1 millisecond'`
   // a member renewing its own unexpired lease keeps its epoch; any other start of a lease takes the next
   const acquireSql = `INSERT INTO ${s}.projections AS p (name, lease_member, lease_until, epoch) VALUES ($1, $2, clock_timestamp() + ${ttl}, 1)
@@ -68,9 +71,8 @@ export const makePostgresProjections = (sql: PgClient, schema: string): Projecti
       checked(name, () => {
         if (hasNul(member)) return Effect.fail(nul("member"))
         return Effect.flatMap(ttlOf(ttlMillis), (ms) =>
-          outside(sql.unsafe(acquireSql, [name, member, ms]).values).pipe(
-            Effect.mapError((e) => storeError("projection", e)),
-            Effect.map((rows) => {
+          write("projection", acquireSql, [name, member, ms]).pipe(
+                        Effect.map((rows) => {
               const token = rows[0]?.[0]
               return typeof token === "string" ? token : undefined
             })
@@ -81,23 +83,20 @@ export const makePostgresProjections = (sql: PgClient, schema: string): Projecti
         Effect.flatMap(ttlOf(ttlMillis), (ms) =>
           hasNul(token)
             ? Effect.succeed(false)
-            : outside(sql.unsafe(renewSql, [name, token, ms]).values).pipe(
-              Effect.mapError((e) => storeError("projection", e)),
-              Effect.map((rows) => rows.length === 1)
+            : write("projection", renewSql, [name, token, ms]).pipe(
+                            Effect.map((rows) => rows.length === 1)
             ))),
     release: (name, token) =>
       checked(name, () =>
         hasNul(token)
           ? Effect.void
-          : outside(sql.unsafe(releaseSql, [name, token]).values).pipe(
-            Effect.mapError((e) => storeError("projection", e)),
-            Effect.asVoid
+          : write("projection", releaseSql, [name, token]).pipe(
+                        Effect.asVoid
           )),
     load: (name) =>
       checked(name, () =>
-        outside(sql.unsafe(loadSql, [name]).values).pipe(
-          Effect.mapError((e) => storeError("projection", e)),
-          Effect.map((rows): Checkpoint => {
+        read("projection", loadSql, [name]).pipe(
+                    Effect.map((rows): Checkpoint => {
             const row = rows[0] as Row | undefined
             if (row === undefined) return { generation: 0, cursor: undefined, resetDone: 0, category: undefined }
             const cursor = row[1] === null ? undefined : [...row[1]]
@@ -115,8 +114,7 @@ export const makePostgresProjections = (sql: PgClient, schema: string): Projecti
         const category = checkpoint.category === undefined || checkpoint.category === "" ? null : checkpoint.category
         if (category !== null && hasNul(category)) return Effect.fail(nul("checkpoint.category"))
         if (hasNul(token)) return Effect.fail(new CheckpointRejected({ projection: name, reason: "LeaseLost" }))
-        return outside(sql.unsafe(saveSql, [name, token, checkpoint.generation, cursor === undefined ? null : [...cursor], checkpoint.resetDone, category]).values).pipe(
-          Effect.mapError((e) => storeError("projection", e)),
+        return write("projection", saveSql, [name, token, checkpoint.generation, cursor === undefined ? null : [...cursor], checkpoint.resetDone, category]).pipe(
           Effect.flatMap((rows) => {
             const reply = rows[0]?.[0]
             return reply === "ok"
@@ -127,9 +125,8 @@ export const makePostgresProjections = (sql: PgClient, schema: string): Projecti
       }),
     rebuild: (name) =>
       checked(name, () =>
-        outside(sql.unsafe(rebuildSql, [name]).values).pipe(
-          Effect.mapError((e) => storeError("projection", e)),
-          Effect.map((rows) => Number(rows[0]?.[0]))
+        write("projection", rebuildSql, [name]).pipe(
+                    Effect.map((rows) => Number(rows[0]?.[0]))
         ))
   })
 }

@@ -22,7 +22,6 @@ import {
   type ReadError,
   type ReadOptions,
   type RecordedEvent,
-  StoreUnavailable,
   type StreamCaughtUp
 } from "../../EventStore.js"
 import { type Follow, readCategory as followCategory } from "../../internal/categoryReader.js"
@@ -31,9 +30,8 @@ import { validateFrom, validatePageSize, validateReadOptions } from "../../inter
 import { commitMillis, recordOf } from "../../internal/record.js"
 import type { Reads } from "../../internal/storeService.js"
 import { followStream, pagedStream } from "../../internal/streamReader.js"
-import { storeError } from "./errors.js"
 import type { Heads } from "./heads.js"
-import { runStatement } from "./deadline.js"
+import { makeRun, type Run } from "./deadline.js"
 import type { Registry } from "./registry.js"
 import { headsQuery } from "./schema.js"
 
@@ -71,21 +69,14 @@ export const makeReads = (
   readTimeout: Duration.Duration
 ): Reads => {
   const s = `"${schema}"`
-  const noReply = `no reply within ${Duration.format(readTimeout)}`
 
   /**
    * A read's statement outside any caller's transaction, its failures classified, within
    * `readTimeout`: a connection gone silent fails the read, retryable, at the deadline,
    * instead of holding it (and a live reader) for good.
    */
-  const query = (operation: "read" | "readCategory", text: string, params: ReadonlyArray<unknown>) =>
-    // the read ends at the deadline; the statement's cancel (which may itself wait on the
-    // silent path) goes on in the background
-    runStatement(sql, sql.unsafe(text, params as Array<never>).values, {
-      duration: readTimeout,
-      onTimeout: () => new StoreUnavailable({ operation, reason: noReply, retryable: true }),
-      onDeadline: "background"
-    }).pipe(Effect.mapError((e) => e instanceof StoreUnavailable ? e : storeError(operation, e)))
+  // the read ends at the deadline; the statement's cancel goes on in the background
+  const query: (operation: "read" | "readCategory", text: string, params: ReadonlyArray<unknown>) => ReturnType<Run> = makeRun(sql, readTimeout, "background")
   const forwardSql = `SELECT ${COLUMNS} FROM ${s}.events e WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3 ORDER BY e.version LIMIT $4`
   const backwardSql = `SELECT ${COLUMNS} FROM ${s}.events e WHERE e.category = $1 AND e.stream_id = $2 AND e.version <= $3 ORDER BY e.version DESC LIMIT $4`
   const pagesSql = `SELECT ${COLUMNS} FROM unnest($2::int[], $3::bigint[]) AS c(p, after)

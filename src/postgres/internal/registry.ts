@@ -8,11 +8,10 @@
  * @internal
  */
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Effect } from "effect"
+import { type Duration, Effect } from "effect"
 import { PartitionCountMismatch, type PartitionsConfig, type StoreError } from "../../EventStore.js"
 import { partitionsFor } from "../../internal/options.js"
-import { storeError } from "./errors.js"
-import { outside } from "./outside.js"
+import { makeRun } from "./deadline.js"
 
 export interface Registry {
   /** The count of a category already resolved by this store, without I/O. */
@@ -27,7 +26,10 @@ export interface Registry {
   readonly resolve: (category: string, register: boolean) => Effect.Effect<number, StoreError>
 }
 
-export const makeRegistry = (sql: PgClient, schema: string, partitions: PartitionsConfig): Registry => {
+export const makeRegistry = (sql: PgClient, schema: string, partitions: PartitionsConfig, timeout: Duration.Duration): Registry => {
+  // registering takes the category's row lock: it fails at the deadline once its cancel has run
+  const registerIt = makeRun(sql, timeout, "awaited")
+  const lookUp = makeRun(sql, timeout, "background")
   const known = new Map<string, number>()
   const lookUpSql = `SELECT partitions FROM "${schema}".categories WHERE category = $1`
   const registerSql = `SELECT "${schema}".register($1, $2) AS partitions`
@@ -50,13 +52,8 @@ export const makeRegistry = (sql: PgClient, schema: string, partitions: Partitio
       const hit = known.get(category)
       if (hit !== undefined) return Effect.succeed(hit)
       const configured = partitionsFor(partitions, category)
-      const query = register
-        ? sql.unsafe(registerSql, [category, configured])
-        : sql.unsafe(lookUpSql, [category])
-      return outside(query.values).pipe(
-        Effect.mapError((e) => storeError("registry", e)),
-        Effect.flatMap(check(category, configured))
-      )
+      const query = register ? registerIt("registry", registerSql, [category, configured]) : lookUp("registry", lookUpSql, [category])
+      return Effect.flatMap(query, check(category, configured))
     }
   }
 }

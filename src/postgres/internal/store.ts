@@ -52,8 +52,8 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
     yield* outside(checkIsolation(sql))
     yield* outside(migrate(sql, schema))
 
-    const registry = makeRegistry(sql, schema, options.partitions)
-    const heads = yield* makeHeads(sql, schema, options.poll)
+    const registry = makeRegistry(sql, schema, options.partitions, options.readTimeout)
+    const heads = yield* makeHeads(sql, schema, { ...options.poll, timeout: options.readTimeout })
     const appender = yield* makeAppender(sql, { schema, maxEvents: options.maxEventsPerCall, lockTimeoutMs: Math.max(1, Math.round(Duration.toMillis(options.lockTimeout))), replyTimeout: options.appendTimeout }, ({ partition, partitions, prepared, result }) => {
       registry.learn(prepared.category, partitions)
       const first = Number(result.positions[0]!.entryId.split("-")[0])
