@@ -266,7 +266,7 @@ describe("PostgreSQL backend", () => {
       expect(Math.abs(ms[0]! - Date.now())).toBeLessThan(60_000)
     }).pipe(Effect.scoped))
 
-  it.live("readCategory merges partitions by commit time (positions say nothing of time across partitions), catching up and live", () =>
+  it.live("readCategory merges partitions by commit time (positions say nothing of time across partitions) catching up; live, each stream in order", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_merge")
       const store = yield* storeIn(url, { schema, partitions: 4 })
@@ -293,7 +293,6 @@ describe("PostgreSQL backend", () => {
       )
       yield* Deferred.await(caughtUp)
       // written by this store while the reader (another store) polls: it sees them in batches
-      // (2 ms apart: commit times in ms differ, so the order is the test's, not a tie's)
       for (let i = 0; i < 6; i++) {
         yield* store.append(busy, [event({ late: i })])
         yield* Effect.sleep("2 millis")
@@ -301,7 +300,12 @@ describe("PostgreSQL backend", () => {
         yield* Effect.sleep("2 millis")
       }
       const live = Chunk.toReadonlyArray(yield* Fiber.join(reader))
-      expect(live.map((e) => e.stream)).toEqual(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? busy : quiet)))
+      // each follow's batch is merged by commit time; across batches the partitions
+      // interleave (the documented order): a reader woken for one partition may read past
+      // what another partition committed in between, so only each stream's order is sure
+      for (const stream of [busy, quiet]) {
+        expect(live.filter((e) => e.stream === stream).map((e) => (e.data as { late: number }).late)).toEqual([0, 1, 2, 3, 4, 5])
+      }
     }).pipe(Effect.scoped))
 
   it.live("an entity id or a type with a NUL is refused before any I/O; a stream named so reads as empty", () =>
@@ -417,7 +421,9 @@ describe("PostgreSQL backend", () => {
         const started = Date.now()
         const error = yield* Effect.flip(read)
         expect(error._tag).toBe("StoreUnavailable")
-        expect(error._tag === "StoreUnavailable" && [error.retryable, error.reason]).toEqual([true, "no reply within 1s"])
+        // on an open connection, or on a new one that could not be made through the silent path
+        expect(error._tag === "StoreUnavailable" && error.retryable).toBe(true)
+        expect(["no reply within 1s", "no connection within 1s: nothing was sent"]).toContain(error._tag === "StoreUnavailable" && error.reason)
         const waited = Date.now() - started
         expect(waited).toBeGreaterThanOrEqual(900)
         expect(waited, "answered at the deadline").toBeLessThan(5000)

@@ -119,7 +119,12 @@ export const makeAppender = (
     let closed = false
     const appendSql = `SELECT r_status, r_first::text, r_index, r_version::text, r_type, r_positions::text[] FROM "${options.schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10, $11)`
 
-    const replyTimeout = () => new Error(`no reply within ${Duration.format(options.replyTimeout)}`)
+    // past the deadline the outcome of a call that was sent is unknown; one that never had a
+    // connection wrote nothing
+    const replyTimeout = (sent: boolean) =>
+      sent
+        ? new Error(`no reply within ${Duration.format(options.replyTimeout)}`)
+        : new StoreUnavailable({ operation: "append", reason: `no connection within ${Duration.format(options.replyTimeout)}: nothing was sent`, retryable: true })
 
     const take = (lane: Lane): Array<Pending> => {
       const out: Array<Pending> = []
@@ -221,7 +226,9 @@ export const makeAppender = (
           onFailure: (cause) =>
             Effect.sync(() => {
               const failure = Cause.squash(cause)
-              for (const item of items) settle(item, Exit.fail(appendError(item.prepared.stream, eventIdsOf(item.prepared), failure)))
+              for (const item of items) {
+                settle(item, Exit.fail(failure instanceof StoreUnavailable ? failure : appendError(item.prepared.stream, eventIdsOf(item.prepared), failure)))
+              }
             })
         }),
         // interrupted once sent (the store closing): the database decides, and nobody will know

@@ -4,21 +4,25 @@
  * connection's state) must not hold an append, a read or a consumer for good.
  *
  * A statement runs on a connection of its own, outside any caller's transaction. Past its
- * deadline, or when its caller is interrupted, the statement is abandoned: its connection
- * is closed at once, so the statement fails at once and the connection never goes back to
- * the pool, and the server is asked to cancel it (`pg_cancel_backend`, on another
- * connection, itself within the deadline). Handing such a connection back, as the driver
- * does after its own cancel, would give the next statement (the pool reuses the
- * connection released last) a connection that never answers: every statement after a
- * dropped connection failed at its deadline, none reached the server.
+ * deadline, or when its caller is interrupted, the statement is abandoned: the server is
+ * asked to cancel it (a CancelRequest with the session's key, on a socket of its own: no
+ * pool slot, no login, and only that session is hit, behind a pooling proxy too), and its
+ * connection is closed at once, so the statement fails at once and the connection never
+ * goes back to the pool. Handing such a connection back, as the driver does after its own
+ * cancel, gave the next statement (the pool reuses the connection released last) a
+ * connection that never answered: every statement after a dropped connection failed at
+ * its deadline. And a cancel sent as a statement through the pool waits behind the
+ * statements queued there: under load it missed its own deadline, and abandoned
+ * statements piled up on the server past the pool's size.
  *
  * Two policies say when the caller learns of the deadline:
- * - `"background"` (appends, reads): at once; the cancel goes on in the background. Right
- *   for an append, whose outcome is then unknown and said so, and for a read, which takes
- *   no lock a retry could wait on.
- * - `"awaited"` (consumer groups): once the cancel has run. A group statement takes row
- *   locks (a lease, a claim page); a retry sent while the first attempt may still run
- *   would queue behind its locks and time out in turn.
+ * - `"background"` (appends, reads): at once.
+ * - `"awaited"` (writes that take row locks: groups, snapshots, projections, keys, the
+ *   registry): once the server has taken the cancel (or the cancel's own deadline, the
+ *   statement's, has passed). A retry sent while the first attempt may still run would
+ *   queue behind its locks and time out in turn.
+ * A statement given up on before it had a connection was never sent: its caller learns of
+ * it at once under either policy, told that nothing was sent.
  *
  * The deadline is the wall clock's: a test clock in the caller's fiber does not hold it,
  * as it would not hold a server that has stopped answering. The race is a timer and a
@@ -41,48 +45,55 @@ export type OnDeadline = "background" | "awaited"
 /** The longest a timer holds (about 24.8 days): a deadline beyond it is none. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
+/** What abandoning did: the work ends by itself, it is to be interrupted, or it was never sent. */
+export type Abandoned = "ends" | "interrupt" | "unsent"
+
 /**
  * `self` with a deadline of `duration` for its reply: it runs in a fiber of its own and
- * the caller has the first of its exit and the deadline (`onTimeout`'s error). Past the
- * deadline, or when the caller is interrupted, `abandon` is called: `true` when it has
- * made `self` end by itself (its connection closed), `false` to have it interrupted. The
- * caller goes on at once or once `self` has ended, as `onDeadline` says.
+ * the caller has the first of its exit and the deadline (`onTimeout`'s error, told
+ * whether anything was sent). Past the deadline, or when the caller is interrupted,
+ * `abandon` is called and says what it did (by default: have `self` interrupted). The
+ * caller goes on at once, or once `self` has ended, as `onDeadline` says; at once when
+ * nothing was sent.
  */
 export const withDeadline = <A, E, E2>(
   self: Effect.Effect<A, E>,
   duration: Duration.Duration,
-  onTimeout: () => E2,
+  onTimeout: (sent: boolean) => E2,
   onDeadline: OnDeadline,
-  abandon: () => boolean = () => false
+  abandon: () => Abandoned = () => "interrupt"
 ): Effect.Effect<A, E | E2> => {
   const millis = Duration.toMillis(duration)
   return Effect.flatMap(Effect.forkDaemon(self), (fiber) =>
     Effect.async<A, E | E2>((resume) => {
       let late = false
-      const stop = () => {
-        if (!abandon()) fiber.unsafeInterruptAsFork(FiberId.none)
+      /** Abandons `self`; whether the caller is to wait for it to end. */
+      const stop = (): boolean => {
+        const what = abandon()
+        if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
+        return what !== "unsent" && onDeadline === "awaited"
       }
       const timer = millis < MAX_TIMER_MS
         ? setTimeout(() => {
           late = true
-          if (onDeadline === "background") {
+          const what = abandon()
+          if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
+          if (what === "unsent" || onDeadline === "background") {
             fiber.removeObserver(observer)
-            resume(Effect.fail(onTimeout()))
+            resume(Effect.fail(onTimeout(what !== "unsent")))
           }
-          stop()
         }, millis)
         : undefined
       const observer = (exit: Exit.Exit<A, E>) => {
         clearTimeout(timer)
         // a reply that came in before the statement was abandoned is still the reply
-        resume(late && !Exit.isSuccess(exit) ? Effect.fail(onTimeout()) : exit)
+        resume(late && !Exit.isSuccess(exit) ? Effect.fail(onTimeout(true)) : exit)
       }
       fiber.addObserver(observer)
       return Effect.suspend(() => {
         clearTimeout(timer)
         fiber.removeObserver(observer)
-        stop()
-        return onDeadline === "background" ? Effect.void : Effect.asVoid(fiber.await)
+        return stop() ? Effect.asVoid(fiber.await) : Effect.void
       })
     }))
 }
@@ -90,7 +101,23 @@ export const withDeadline = <A, E, E2>(
 /** What is used of the driver's connection behind a reserved `Connection` of `@effect/sql-pg`. */
 interface DriverConnection {
   readonly processID: number | null
+  readonly secretKey: number | null
+  readonly host: string
+  readonly port: number
+  readonly connection: {
+    /** The driver's protocol connection class, for the cancel's socket. */
+    readonly constructor: new(config: object) => ProtocolConnection
+    readonly stream?: { destroy(): void }
+  }
   end(): Promise<void>
+}
+
+interface ProtocolConnection {
+  connect(port: number | string, host?: string): void
+  cancel(processID: number, secretKey: number): void
+  once(event: "connect" | "end", f: () => void): void
+  on(event: "error", f: (error: unknown) => void): void
+  readonly stream: { destroy(): void }
 }
 
 /**
@@ -98,13 +125,44 @@ interface DriverConnection {
  * an abandoned statement is interrupted, which is all the driver offers.
  */
 const driverOf = (connection: Connection): DriverConnection | undefined => {
-  const pg = (connection as { readonly pg?: unknown }).pg
-  return typeof pg === "object" && pg !== null && typeof (pg as { end?: unknown }).end === "function" ? pg as DriverConnection : undefined
+  const pg = (connection as { readonly pg?: unknown }).pg as Partial<DriverConnection> | null | undefined
+  return typeof pg === "object" && pg !== null && typeof pg.end === "function" && typeof pg.connection?.constructor === "function"
+    ? pg as DriverConnection
+    : undefined
 }
+
+/**
+ * Asks the server to cancel what `driver`'s session runs: a CancelRequest with the
+ * session's key, as the driver's own `cancel` sends it, on a socket of its own. Settles
+ * when the server has taken it (it closes the socket), on an error, or after `millis`.
+ */
+const cancelOnServer = (driver: DriverConnection, millis: number): Promise<void> =>
+  new Promise((settle) => {
+    const { processID, secretKey } = driver
+    if (processID === null || secretKey === null) return settle()
+    let socket: ProtocolConnection
+    try {
+      socket = new driver.connection.constructor({})
+    } catch {
+      return settle()
+    }
+    const done = () => {
+      clearTimeout(timer)
+      socket.stream.destroy()
+      settle()
+    }
+    const timer = setTimeout(done, Math.min(millis, MAX_TIMER_MS))
+    socket.on("error", done)
+    socket.once("end", done)
+    socket.once("connect", () => socket.cancel(processID, secretKey))
+    if (driver.host.startsWith("/")) socket.connect(`${driver.host}/.s.PGSQL.${driver.port}`)
+    else socket.connect(driver.port, driver.host)
+  })
 
 export interface StatementDeadline<E2> {
   readonly duration: Duration.Duration
-  readonly onTimeout: () => E2
+  /** The error past the deadline; `sent` is false when the statement never had a connection (nothing was sent). */
+  readonly onTimeout: (sent: boolean) => E2
   readonly onDeadline: OnDeadline
 }
 
@@ -115,42 +173,54 @@ export interface StatementDeadline<E2> {
 export const runStatement = <A, E2>(
   sql: PgClient,
   statement: Effect.Effect<A, SqlError>,
-  deadline: StatementDeadline<E2>,
-  cancel = true
+  deadline: StatementDeadline<E2>
 ): Effect.Effect<A, SqlError | E2> =>
   Effect.suspend(() => {
+    const millis = Duration.toMillis(deadline.duration)
     let driver: DriverConnection | undefined
+    let connected = false
     let abandoned = false
-    let cancelling: number | null = null
+    let cancelled: Promise<void> | undefined
+    let outcome: Abandoned | undefined
     const onConnection = Effect.scoped(
       // a connection the pool hands over is always taken and released: `reserve`
       // interrupted while it waits would leave the connection it later gets checked out
       Effect.flatMap(Effect.uninterruptible(sql.reserve), (connection) => {
-        driver = driverOf(connection)
         if (abandoned) {
           // given up on before the statement was sent: the connection goes back as it is
           return Effect.interrupt
         }
-        return Effect.provideService(statement, TransactionConnection, [connection, 0] as const)
+        connected = true
+        driver = driverOf(connection)
+        // finalizers run last first: this one before the connection's release, after which
+        // the pool may hand the connection to another statement, which no abandon must touch
+        return Effect.zipRight(
+          Effect.addFinalizer(() => Effect.sync(() => driver = undefined)),
+          // the connection as the statement's transaction connection (at depth 0, none is
+          // open: a statement here never begins one): it runs there and nowhere else
+          Effect.provideService(statement, TransactionConnection, [connection, 0] as const)
+        )
       })
     ).pipe(
-      // the server's side of an abandoned statement, before the caller that waits for it goes on
-      Effect.ensuring(Effect.suspend(() => {
-        const pid = cancelling
-        return pid === null || !cancel
-          ? Effect.void
-          : Effect.ignore(runStatement(sql, sql.unsafe(`SELECT pg_cancel_backend($1)`, [pid]).values, { ...deadline, onDeadline: "background" }, false))
-      }))
+      // the caller that waits for the abandoned statement waits for the server to take its cancel
+      Effect.ensuring(Effect.suspend(() => cancelled === undefined ? Effect.void : Effect.promise(() => cancelled!)))
     )
-    return withDeadline(onConnection, deadline.duration, deadline.onTimeout, deadline.onDeadline, () => {
+    const abandon = (): Abandoned => {
       abandoned = true
-      if (driver === undefined) return false
-      cancelling = driver.processID
-      // with its statement under way the driver destroys the socket: the statement fails at
-      // once, and the pool drops the connection it gets back (it is ending)
-      driver.end().catch(() => undefined)
-      return true
-    })
+      if (!connected) return "unsent"
+      const d = driver
+      if (d === undefined) return "interrupt"
+      driver = undefined
+      cancelled = cancelOnServer(d, millis)
+      // the statement fails at once, and the pool drops the connection it gets back (it is
+      // ending); the socket is destroyed here too, which `end` alone does not do in the
+      // driver's pipeline mode
+      d.end().catch(() => undefined)
+      d.connection.stream?.destroy()
+      return "ends"
+    }
+    // abandoned once (the deadline, then the caller's interruption): the second time says the same
+    return withDeadline(onConnection, deadline.duration, deadline.onTimeout, deadline.onDeadline, () => outcome ??= abandon())
   })
 
 /** Runs a statement's text and parameters within the runner's deadline, its failures classified. */
@@ -163,10 +233,11 @@ export type Run = (operation: string, text: string, params?: ReadonlyArray<unkno
  */
 export const makeRun = (sql: PgClient, duration: Duration.Duration, onDeadline: OnDeadline): Run => {
   const reason = `no reply within ${Duration.format(duration)}`
+  const unsent = `no connection within ${Duration.format(duration)}: nothing was sent`
   return (operation, text, params = []) =>
     runStatement(sql, sql.unsafe(text, params as Array<never>).values, {
       duration,
-      onTimeout: () => new StoreUnavailable({ operation, reason, retryable: true }),
+      onTimeout: (sent) => new StoreUnavailable({ operation, reason: sent ? reason : unsent, retryable: true }),
       onDeadline
     }).pipe(Effect.mapError((e) => e instanceof StoreUnavailable ? e : storeError(operation, e)))
 }
