@@ -297,9 +297,12 @@ export const layerConfig = (
 /**
  * A `PgClient` layer from the environment, for `layer` and `layerConfig`: the connection
  * URL from `DATABASE_URL` (default `postgres://localhost:5432/postgres`), kept `Redacted`
- * (it may carry a password) until the driver reads it, and the pool's size from
- * `DATABASE_POOL_SIZE` (default 10). For anything else (TLS, a separate password, …) use
- * `PgClient.layerConfig` of `@effect/sql-pg` directly.
+ * (it may carry a password) until the driver reads it, the pool's size from
+ * `DATABASE_POOL_SIZE` (default 10), and a connect timeout of 10 seconds (a statement
+ * waiting for a connection of the pool gives up then, as a new connection does, rather
+ * than queueing for good). For anything else (TLS, a separate password, …) use
+ * `PgClient.layerConfig` of `@effect/sql-pg` directly; give it a `connectTimeout` no
+ * longer than the store's deadlines.
  *
  * @since 0.3.0
  * @category layers
@@ -308,6 +311,7 @@ export const clientLayerConfig = (): Layer.Layer<PgClient.PgClient | SqlClient, 
   PgClient.layerConfig({
     url: Config.redacted("DATABASE_URL").pipe(Config.withDefault(Redacted.make("postgres://localhost:5432/postgres"))),
     maxConnections: Config.integer("DATABASE_POOL_SIZE").pipe(Config.withDefault(10)),
+    connectTimeout: Config.succeed(Duration.seconds(10)),
     applicationName: Config.succeed("effect-chronicle")
   })
 

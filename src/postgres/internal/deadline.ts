@@ -36,7 +36,7 @@ import { TransactionConnection } from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { Duration, Effect, Exit, FiberId } from "effect"
+import { Duration, Effect, Exit, type Fiber, FiberId } from "effect"
 import { type PermissionDenied, StoreUnavailable } from "../../EventStore.js"
 import { storeError } from "./errors.js"
 
@@ -64,39 +64,62 @@ export const withDeadline = <A, E, E2>(
   abandon: () => Abandoned = () => "interrupt"
 ): Effect.Effect<A, E | E2> => {
   const millis = Duration.toMillis(duration)
-  return Effect.flatMap(Effect.forkDaemon(self), (fiber) =>
-    Effect.async<A, E | E2>((resume) => {
-      let late = false
-      /** Abandons `self`; whether the caller is to wait for it to end. */
-      const stop = (): boolean => {
+  // between the fork and the wait's registration the caller could be interrupted, leaving
+  // the work unwatched: the fork is in an uninterruptible region (the work itself is not)
+  return Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.forkDaemon(restore(self)), (fiber) => {
+      let watched = false
+      return restore(race(fiber, millis, onTimeout, onDeadline, abandon, () => watched = true)).pipe(
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            if (!watched && abandon() !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
+          })
+        )
+      )
+    })
+  )
+}
+
+const race = <A, E, E2>(
+  fiber: Fiber.RuntimeFiber<A, E>,
+  millis: number,
+  onTimeout: (sent: boolean) => E2,
+  onDeadline: OnDeadline,
+  abandon: () => Abandoned,
+  onWatched: () => void
+) =>
+  Effect.async<A, E | E2>((resume) => {
+    onWatched()
+    let late = false
+    /** Abandons `self`; whether the caller is to wait for it to end. */
+    const stop = (): boolean => {
+      const what = abandon()
+      if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
+      return what !== "unsent" && onDeadline === "awaited"
+    }
+    const timer = millis < MAX_TIMER_MS
+      ? setTimeout(() => {
+        late = true
         const what = abandon()
         if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
-        return what !== "unsent" && onDeadline === "awaited"
-      }
-      const timer = millis < MAX_TIMER_MS
-        ? setTimeout(() => {
-          late = true
-          const what = abandon()
-          if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
-          if (what === "unsent" || onDeadline === "background") {
-            fiber.removeObserver(observer)
-            resume(Effect.fail(onTimeout(what !== "unsent")))
-          }
-        }, millis)
-        : undefined
-      const observer = (exit: Exit.Exit<A, E>) => {
-        clearTimeout(timer)
-        // a reply that came in before the statement was abandoned is still the reply
-        resume(late && !Exit.isSuccess(exit) ? Effect.fail(onTimeout(true)) : exit)
-      }
-      fiber.addObserver(observer)
-      return Effect.suspend(() => {
-        clearTimeout(timer)
-        fiber.removeObserver(observer)
-        return stop() ? Effect.asVoid(fiber.await) : Effect.void
-      })
-    }))
-}
+        if (what === "unsent" || onDeadline === "background") {
+          fiber.removeObserver(observer)
+          resume(Effect.fail(onTimeout(what !== "unsent")))
+        }
+      }, millis)
+      : undefined
+    const observer = (exit: Exit.Exit<A, E>) => {
+      clearTimeout(timer)
+      // a reply that came in before the statement was abandoned is still the reply
+      resume(late && !Exit.isSuccess(exit) ? Effect.fail(onTimeout(true)) : exit)
+    }
+    fiber.addObserver(observer)
+    return Effect.suspend(() => {
+      clearTimeout(timer)
+      fiber.removeObserver(observer)
+      return stop() ? Effect.asVoid(fiber.await) : Effect.void
+    })
+  })
 
 /** What is used of the driver's connection behind a reserved `Connection` of `@effect/sql-pg`. */
 interface DriverConnection {
@@ -107,7 +130,7 @@ interface DriverConnection {
   readonly connection: {
     /** The driver's protocol connection class, for the cancel's socket. */
     readonly constructor: new(config: object) => ProtocolConnection
-    readonly stream?: { destroy(): void }
+    readonly stream?: { destroy(): void; readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }
   }
   end(): Promise<void>
 }
@@ -131,33 +154,59 @@ const driverOf = (connection: Connection): DriverConnection | undefined => {
     : undefined
 }
 
+/** How long a cancel may take: the statement's deadline, within these bounds. */
+const CANCEL_MIN_MS = 1_000
+const CANCEL_MAX_MS = 30_000
+
 /**
  * Asks the server to cancel what `driver`'s session runs: a CancelRequest with the
- * session's key, as the driver's own `cancel` sends it, on a socket of its own. Settles
- * when the server has taken it (it closes the socket), on an error, or after `millis`.
+ * session's key, as the driver's own `cancel` sends it, on a socket of its own, to the
+ * address the session's socket is connected to (the same server, whatever DNS says now).
+ * Settles when the server has taken it (it closes the socket), on an error, or after
+ * `millis` (within 1 to 30 s); never fails. A connection through a custom `stream` of the
+ * driver's config is cancelled over the plain network, or not at all.
  */
 const cancelOnServer = (driver: DriverConnection, millis: number): Promise<void> =>
   new Promise((settle) => {
     const { processID, secretKey } = driver
     if (processID === null || secretKey === null) return settle()
-    let socket: ProtocolConnection
-    try {
-      socket = new driver.connection.constructor({})
-    } catch {
-      return settle()
-    }
+    let socket: ProtocolConnection | undefined
     const done = () => {
       clearTimeout(timer)
-      socket.stream.destroy()
+      try {
+        socket?.stream.destroy()
+      } catch {
+        // nothing more to do for a cancel
+      }
       settle()
     }
-    const timer = setTimeout(done, Math.min(millis, MAX_TIMER_MS))
-    socket.on("error", done)
-    socket.once("end", done)
-    socket.once("connect", () => socket.cancel(processID, secretKey))
-    if (driver.host.startsWith("/")) socket.connect(`${driver.host}/.s.PGSQL.${driver.port}`)
-    else socket.connect(driver.port, driver.host)
+    const timer = setTimeout(done, Math.min(CANCEL_MAX_MS, Math.max(CANCEL_MIN_MS, millis)))
+    timer.unref()
+    try {
+      const s = new driver.connection.constructor({})
+      socket = s
+      s.on("error", done)
+      s.once("end", done)
+      s.once("connect", () => s.cancel(processID, secretKey))
+      const peer = driver.connection.stream
+      if (driver.host.startsWith("/")) s.connect(`${driver.host}/.s.PGSQL.${driver.port}`)
+      else if (peer?.remoteAddress !== undefined && peer.remotePort !== undefined) s.connect(peer.remotePort, peer.remoteAddress)
+      else s.connect(driver.port, driver.host)
+    } catch {
+      done()
+    }
   })
+
+/** Closes the driver's connection for good: its statement under way fails, and the pool drops it on release. */
+const close = (driver: DriverConnection) => {
+  try {
+    driver.end().catch(() => undefined)
+    // `end` alone does not destroy the socket in the driver's pipeline mode
+    driver.connection.stream?.destroy()
+  } catch {
+    // closed already
+  }
+}
 
 export interface StatementDeadline<E2> {
   readonly duration: Duration.Duration
@@ -180,7 +229,8 @@ export const runStatement = <A, E2>(
     let driver: DriverConnection | undefined
     let connected = false
     let abandoned = false
-    let cancelled: Promise<void> | undefined
+    /** Settles once an abandoned statement's cancel was taken and its connection closed. */
+    let closed: Promise<void> | undefined
     let outcome: Abandoned | undefined
     const onConnection = Effect.scoped(
       // a connection the pool hands over is always taken and released: `reserve`
@@ -193,17 +243,21 @@ export const runStatement = <A, E2>(
         connected = true
         driver = driverOf(connection)
         // finalizers run last first: this one before the connection's release, after which
-        // the pool may hand the connection to another statement, which no abandon must touch
+        // the pool may hand the connection to another statement, which no abandon must
+        // touch; an abandoned statement's connection is closed first (once its cancel was
+        // taken), so that the pool drops it
         return Effect.zipRight(
-          Effect.addFinalizer(() => Effect.sync(() => driver = undefined)),
+          Effect.addFinalizer(() =>
+            Effect.suspend(() => {
+              driver = undefined
+              return closed === undefined ? Effect.void : Effect.promise(() => closed!)
+            })
+          ),
           // the connection as the statement's transaction connection (at depth 0, none is
           // open: a statement here never begins one): it runs there and nowhere else
           Effect.provideService(statement, TransactionConnection, [connection, 0] as const)
         )
       })
-    ).pipe(
-      // the caller that waits for the abandoned statement waits for the server to take its cancel
-      Effect.ensuring(Effect.suspend(() => cancelled === undefined ? Effect.void : Effect.promise(() => cancelled!)))
     )
     const abandon = (): Abandoned => {
       abandoned = true
@@ -211,12 +265,11 @@ export const runStatement = <A, E2>(
       const d = driver
       if (d === undefined) return "interrupt"
       driver = undefined
-      cancelled = cancelOnServer(d, millis)
-      // the statement fails at once, and the pool drops the connection it gets back (it is
-      // ending); the socket is destroyed here too, which `end` alone does not do in the
-      // driver's pipeline mode
-      d.end().catch(() => undefined)
-      d.connection.stream?.destroy()
+      // the cancel first, the connection closed once the server has taken it: behind a
+      // pooling proxy, a session whose client has gone may no longer be found by a cancel.
+      // The statement then fails (cancelled, or its connection closed), and the pool drops
+      // the connection (it is ending)
+      closed = cancelOnServer(d, millis).then(() => close(d))
       return "ends"
     }
     // abandoned once (the deadline, then the caller's interruption): the second time says the same
