@@ -72,7 +72,7 @@ export const withDeadline = <A, E, E2>(
       return restore(race(fiber, millis, onTimeout, onDeadline, abandon, () => watched = true)).pipe(
         Effect.onInterrupt(() =>
           Effect.sync(() => {
-            if (!watched && abandon() !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
+            if (!watched) stop(fiber, abandon)
           })
         )
       )
@@ -91,18 +91,11 @@ const race = <A, E, E2>(
   Effect.async<A, E | E2>((resume) => {
     onWatched()
     let late = false
-    /** Abandons `self`; whether the caller is to wait for it to end. */
-    const stop = (): boolean => {
-      const what = abandon()
-      if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
-      return what !== "unsent" && onDeadline === "awaited"
-    }
     const timer = millis < MAX_TIMER_MS
       ? setTimeout(() => {
         late = true
-        const what = abandon()
-        if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
-        if (what === "unsent" || onDeadline === "background") {
+        const what = stop(fiber, abandon)
+        if (!waits(what, onDeadline)) {
           fiber.removeObserver(observer)
           resume(Effect.fail(onTimeout(what !== "unsent")))
         }
@@ -117,9 +110,19 @@ const race = <A, E, E2>(
     return Effect.suspend(() => {
       clearTimeout(timer)
       fiber.removeObserver(observer)
-      return stop() ? Effect.asVoid(fiber.await) : Effect.void
+      return waits(stop(fiber, abandon), onDeadline) ? Effect.asVoid(fiber.await) : Effect.void
     })
   })
+
+/** Abandons the work: interrupted, unless abandoning made it end by itself. */
+const stop = (fiber: Fiber.RuntimeFiber<unknown, unknown>, abandon: () => Abandoned): Abandoned => {
+  const what = abandon()
+  if (what !== "ends") fiber.unsafeInterruptAsFork(FiberId.none)
+  return what
+}
+
+/** Whether the caller waits for abandoned work to end: under "awaited", when something was sent. */
+const waits = (what: Abandoned, onDeadline: OnDeadline) => what !== "unsent" && onDeadline === "awaited"
 
 /** What is used of the driver's connection behind a reserved `Connection` of `@effect/sql-pg`. */
 interface DriverConnection {
@@ -228,7 +231,6 @@ export const runStatement = <A, E2>(
     const millis = Duration.toMillis(deadline.duration)
     let driver: DriverConnection | undefined
     let connected = false
-    let abandoned = false
     /** Settles once an abandoned statement's cancel was taken and its connection closed. */
     let closed: Promise<void> | undefined
     let outcome: Abandoned | undefined
@@ -236,7 +238,7 @@ export const runStatement = <A, E2>(
       // a connection the pool hands over is always taken and released: `reserve`
       // interrupted while it waits would leave the connection it later gets checked out
       Effect.flatMap(Effect.uninterruptible(sql.reserve), (connection) => {
-        if (abandoned) {
+        if (outcome !== undefined) {
           // given up on before the statement was sent: the connection goes back as it is
           return Effect.interrupt
         }
@@ -260,7 +262,6 @@ export const runStatement = <A, E2>(
       })
     )
     const abandon = (): Abandoned => {
-      abandoned = true
       if (!connected) return "unsent"
       const d = driver
       if (d === undefined) return "interrupt"
@@ -294,3 +295,13 @@ export const makeRun = (sql: PgClient, duration: Duration.Duration, onDeadline: 
       onDeadline
     }).pipe(Effect.mapError((e) => e instanceof StoreUnavailable ? e : storeError(operation, e)))
 }
+
+/**
+ * The two runners of statements with one deadline: `write`, for a statement that takes row
+ * locks (its caller fails once the server has taken its cancel: a retry would queue behind
+ * its locks), and `read`, for a lookup (its caller fails at once).
+ */
+export const makeRuns = (sql: PgClient, duration: Duration.Duration): { readonly read: Run; readonly write: Run } => ({
+  read: makeRun(sql, duration, "background"),
+  write: makeRun(sql, duration, "awaited")
+})

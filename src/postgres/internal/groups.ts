@@ -102,9 +102,8 @@ export const makePostgresGroups = (
     // waits last real time, as a blocking read on a server would: a test clock does not hold them
     const wallClock = Clock.make()
 
-    /** Runs a statement of the groups outside any caller's transaction, its failures classified, within the command timeout. */
-    // past the deadline the caller fails once the statement's cancel has run: a retry sent
-    // meanwhile would queue behind the locks the first attempt may still hold
+    // a statement of the groups takes row locks (leases, claim pages): past the deadline its
+    // caller fails once the server has taken its cancel, so that a retry does not queue behind it
     const run = makeRun(sql, options.commandTimeout, "awaited")
 
     const infos = new Map<string, GroupInfo>()

@@ -22,15 +22,12 @@ import { type Duration, Effect } from "effect"
 import { makeCachedKeyStore } from "../../internal/keyCache.js"
 import { type KeyStore, KeyStoreError } from "../../PersonalData.js"
 import type { StoreError } from "../../EventStore.js"
-import { makeRun } from "./deadline.js"
+import { makeRuns } from "./deadline.js"
 import { hasNul } from "./reads.js"
 
 export const makePostgresKeyStore = (sql: PgClient, schema: string, cacheTtl: Duration.Duration, commandTimeout: Duration.Duration): KeyStore.Service => {
   const s = `"${schema}"`
-  // a statement that takes a row lock fails at the deadline once its cancel has run (a retry
-  // would queue behind its lock); a lookup at once
-  const write = makeRun(sql, commandTimeout, "awaited")
-  const read = makeRun(sql, commandTimeout, "background")
+  const { read, write } = makeRuns(sql, commandTimeout)
   const stored = `key_id || ':' || encode(material, 'base64')`
   const getSql = `SELECT ${stored} FROM ${s}.data_keys WHERE subject = $1`
   // the found row, or the inserted one, or (a concurrent insert won) the winner's, locked by DO UPDATE

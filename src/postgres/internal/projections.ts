@@ -20,7 +20,7 @@ import { type Duration, Effect } from "effect"
 import { InvalidArgument, type StoreError } from "../../EventStore.js"
 import { isEntryId } from "../../internal/ids.js"
 import { type Checkpoint, CheckpointRejected, ProjectionStore } from "../../Projection.js"
-import { makeRun } from "./deadline.js"
+import { makeRuns } from "./deadline.js"
 import { hasNul } from "./reads.js"
 
 const NAME = /^[A-Za-z0-9_.-]{1,128}$/
@@ -29,10 +29,7 @@ type Row = readonly [string, ReadonlyArray<string> | null, string, string | null
 
 export const makePostgresProjections = (sql: PgClient, schema: string, commandTimeout: Duration.Duration): ProjectionStore.Service => {
   const s = `"${schema}"`
-  // a statement that takes a row lock fails at the deadline once its cancel has run (a retry
-  // would queue behind its lock); a lookup at once
-  const write = makeRun(sql, commandTimeout, "awaited")
-  const read = makeRun(sql, commandTimeout, "background")
+  const { read, write } = makeRuns(sql, commandTimeout)
   const ttl = `$3::float8 * interval '1 millisecond'`
   // a member renewing its own unexpired lease keeps its epoch; any other start of a lease takes the next
   const acquireSql = `INSERT INTO ${s}.projections AS p (name, lease_member, lease_until, epoch) VALUES ($1, $2, clock_timestamp() + ${ttl}, 1)
@@ -72,7 +69,7 @@ export const makePostgresProjections = (sql: PgClient, schema: string, commandTi
         if (hasNul(member)) return Effect.fail(nul("member"))
         return Effect.flatMap(ttlOf(ttlMillis), (ms) =>
           write("projection", acquireSql, [name, member, ms]).pipe(
-                        Effect.map((rows) => {
+            Effect.map((rows) => {
               const token = rows[0]?.[0]
               return typeof token === "string" ? token : undefined
             })
@@ -84,19 +81,19 @@ export const makePostgresProjections = (sql: PgClient, schema: string, commandTi
           hasNul(token)
             ? Effect.succeed(false)
             : write("projection", renewSql, [name, token, ms]).pipe(
-                            Effect.map((rows) => rows.length === 1)
+              Effect.map((rows) => rows.length === 1)
             ))),
     release: (name, token) =>
       checked(name, () =>
         hasNul(token)
           ? Effect.void
           : write("projection", releaseSql, [name, token]).pipe(
-                        Effect.asVoid
+            Effect.asVoid
           )),
     load: (name) =>
       checked(name, () =>
         read("projection", loadSql, [name]).pipe(
-                    Effect.map((rows): Checkpoint => {
+          Effect.map((rows): Checkpoint => {
             const row = rows[0] as Row | undefined
             if (row === undefined) return { generation: 0, cursor: undefined, resetDone: 0, category: undefined }
             const cursor = row[1] === null ? undefined : [...row[1]]
@@ -126,7 +123,7 @@ export const makePostgresProjections = (sql: PgClient, schema: string, commandTi
     rebuild: (name) =>
       checked(name, () =>
         write("projection", rebuildSql, [name]).pipe(
-                    Effect.map((rows) => Number(rows[0]?.[0]))
+          Effect.map((rows) => Number(rows[0]?.[0]))
         ))
   })
 }

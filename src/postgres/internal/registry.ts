@@ -11,7 +11,7 @@ import type { PgClient } from "@effect/sql-pg/PgClient"
 import { type Duration, Effect } from "effect"
 import { PartitionCountMismatch, type PartitionsConfig, type StoreError } from "../../EventStore.js"
 import { partitionsFor } from "../../internal/options.js"
-import { makeRun } from "./deadline.js"
+import { makeRuns } from "./deadline.js"
 
 export interface Registry {
   /** The count of a category already resolved by this store, without I/O. */
@@ -27,9 +27,7 @@ export interface Registry {
 }
 
 export const makeRegistry = (sql: PgClient, schema: string, partitions: PartitionsConfig, timeout: Duration.Duration): Registry => {
-  // registering takes the category's row lock: it fails at the deadline once its cancel has run
-  const registerIt = makeRun(sql, timeout, "awaited")
-  const lookUp = makeRun(sql, timeout, "background")
+  const { read, write } = makeRuns(sql, timeout)
   const known = new Map<string, number>()
   const lookUpSql = `SELECT partitions FROM "${schema}".categories WHERE category = $1`
   const registerSql = `SELECT "${schema}".register($1, $2) AS partitions`
@@ -52,7 +50,7 @@ export const makeRegistry = (sql: PgClient, schema: string, partitions: Partitio
       const hit = known.get(category)
       if (hit !== undefined) return Effect.succeed(hit)
       const configured = partitionsFor(partitions, category)
-      const query = register ? registerIt("registry", registerSql, [category, configured]) : lookUp("registry", lookUpSql, [category])
+      const query = register ? write("registry", registerSql, [category, configured]) : read("registry", lookUpSql, [category])
       return Effect.flatMap(query, check(category, configured))
     }
   }

@@ -16,17 +16,14 @@ import type { PgClient } from "@effect/sql-pg/PgClient"
 import { type Duration, Effect, Option } from "effect"
 import { InvalidArgument, parseStream, type StoreError, type StreamId } from "../../EventStore.js"
 import { type Snapshot, SnapshotStore } from "../../Snapshots.js"
-import { makeRun } from "./deadline.js"
+import { makeRuns } from "./deadline.js"
 import { hasNul } from "./reads.js"
 
 type Row = readonly [string, string, string | null]
 
 export const makePostgresSnapshots = (sql: PgClient, schema: string, commandTimeout: Duration.Duration): SnapshotStore.Service => {
   const s = `"${schema}"`
-  // a statement that takes a row lock fails at the deadline once its cancel has run (a retry
-  // would queue behind its lock); a lookup at once
-  const write = makeRun(sql, commandTimeout, "awaited")
-  const read = makeRun(sql, commandTimeout, "background")
+  const { read, write } = makeRuns(sql, commandTimeout)
   const loadSql = `SELECT version::text, state_version::text, state FROM ${s}.snapshots WHERE category = $1 AND stream_id = $2`
   const saveSql = `INSERT INTO ${s}.snapshots AS t (category, stream_id, version, state_version, state) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (category, stream_id) DO UPDATE SET version = EXCLUDED.version, state_version = EXCLUDED.state_version, state = EXCLUDED.state
@@ -52,7 +49,7 @@ export const makePostgresSnapshots = (sql: PgClient, schema: string, commandTime
         p === undefined
           ? Effect.succeed(Option.none<Snapshot>())
           : read("loadSnapshot", loadSql, [p.category, p.id]).pipe(
-                        Effect.map((rows) => {
+            Effect.map((rows) => {
               const row = rows[0] as Row | undefined
               if (row === undefined) return Option.none<Snapshot>()
               try {
@@ -75,7 +72,7 @@ export const makePostgresSnapshots = (sql: PgClient, schema: string, commandTime
           return Effect.fail(new InvalidArgument({ argument: "snapshot.state", reason: `does not encode to JSON: ${e instanceof Error ? e.message : String(e)}` }))
         }
         return write("saveSnapshot", saveSql, [p.category, p.id, snapshot.version, snapshot.stateVersion, state ?? null]).pipe(
-                    Effect.map((rows) => rows.length === 1)
+          Effect.map((rows) => rows.length === 1)
         )
       }),
     remove: (stream) =>
@@ -83,7 +80,7 @@ export const makePostgresSnapshots = (sql: PgClient, schema: string, commandTime
         p === undefined
           ? Effect.void
           : write("removeSnapshot", removeSql, [p.category, p.id]).pipe(
-                        Effect.asVoid
+            Effect.asVoid
           ))
   })
 }
