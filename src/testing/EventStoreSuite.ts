@@ -8,6 +8,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Either, Fiber, type Layer, Schema, Stream } from "effect"
 import * as Contract from "../Contract.js"
 import * as Envelope from "../Envelope.js"
+import { partitionOf } from "../internal/ids.js"
 import {
   type AppendResult,
   type CaughtUp,
@@ -276,6 +277,23 @@ export const conformance = (
             expect(tail.positions).toEqual(s.original.positions.slice(1))
             expect(tail.replayed).toBe(true)
             yield* unchanged(s)
+          }))
+
+        it.effect("a replay of events written by separate appends returns each one's own position", () =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const cat = category("idem_apart")
+            const partitions = yield* store.partitions(cat)
+            // a stream of the same partition, appended to in between: the replayed events' positions do not follow each other
+            let other = 2
+            while (partitionOf(String(other), partitions) !== partitionOf("1", partitions)) other++
+            const a = event("Created", { name: "a", size: 1 })
+            const b = event("Renamed", { name: "b" })
+            const first = yield* store.append(`${cat}-1`, [a])
+            yield* store.append(`${cat}-${other}`, [event("Created", { name: "between", size: 2 })])
+            const second = yield* store.append(`${cat}-1`, [b], { expectedVersion: 1 })
+            const replay = yield* store.append(`${cat}-1`, [a, b], { expectedVersion: "no-stream" })
+            expect(replay).toEqual({ stream: `${cat}-1`, firstVersion: 1, lastVersion: 2, positions: [first.positions[0], second.positions[0]], replayed: true })
           }))
 
         it.effect("a batch whose first id differs is checked against the expected version: WrongExpectedVersion", () =>

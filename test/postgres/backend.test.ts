@@ -603,6 +603,43 @@ describe("PostgreSQL backend", () => {
       expect(read.map((e) => e.stream)).toEqual(["dropped-0", "dropped-1", "dropped-3"])
     }).pipe(Effect.scoped))
 
+  it.live("an append that cannot be interrupted where it waits is sent and answered although its fiber is told to stop", () =>
+    Effect.gen(function*() {
+      const { schema, url } = yield* fresh("chronicle_kept")
+      const store = yield* storeIn(url, { schema, partitions: 1 })
+      yield* store.append("kept-0", [event()])
+      const holder = yield* clientIn(url)
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
+        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+          "kept", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+        ])
+        yield* Deferred.succeed(holding, undefined)
+        yield* Deferred.await(release)
+        return yield* Effect.fail("roll back" as const)
+      })).pipe(Effect.flip))
+      yield* Deferred.await(holding)
+      const first = yield* Effect.fork(store.append("kept-1", [event()]))
+      yield* Effect.sleep("100 millis")
+      // waits behind the call in flight, in a region that cannot be interrupted
+      const answered = yield* Deferred.make<string>()
+      const second = yield* Effect.fork(Effect.uninterruptible(
+        Effect.tap(store.append("kept-2", [event()]), (r) => Deferred.succeed(answered, r.positions[0]!.entryId))
+      ))
+      const third = yield* Effect.fork(store.append("kept-3", [event()]))
+      yield* Effect.sleep("50 millis")
+      yield* Fiber.interruptFork(second)
+      yield* Effect.sleep("50 millis")
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(held)).toBe("roll back")
+      expect((yield* Fiber.join(first)).positions[0]!.entryId).toBe("2-0")
+      expect(yield* Deferred.await(answered)).toBe("3-0")
+      expect((yield* Fiber.join(third)).positions[0]!.entryId).toBe("4-0")
+      const read = yield* collect(store.readCategory("kept"))
+      expect(read.map((e) => e.stream)).toEqual(["kept-0", "kept-1", "kept-2", "kept-3"])
+    }).pipe(Effect.scoped))
+
   it.effect("a live reader under a test clock still sees another store's appends (the head poller keeps the wall clock)", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_testclock")

@@ -54,9 +54,8 @@ export const makePostgresStore = (options: PostgresStoreOptions) =>
 
     const registry = makeRegistry(sql, schema, options.partitions, options.readTimeout)
     const heads = yield* makeHeads(sql, schema, { ...options.poll, timeout: options.readTimeout })
-    const appender = yield* makeAppender(sql, { schema, maxEvents: options.maxEventsPerCall, lockTimeoutMs: Math.max(1, Math.round(Duration.toMillis(options.lockTimeout))), replyTimeout: options.appendTimeout }, ({ partition, partitions, prepared, result }) => {
+    const appender = yield* makeAppender(sql, { schema, maxEvents: options.maxEventsPerCall, lockTimeoutMs: Math.max(1, Math.round(Duration.toMillis(options.lockTimeout))), replyTimeout: options.appendTimeout }, ({ partition, partitions, prepared, first }) => {
       registry.learn(prepared.category, partitions)
-      const first = Number(result.positions[0]!.entryId.split("-")[0])
       heads.appended(prepared.category, partition, first, first + prepared.events.length - 1, prepared.entityId)
     })
     const reads = makeReads(sql, schema, registry, heads, options.recheck, options.readTimeout)
