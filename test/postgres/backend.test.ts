@@ -85,6 +85,30 @@ const startSilencer = (upstreamPort: number) =>
 
 const collect = <A, E, R>(s: Stream.Stream<A, E, R>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)
 
+/**
+ * Holds the lock of `category`'s only partition from a transaction of another connection
+ * (which has called the append function and waits); `release` rolls it back.
+ */
+const holdPartition = (url: string, schema: string, category: string) =>
+  Effect.gen(function*() {
+    const holder = yield* clientIn(url)
+    const holding = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
+      yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
+        category, 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
+      ])
+      yield* Deferred.succeed(holding, undefined)
+      yield* Deferred.await(release)
+      return yield* Effect.fail("roll back" as const)
+    })).pipe(Effect.flip))
+    yield* Deferred.await(holding)
+    return {
+      /** Rolls the holder back; succeeds once it has. */
+      release: Effect.zipRight(Deferred.succeed(release, undefined), Effect.map(Fiber.join(held), (r) => expect(r).toBe("roll back")))
+    }
+  })
+
 describe("PostgreSQL backend", () => {
   it.live("the layer creates its schema and records its version; a schema of a newer version is refused; stores built at once do not race", () =>
     Effect.gen(function*() {
@@ -439,18 +463,7 @@ describe("PostgreSQL backend", () => {
       const store = yield* storeIn(url, { schema, partitions: 1, lockTimeout: "300 millis" })
       yield* store.append("locked-1", [event()])
       // another session calls the append function in a transaction and keeps it open: it holds the lock
-      const holder = yield* clientIn(url)
-      const holding = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
-        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
-          "locked", 1, 0, ["2"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
-        ])
-        yield* Deferred.succeed(holding, undefined)
-        yield* Deferred.await(release)
-        return yield* Effect.fail("roll back" as const)
-      })).pipe(Effect.flip))
-      yield* Deferred.await(holding)
+      const holder = yield* holdPartition(url, schema, "locked")
       const started = Date.now()
       const error = yield* Effect.flip(store.append("locked-1", [event()]))
       const waited = Date.now() - started
@@ -459,8 +472,7 @@ describe("PostgreSQL backend", () => {
       expect(error._tag === "StoreUnavailable" && error.reason).toContain("55P03")
       expect(waited).toBeGreaterThanOrEqual(250)
       expect(waited).toBeLessThan(5000)
-      yield* Deferred.succeed(release, undefined)
-      expect(yield* Fiber.join(held)).toBe("roll back")
+      yield* holder.release
       const retry = yield* store.append("locked-1", [event()])
       expect([retry.firstVersion, retry.positions[0]!.entryId]).toEqual([2, "2-0"])
     }).pipe(Effect.scoped))
@@ -529,21 +541,10 @@ describe("PostgreSQL backend", () => {
   it.live("closing the store while an append call waits for its partition's lock answers it at once: outcome unknown", () =>
     Effect.gen(function*() {
       const { schema, url } = yield* fresh("chronicle_closing")
-      const holder = yield* clientIn(url)
-      const holding = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
       const scope = yield* Scope.make()
       const store = yield* storeIn(url, { schema, partitions: 1 }).pipe(Scope.extend(scope))
       yield* store.append("closing-0", [event()])
-      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
-        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
-          "closing", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
-        ])
-        yield* Deferred.succeed(holding, undefined)
-        yield* Deferred.await(release)
-        return yield* Effect.fail("roll back" as const)
-      })).pipe(Effect.flip))
-      yield* Deferred.await(holding)
+      const holder = yield* holdPartition(url, schema, "closing")
       const waiting = yield* Effect.fork(Effect.flip(store.append("closing-1", [event()])))
       yield* Effect.sleep("200 millis")
       const started = Date.now()
@@ -551,8 +552,7 @@ describe("PostgreSQL backend", () => {
       const error = yield* Fiber.join(waiting)
       expect(error._tag).toBe("AppendOutcomeUnknown")
       expect(Date.now() - started).toBeLessThan(3000)
-      yield* Deferred.succeed(release, undefined)
-      expect(yield* Fiber.join(held)).toBe("roll back")
+      yield* holder.release
     }).pipe(Effect.scoped))
 
   it.live("ids, types and data with quotes, backslashes, commas, braces, spaces, control characters and astral ones are stored as given, in one call of many batches or alone", () =>
@@ -576,18 +576,7 @@ describe("PostgreSQL backend", () => {
       const { schema, url } = yield* fresh("chronicle_dropped")
       const store = yield* storeIn(url, { schema, partitions: 1 })
       yield* store.append("dropped-0", [event()])
-      const holder = yield* clientIn(url)
-      const holding = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
-        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
-          "dropped", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
-        ])
-        yield* Deferred.succeed(holding, undefined)
-        yield* Deferred.await(release)
-        return yield* Effect.fail("roll back" as const)
-      })).pipe(Effect.flip))
-      yield* Deferred.await(holding)
+      const holder = yield* holdPartition(url, schema, "dropped")
       // the first call waits for the lock; the next two wait behind it in this process
       const first = yield* Effect.fork(store.append("dropped-1", [event()]))
       yield* Effect.sleep("100 millis")
@@ -595,8 +584,7 @@ describe("PostgreSQL backend", () => {
       const third = yield* Effect.fork(store.append("dropped-3", [event()]))
       yield* Effect.sleep("50 millis")
       yield* Fiber.interrupt(second)
-      yield* Deferred.succeed(release, undefined)
-      expect(yield* Fiber.join(held)).toBe("roll back")
+      yield* holder.release
       expect((yield* Fiber.join(first)).positions[0]!.entryId).toBe("2-0")
       expect((yield* Fiber.join(third)).positions[0]!.entryId).toBe("3-0")
       const read = yield* collect(store.readCategory("dropped"))
@@ -608,18 +596,7 @@ describe("PostgreSQL backend", () => {
       const { schema, url } = yield* fresh("chronicle_kept")
       const store = yield* storeIn(url, { schema, partitions: 1 })
       yield* store.append("kept-0", [event()])
-      const holder = yield* clientIn(url)
-      const holding = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const held = yield* Effect.fork(holder.withTransaction(Effect.gen(function*() {
-        yield* holder.unsafe(`SELECT * FROM "${schema}".append($1, $2, $3, $4, $5, $6, $7::uuid[], $8, $9, $10)`, [
-          "kept", 1, 0, ["x"], [-1], [1], [crypto.randomUUID()], ["Noted"], ["{}"], [""]
-        ])
-        yield* Deferred.succeed(holding, undefined)
-        yield* Deferred.await(release)
-        return yield* Effect.fail("roll back" as const)
-      })).pipe(Effect.flip))
-      yield* Deferred.await(holding)
+      const holder = yield* holdPartition(url, schema, "kept")
       const first = yield* Effect.fork(store.append("kept-1", [event()]))
       yield* Effect.sleep("100 millis")
       // waits behind the call in flight, in a region that cannot be interrupted
@@ -631,8 +608,7 @@ describe("PostgreSQL backend", () => {
       yield* Effect.sleep("50 millis")
       yield* Fiber.interruptFork(second)
       yield* Effect.sleep("50 millis")
-      yield* Deferred.succeed(release, undefined)
-      expect(yield* Fiber.join(held)).toBe("roll back")
+      yield* holder.release
       expect((yield* Fiber.join(first)).positions[0]!.entryId).toBe("2-0")
       expect(yield* Deferred.await(answered)).toBe("3-0")
       expect((yield* Fiber.join(third)).positions[0]!.entryId).toBe("4-0")
