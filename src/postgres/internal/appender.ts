@@ -170,7 +170,10 @@ export const makeAppender = (
           const n = p.events.length
           const out: Array<Position> = new Array(n)
           if (status === "ok") {
-            const start = Number(firstPosition)
+            const start = firstPosition === null ? NaN : Number(firstPosition)
+            if (!Number.isSafeInteger(start) || start < 1) {
+              return Exit.fail(new AppendOutcomeUnknown({ stream, eventIds: eventIdsOf(p), reason: `the reply gives no first position (${String(firstPosition)})` }))
+            }
             for (let i = 0; i < n; i++) out[i] = { partition: lane.partition, entryId: `${start + i}-0` }
           } else {
             if (positions === null || positions.length !== n) {
